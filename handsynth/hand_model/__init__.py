@@ -1,0 +1,1 @@
+"""MANO hand model: real MANO files or a generated stand-in, through smplx."""

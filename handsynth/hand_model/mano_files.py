@@ -1,0 +1,127 @@
+"""Reading and checking MANO model files (``MANO_RIGHT.pkl`` / ``.npz``) without chumpy.
+
+The official pickles store several arrays as chumpy ``Ch`` objects, and chumpy no longer installs
+on current Python/numpy. :class:`_ChumpyFreeUnpickler` maps every chumpy class to a placeholder
+that keeps the pickled state; :func:`_to_array` then reads the array out of it (``x`` for ``Ch``,
+``a``/``r`` for derived nodes).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+#: Arrays a MANO file must hold, with their expected shapes (None = any length on that axis).
+MANO_SCHEMA: dict[str, tuple[int | None, ...]] = {
+    "v_template": (778, 3),
+    "f": (None, 3),
+    "J_regressor": (16, 778),
+    "weights": (778, 16),
+    "posedirs": (778, 3, 135),
+    "shapedirs": (778, 3, None),
+    "kintree_table": (2, 16),
+    "hands_components": (45, 45),
+    "hands_mean": (45,),
+}
+
+
+class ManoModelError(ValueError):
+    """A MANO model file is missing, unreadable or holds arrays of the wrong shape."""
+
+
+class _ChumpyPlaceholder:
+    """Stands in for any chumpy class while unpickling; keeps the pickled state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _ChumpyFreeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "chumpy" or module.startswith("chumpy."):
+            return _ChumpyPlaceholder
+        return super().find_class(module, name)
+
+
+def _to_array(value: Any, key: str, where: str) -> Any:
+    """Turn chumpy placeholders and scipy sparse matrices into numpy arrays."""
+    if isinstance(value, _ChumpyPlaceholder):
+        state = value.state if isinstance(value.state, dict) else {}
+        for field in ("x", "a", "r"):
+            if field in state:
+                return np.asarray(_to_array(state[field], key, where))
+        raise ManoModelError(f"{where}: array {key!r} is a chumpy object without stored values")
+    if hasattr(value, "toarray") and "scipy.sparse" in type(value).__module__:
+        return np.asarray(value.toarray())
+    return value
+
+
+def read_mano_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``MANO_*.pkl`` (chumpy-free) or ``MANO_*.npz`` into a dict of numpy arrays."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManoModelError(f"{path}: MANO model file not found")
+    data = path.read_bytes()
+    try:
+        if path.suffix == ".npz":
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                raw = {k: npz[k] for k in npz.files}
+        else:
+            raw = _ChumpyFreeUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except Exception as exc:  # any decoding failure is a bad file, named as such
+        raise ManoModelError(f"{path}: not a readable MANO model file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(raw, Mapping):
+        raise ManoModelError(f"{path}: expected a dict of arrays, found {type(raw).__name__}")
+    arrays = {k: _to_array(v, k, str(path)) for k, v in raw.items()}
+    validate_mano_arrays(arrays, str(path))
+    return arrays
+
+
+def validate_mano_arrays(arrays: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`ManoModelError` naming the array whose shape or values are wrong."""
+    for key, shape in MANO_SCHEMA.items():
+        if key not in arrays:
+            raise ManoModelError(f"{where}: missing array {key!r}")
+        arr = np.asarray(arrays[key])
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            want = "x".join("N" if s is None else str(s) for s in shape)
+            raise ManoModelError(f"{where}: array {key!r} has shape {arr.shape}, expected {want}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ManoModelError(f"{where}: array {key!r} holds NaN or inf")
+    faces = np.asarray(arrays["f"])
+    if faces.min() < 0 or faces.max() >= 778:
+        raise ManoModelError(f"{where}: array 'f' indexes vertices outside 0..777")
+
+
+def fix_left_shapedirs(left: dict[str, Any], right: Mapping[str, Any]) -> bool:
+    """Apply the known MANO left-model fix; return whether it was needed.
+
+    The released ``MANO_LEFT`` shares ``shapedirs[:, 0]`` with the right model instead of its
+    mirror, so shape changes move the left hand's vertices the wrong way along x. When the two
+    are (nearly) equal rather than opposite, negate the left one.
+    """
+    l0 = np.asarray(left["shapedirs"])[:, 0]
+    r0 = np.asarray(right["shapedirs"])[:, 0]
+    if np.abs(l0 - r0).sum() < 1.0:
+        shapedirs = np.array(left["shapedirs"], dtype=np.float64, copy=True)
+        shapedirs[:, 0] *= -1
+        left["shapedirs"] = shapedirs
+        return True
+    return False
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
+    """Write a model dict as ``.npz`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)

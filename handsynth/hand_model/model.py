@@ -1,0 +1,185 @@
+"""Two MANO hands behind one interface, for real MANO files and the generated stand-in alike.
+
+Both sources end in ``smplx.MANO``: real files are unpickled without chumpy and handed over as a
+``data_struct``; the stand-in is written as ``MANO_RIGHT.npz`` / ``MANO_LEFT.npz`` and loaded from
+its folder exactly as a user's ``.npz`` MANO files would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import smplx
+import torch
+from smplx.utils import Struct
+
+from handsynth.hand_model import mano_files, parts, standin
+
+log = logging.getLogger(__name__)
+
+SIDES = ("right", "left")
+#: smplx VERTEX_IDS['mano'] order: thumb, index, middle, ring, pinky.
+TIP_VERTEX_IDS = tuple(standin.TIP_VERTEX_IDS.values())
+
+
+@dataclass
+class HandOutput:
+    vertices: torch.Tensor   # (B, 778, 3) metres
+    joints: torch.Tensor     # (B, 16, 3) MANO joint order
+    keypoints: torch.Tensor  # (B, 21, 3) joints + tips (thumb, index, middle, ring, pinky)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HANDSYNTH_CACHE", Path.home() / ".cache" / "handsynth"))
+
+
+def _digest(arrays: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(mano_files.MANO_SCHEMA):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(np.asarray(arrays[key], dtype=np.float64)).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class HandModel:
+    """Right and left MANO layers plus the part structure used by penetration and rendering."""
+
+    layers: dict[str, smplx.MANO]
+    identity: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self) -> None:
+        weights = self.layers["right"].lbs_weights.detach().cpu().numpy()
+        self.part_labels: np.ndarray = parts.vertex_part_labels(weights)  # (778,)
+        self._faces = {s: self.layers[s].faces.astype(np.int64) for s in SIDES}
+        right_face_labels = parts.face_part_labels(self._faces["right"], weights)
+        self.face_labels = {"right": right_face_labels, "left": right_face_labels}
+        self._part_meshes = {
+            s: parts.build_part_meshes(self._faces[s], self.face_labels[s], f"{self.name} ({s})") for s in SIDES
+        }
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def standin(cls, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> "HandModel":
+        """The generated stand-in (NOT MANO), built once and cached as MANO-schema ``.npz`` files."""
+        folder = Path(cache_dir or default_cache_dir()) / standin.STANDIN_VERSION
+        if not (folder / "MANO_RIGHT.npz").exists() or not (folder / "MANO_LEFT.npz").exists():
+            log.info("generating the stand-in hand model into %s", folder)
+            right = standin.generate_standin_model()
+            mano_files.write_npz(folder / "MANO_LEFT.npz", standin.mirror_model(right))
+            mano_files.write_npz(folder / "MANO_RIGHT.npz", right)
+        arrays = mano_files.read_mano_file(folder / "MANO_RIGHT.npz")
+        layers = {
+            side: smplx.MANO(str(folder), is_rhand=side == "right", use_pca=False, flat_hand_mean=False, ext="npz")
+            for side in SIDES
+        }
+        identity = {
+            "kind": "standin",
+            "is_standin": True,
+            "name": f"generated stand-in hand ({standin.STANDIN_VERSION}), not MANO",
+            "version": standin.STANDIN_VERSION,
+            "digest": _digest(arrays),
+            "source": str(folder),
+        }
+        return cls(layers, identity, torch.device(device)).to(device)
+
+    @classmethod
+    def from_mano_folder(cls, folder: str | os.PathLike, device: str = "cpu") -> "HandModel":
+        """Real MANO from ``MANO_RIGHT``/``MANO_LEFT`` ``.pkl`` or ``.npz`` files in ``folder``."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise mano_files.ManoModelError(f"{folder}: MANO model folder not found")
+        arrays = {}
+        for side in SIDES:
+            name = f"MANO_{side.upper()}"
+            path = next((folder / f"{name}{ext}" for ext in (".pkl", ".npz") if (folder / f"{name}{ext}").is_file()), None)
+            if path is None:
+                raise mano_files.ManoModelError(f"{folder}: no {name}.pkl or {name}.npz in the MANO model folder")
+            arrays[side] = mano_files.read_mano_file(path)
+        fixed = mano_files.fix_left_shapedirs(arrays["left"], arrays["right"])
+        layers = {
+            side: smplx.MANO(str(folder), is_rhand=side == "right", data_struct=Struct(**arrays[side]),
+                             use_pca=False, flat_hand_mean=False)
+            for side in SIDES
+        }
+        identity = {
+            "kind": "mano",
+            "is_standin": False,
+            "name": "MANO",
+            "version": "mano-files",
+            "digest": _digest(arrays["right"]),
+            "source": str(folder),
+            "left_shapedirs_fixed": fixed,
+        }
+        return cls(layers, identity, torch.device(device)).to(device)
+
+    def to(self, device: str | torch.device) -> "HandModel":
+        self.device = torch.device(device)
+        for layer in self.layers.values():
+            layer.to(self.device)
+            layer.requires_grad_(False)
+        return self
+
+    # ---- properties ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.identity["name"])
+
+    @property
+    def is_standin(self) -> bool:
+        return bool(self.identity["is_standin"])
+
+    def faces(self, side: str) -> np.ndarray:
+        """Triangles (F, 3); the left hand's are wound for its mirrored geometry."""
+        return self._faces[side]
+
+    def part_meshes(self, side: str) -> list[parts.PartMesh]:
+        return self._part_meshes[side]
+
+    def hands_mean(self, side: str) -> torch.Tensor:
+        """(45,) the relaxed pose MANO adds to ``hand_pose`` (flat_hand_mean=False)."""
+        return self.layers[side].hand_mean
+
+    def full_finger_pose(self, side: str, hand_pose: torch.Tensor) -> torch.Tensor:
+        """Articulated finger rotations (B, 45) = ``hand_pose`` + ``hands_mean``."""
+        return hand_pose + self.hands_mean(side)
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(
+        self,
+        side: str,
+        global_orient: torch.Tensor | np.ndarray,  # (B, 3)
+        hand_pose: torch.Tensor | np.ndarray,      # (B, 45), MANO convention (relative to hands_mean)
+        betas: torch.Tensor | np.ndarray,          # (B, 10)
+        transl: torch.Tensor | np.ndarray,         # (B, 3) metres
+    ) -> HandOutput:
+        layer = self.layers[side]
+        t = [torch.as_tensor(x, dtype=torch.float32, device=self.device) for x in (global_orient, hand_pose, betas, transl)]
+        out = layer(global_orient=t[0], hand_pose=t[1], betas=t[2][:, : layer.num_betas], transl=t[3])
+        tips = out.vertices[:, list(TIP_VERTEX_IDS)]
+        return HandOutput(out.vertices, out.joints, torch.cat([out.joints, tips], dim=1))
+
+    def forward_numpy(self, side: str, params: dict[str, np.ndarray], batch: int = 4096) -> HandOutput:
+        """Forward for a pose table's hand block (``PoseTable.hand(side)``), in chunks, no grad."""
+        outs = []
+        n = len(params["hand_pose"])
+        with torch.no_grad():
+            for s in range(0, n, batch):
+                sl = slice(s, s + batch)
+                outs.append(self.forward(side, params["global_orient"][sl], params["hand_pose"][sl],
+                                         params["betas"][sl], params["transl"][sl]))
+        return HandOutput(*(torch.cat([getattr(o, k) for o in outs]) for k in ("vertices", "joints", "keypoints")))
+
+    def rest_keypoints(self, side: str) -> np.ndarray:
+        """(21, 3) keypoints of the flat hand (all rotations zero), mean shape, at the origin."""
+        z = torch.zeros(1, 3, device=self.device)
+        with torch.no_grad():
+            out = self.forward(side, z, -self.hands_mean(side)[None], torch.zeros(1, 10, device=self.device), z)
+        return out.keypoints[0].cpu().numpy()

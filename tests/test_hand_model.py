@@ -1,0 +1,114 @@
+"""The generated stand-in hand: MANO schema, smplx code path, parts, symmetry, proportions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import smplx
+import torch
+import trimesh
+
+from handsynth.hand_model import mano_files, standin
+from handsynth.hand_model.model import HandModel, _digest
+
+
+def random_params(n: int, seed: int = 0, scale: float = 0.35) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "global_orient": rng.normal(0, 1.0, (n, 3)),
+        "hand_pose": rng.normal(0, scale, (n, 45)),
+        "betas": rng.normal(0, 1.0, (n, 10)),
+        "transl": rng.normal(0, 0.1, (n, 3)),
+    }
+
+
+def test_standin_loads_through_smplx_and_gives_21_keypoints(hand_model):
+    assert all(isinstance(layer, smplx.MANO) for layer in hand_model.layers.values())
+    assert hand_model.is_standin and "stand-in" in hand_model.name
+    out = hand_model.forward_numpy("right", random_params(8))
+    assert out.vertices.shape == (8, 778, 3)
+    assert out.joints.shape == (8, 16, 3)
+    assert out.keypoints.shape == (8, 21, 3)
+    tips = out.vertices[:, [744, 320, 443, 554, 671]]
+    assert torch.equal(out.keypoints[:, 16:], tips)
+    assert len(hand_model.faces("right")) == 1552
+
+
+def test_generated_arrays_match_the_mano_schema(hand_model):
+    arrays = mano_files.read_mano_file(hand_model.identity["source"] + "/MANO_RIGHT.npz")
+    mano_files.validate_mano_arrays(arrays, "stand-in")
+    assert np.allclose(arrays["weights"].sum(axis=1), 1.0)
+    assert list(arrays["kintree_table"][0, 1:]) == [0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
+    # the regressor reproduces the designed skeleton from the surface
+    assert np.abs(arrays["J_regressor"] @ arrays["v_template"] - arrays["J"]).max() < 5e-4
+    comps = arrays["hands_components"]
+    assert np.allclose(comps @ comps.T, np.eye(45), atol=1e-6)
+    # ten independent shape directions
+    assert np.linalg.matrix_rank(arrays["shapedirs"].reshape(-1, 10), tol=1e-6) == 10
+    # skin blends across joints: a band of vertices is shared between bones
+    assert (arrays["weights"].max(axis=1) < 0.9).sum() > 60
+
+
+def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(hand_model):
+    labels = hand_model.part_labels
+    assert labels.shape == (778,) and set(np.unique(labels)) == set(range(16))
+    out = hand_model.forward_numpy("right", random_params(4, seed=3))
+    for side in ("right", "left"):
+        meshes = hand_model.part_meshes(side)
+        covered = np.unique(np.concatenate([p.vertex_ids for p in meshes]))
+        assert len(covered) == 778
+        verts = hand_model.forward_numpy(side, random_params(4, seed=3)).vertices.numpy()
+        for b in range(4):
+            for p in meshes:
+                m = trimesh.Trimesh(p.posed_numpy(verts[b]), p.faces, process=False)
+                assert m.is_watertight and m.is_winding_consistent, (side, p.part)
+                assert m.volume > 0, (side, p.part)
+    whole = trimesh.Trimesh(out.vertices[0].numpy(), hand_model.faces("right"), process=False)
+    assert whole.is_watertight and whole.volume > 0
+
+
+def test_left_hand_is_the_mirror_of_the_right(hand_model):
+    p = random_params(6, seed=5)
+    m = np.array([1.0, -1.0, -1.0])
+    left = {
+        "global_orient": p["global_orient"] * m,
+        "hand_pose": p["hand_pose"] * np.tile(m, 15),
+        "betas": p["betas"],
+        "transl": p["transl"] * np.array([-1.0, 1.0, 1.0]),
+    }
+    r = hand_model.forward_numpy("right", p)
+    l = hand_model.forward_numpy("left", left)
+    mirrored = r.vertices.numpy() * np.array([-1.0, 1.0, 1.0])
+    assert np.abs(l.vertices.numpy() - mirrored).max() < 1e-5
+    lmesh = trimesh.Trimesh(l.vertices[0].numpy(), hand_model.faces("left"), process=False)
+    assert lmesh.volume > 0  # re-wound faces keep normals outward
+
+
+def test_rest_proportions_are_adult_human(hand_model):
+    kp = hand_model.rest_keypoints("right") * 1000.0  # mm
+    wrist, middle_mcp, middle_tip = kp[0], kp[4], kp[18]
+    assert 175 < np.linalg.norm(middle_tip - wrist) < 200      # wrist to middle fingertip
+    assert 85 < np.linalg.norm(middle_mcp - wrist) < 100        # palm a little over half
+    chains = {"index": (1, 2, 3, 17), "middle": (4, 5, 6, 18), "ring": (10, 11, 12, 19),
+              "pinky": (7, 8, 9, 20), "thumb": (13, 14, 15, 16)}
+    for name, (a, b, c, tip) in chains.items():
+        bones = [np.linalg.norm(kp[x] - kp[y]) for x, y in ((a, b), (b, c), (c, tip))]
+        assert all(12 < L < 55 for L in bones), (name, bones)
+    # the tip keypoint is a surface vertex just beyond the distal joint
+    assert np.linalg.norm(kp[18] - kp[6]) > 20
+
+
+def test_shape_space_changes_size_and_keeps_joint_consistency(hand_model):
+    base = random_params(1, seed=9)
+    base["betas"][:] = 0
+    big = {k: v.copy() for k, v in base.items()}
+    big["betas"][0, 0] = 2.0
+    a = hand_model.forward_numpy("right", base).keypoints[0].numpy()
+    b = hand_model.forward_numpy("right", big).keypoints[0].numpy()
+    la, lb = np.linalg.norm(a[18] - a[0]), np.linalg.norm(b[18] - b[0])
+    assert 1.08 < lb / la < 1.16  # +2 std of overall size is about +12 %
+
+
+def test_standin_generation_is_deterministic(hand_model, tmp_path):
+    regenerated = HandModel.standin(cache_dir=tmp_path)
+    assert regenerated.identity["digest"] == hand_model.identity["digest"]
