@@ -1,0 +1,99 @@
+"""Real MANO files: chumpy-free pickles, the left-model fix, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+from handsynth.hand_model import mano_files
+from handsynth.hand_model.model import HandModel
+
+
+def _write_chumpy_pickle(path, arrays: dict) -> None:
+    """Pickle like the official MANO files: big arrays inside chumpy ``Ch`` objects.
+
+    chumpy is not installed: a throwaway module named ``chumpy.ch`` provides the class for
+    pickling and is removed again, so the reader must cope without it.
+    """
+    chumpy = types.ModuleType("chumpy")
+    ch = types.ModuleType("chumpy.ch")
+
+    class Ch:  # what chumpy.ch.Ch pickles: an object whose state dict holds the values in 'x'
+        def __init__(self, x):
+            self.x = x
+            self._dirty_vars = set()
+
+    Ch.__module__ = "chumpy.ch"
+    Ch.__qualname__ = "Ch"
+    ch.Ch = Ch
+    sys.modules["chumpy"], sys.modules["chumpy.ch"] = chumpy, ch
+    try:
+        data = dict(arrays)
+        for key in ("v_template", "weights", "posedirs", "shapedirs"):
+            data[key] = Ch(np.asarray(arrays[key]))
+        data["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
+        data["f"] = np.asarray(arrays["f"]).astype(np.uint32)
+        with open(path, "wb") as fh:
+            pickle.dump(data, fh, protocol=2)
+    finally:
+        del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+
+
+@pytest.fixture(scope="module")
+def standin_arrays(hand_model):
+    folder = hand_model.identity["source"]
+    return {s: mano_files.read_mano_file(f"{folder}/MANO_{s.upper()}.npz") for s in ("right", "left")}
+
+
+def test_chumpy_pickle_reads_into_the_same_arrays(tmp_path, standin_arrays):
+    assert "chumpy" not in sys.modules
+    _write_chumpy_pickle(tmp_path / "MANO_RIGHT.pkl", standin_arrays["right"])
+    read = mano_files.read_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    for key in mano_files.MANO_SCHEMA:
+        assert np.allclose(np.asarray(read[key], dtype=np.float64),
+                           np.asarray(standin_arrays["right"][key], dtype=np.float64)), key
+
+
+def test_mano_folder_of_pickles_poses_like_the_standin(tmp_path, hand_model, standin_arrays):
+    left = dict(standin_arrays["left"])
+    # the released left model shares shapedirs[:, 0] with the right one: reproduce that bug
+    left["shapedirs"] = standin_arrays["left"]["shapedirs"].copy()
+    left["shapedirs"][:, 0] = standin_arrays["right"]["shapedirs"][:, 0]
+    _write_chumpy_pickle(tmp_path / "MANO_RIGHT.pkl", standin_arrays["right"])
+    _write_chumpy_pickle(tmp_path / "MANO_LEFT.pkl", left)
+    mano = HandModel.from_mano_folder(tmp_path)
+    assert mano.identity["kind"] == "mano" and mano.identity["left_shapedirs_fixed"] is True
+    rng = np.random.default_rng(0)
+    params = {"global_orient": rng.normal(size=(3, 3)), "hand_pose": rng.normal(0, 0.3, (3, 45)),
+              "betas": rng.normal(size=(3, 10)), "transl": rng.normal(0, 0.1, (3, 3))}
+    for side in ("right", "left"):
+        a = mano.forward_numpy(side, params).vertices
+        b = hand_model.forward_numpy(side, params).vertices
+        assert torch.allclose(a, b, atol=1e-6), side
+
+
+def test_missing_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(mano_files.ManoModelError, match="MANO model folder not found"):
+        HandModel.from_mano_folder(tmp_path / "nowhere")
+    with pytest.raises(mano_files.ManoModelError, match="no MANO_RIGHT.pkl or MANO_RIGHT.npz"):
+        HandModel.from_mano_folder(tmp_path)
+
+
+def test_wrong_array_shape_names_the_file_and_array(tmp_path, standin_arrays):
+    bad = dict(standin_arrays["right"])
+    bad["weights"] = bad["weights"][:, :15]
+    np.savez(tmp_path / "MANO_RIGHT.npz", **bad)
+    with pytest.raises(mano_files.ManoModelError, match=r"MANO_RIGHT.npz: array 'weights' has shape \(778, 15\), expected 778x16"):
+        mano_files.read_mano_file(tmp_path / "MANO_RIGHT.npz")
+
+
+def test_garbage_file_is_reported_as_unreadable(tmp_path):
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(b"not a pickle at all")
+    with pytest.raises(mano_files.ManoModelError, match="not a readable MANO model file"):
+        mano_files.read_mano_file(tmp_path / "MANO_RIGHT.pkl")
