@@ -112,3 +112,11 @@ def test_shape_space_changes_size_and_keeps_joint_consistency(hand_model):
 def test_standin_generation_is_deterministic(hand_model, tmp_path):
     regenerated = HandModel.standin(cache_dir=tmp_path)
     assert regenerated.identity["digest"] == hand_model.identity["digest"]
+
+
+def test_skeleton_only_keypoints_match_the_skinned_mesh(hand_model):
+    p = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in random_params(16, seed=11).items()}
+    for side in ("right", "left"):
+        full = hand_model.forward(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).keypoints
+        fast = hand_model.keypoints_fk(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"])
+        assert (full - fast).abs().max() < 1e-5, side

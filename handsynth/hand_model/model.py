@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import smplx
 import torch
+from smplx.lbs import batch_rigid_transform, batch_rodrigues
 from smplx.utils import Struct
 
 from handsynth.hand_model import mano_files, parts, standin
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 SIDES = ("right", "left")
 #: smplx VERTEX_IDS['mano'] order: thumb, index, middle, ring, pinky.
 TIP_VERTEX_IDS = tuple(standin.TIP_VERTEX_IDS.values())
+#: The joint whose bone carries each fingertip (thumb IP, index/middle/ring/pinky DIP).
+TIP_PARENT_JOINTS = (15, 3, 6, 12, 9)
+TIP_IDS_T = torch.tensor(TIP_VERTEX_IDS)
 
 
 @dataclass
@@ -176,6 +180,35 @@ class HandModel:
                 outs.append(self.forward(side, params["global_orient"][sl], params["hand_pose"][sl],
                                          params["betas"][sl], params["transl"][sl]))
         return HandOutput(*(torch.cat([getattr(o, k) for o in outs]) for k in ("vertices", "joints", "keypoints")))
+
+    def keypoints_fk(
+        self,
+        side: str,
+        global_orient: torch.Tensor,  # (B, 3)
+        hand_pose: torch.Tensor,      # (B, 45), MANO convention
+        betas: torch.Tensor,          # (B, 10)
+        transl: torch.Tensor,         # (B, 3)
+    ) -> torch.Tensor:
+        """(B, 21, 3) keypoints by forward kinematics of the skeleton alone, no skinning.
+
+        Fingertips ride rigidly on their distal bone. That is exact where a tip vertex is
+        skinned to that bone alone (the stand-in) and within about a millimetre for MANO, whose
+        small pose correctives are skipped; it is ~50x cheaper than the full mesh, which matters
+        when keypoints of every InterHand2.6M frame are needed (deduplication).
+        """
+        layer = self.layers[side]
+        b = hand_pose.shape[0]
+        nb = layer.num_betas
+        v_shaped = layer.v_template[TIP_IDS_T.to(self.device)] + torch.einsum(
+            "bl,vcl->bvc", betas[:, :nb], layer.shapedirs[TIP_IDS_T.to(self.device)])  # (B, 5, 3)
+        joints = torch.einsum("jv,bvc->bjc", layer.J_regressor,
+                              layer.v_template + torch.einsum("bl,vcl->bvc", betas[:, :nb], layer.shapedirs))
+        full = torch.cat([global_orient, hand_pose + layer.hand_mean], dim=1)  # (B, 48)
+        rot = batch_rodrigues(full.reshape(-1, 3)).reshape(b, 16, 3, 3)
+        posed_joints, rel = batch_rigid_transform(rot, joints, layer.parents)  # rel: (B, 16, 4, 4)
+        a = rel[:, list(TIP_PARENT_JOINTS)]                                     # (B, 5, 4, 4)
+        tips = torch.einsum("btij,btj->bti", a[..., :3, :3], v_shaped) + a[..., :3, 3]
+        return torch.cat([posed_joints, tips], dim=1) + transl[:, None]
 
     def rest_keypoints(self, side: str) -> np.ndarray:
         """(21, 3) keypoints of the flat hand (all rotations zero), mean shape, at the origin."""
