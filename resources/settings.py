@@ -1,0 +1,74 @@
+"""Pipeline sizes and knobs, with named presets: ``test``, ``demo`` (default) and ``paper``.
+
+One resource carries every size so that a run's configuration is one record, stored in the
+dataset manifest. Presets are starting points; any field can be overridden in the Dagster
+launchpad or through ``IH_<FIELD>`` environment variables (see :func:`settings_from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: for asset tests with in-memory IO managers
+    "test": dict(n_procedural_poses=8, dedup_threshold_mm=5.0, shard_size=4, n_augmentations=2,
+                 optimize_iterations=20, optimize_batch_size=16, n_views=2, image_size=128,
+                 n_anchors_per_hand=60, discriminator_epochs=3, n_environment_maps=2),
+    # minutes on a 2-core laptop; >= 100 annotated images end to end
+    "demo": dict(n_procedural_poses=24, dedup_threshold_mm=5.0, shard_size=6, n_augmentations=2,
+                 optimize_iterations=215, optimize_batch_size=64, n_views=10, image_size=256,
+                 n_anchors_per_hand=100, discriminator_epochs=15, n_environment_maps=4),
+    # RenderIH: 3,680 distinct poses x 30 augmentations x 10 views
+    "paper": dict(n_procedural_poses=60000, dedup_threshold_mm=12.0, shard_size=50, n_augmentations=30,
+                  optimize_iterations=215, optimize_batch_size=256, n_views=10, image_size=256,
+                  n_anchors_per_hand=100, discriminator_epochs=40, n_environment_maps=16),
+}
+
+
+class PipelineSettings(ConfigurableResource):
+    """Sizes of every stage. Defaults are the ``demo`` preset."""
+
+    preset: Literal["test", "demo", "paper", "custom"] = Field(default="demo", description="Name recorded in manifests.")
+    seed: int = Field(default=0, description="Root seed; every random choice derives from it and the pose id.")
+    n_procedural_poses: int = Field(default=PRESETS["demo"]["n_procedural_poses"], description="Raw poses from the generator.")
+    dedup_threshold_mm: float = Field(default=PRESETS["demo"]["dedup_threshold_mm"], description="Poses closer than this are duplicates.")
+    shard_size: int = Field(default=PRESETS["demo"]["shard_size"], description="Distinct poses per partition (shard).")
+    n_augmentations: int = Field(default=PRESETS["demo"]["n_augmentations"], description="Augmentations per distinct pose (paper: 30).")
+    optimize_iterations: int = Field(default=PRESETS["demo"]["optimize_iterations"], description="Optimizer iterations (paper: 215).")
+    optimize_schedule: Literal["renderih", "reference"] = Field(default="renderih", description="Loss-weight schedule preset.")
+    optimize_batch_size: int = Field(default=PRESETS["demo"]["optimize_batch_size"], description="Poses optimized together.")
+    n_views: int = Field(default=PRESETS["demo"]["n_views"], description="Camera views per kept pose (paper: 10).")
+    image_size: int = Field(default=PRESETS["demo"]["image_size"], description="Square image side in pixels.")
+    n_anchors_per_hand: int = Field(default=PRESETS["demo"]["n_anchors_per_hand"], description="Contact anchors per hand.")
+    discriminator_epochs: int = Field(default=PRESETS["demo"]["discriminator_epochs"], description="Training epochs.")
+    n_environment_maps: int = Field(default=PRESETS["demo"]["n_environment_maps"], description="Procedural HDR maps when no library is set.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "PipelineSettings":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(preset=name, **{**PRESETS[name], **overrides})
+
+    def record(self) -> dict[str, Any]:
+        """The settings as a plain dict, for manifests and asset metadata."""
+        return self.model_dump() if hasattr(self, "model_dump") else dict(self)
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> PipelineSettings:
+    """``IH_PRESET`` picks the preset; ``IH_<FIELD>`` (e.g. ``IH_N_VIEWS=4``) overrides one field."""
+    env = dict(os.environ if environ is None else environ)
+    preset = env.get("IH_PRESET", "demo")
+    overrides: dict[str, Any] = {}
+    for name, field in PipelineSettings.model_fields.items():
+        raw = env.get(f"IH_{name.upper()}")
+        if raw is None or name == "preset":
+            continue
+        try:
+            overrides[name] = field.annotation(raw) if field.annotation in (int, float) else raw
+        except ValueError as exc:
+            raise ValueError(f"environment variable IH_{name.upper()}={raw!r}: {exc}") from exc
+    return PipelineSettings.from_preset(preset, **overrides)

