@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 #: Version of the generator; part of the model identity recorded in every manifest.
-STANDIN_VERSION = "standin-hand-1"
+STANDIN_VERSION = "standin-hand-2"
 
 NUM_VERTS = 778
 NUM_JOINTS = 16
@@ -378,41 +378,48 @@ def _shape_blend_shapes(verts: np.ndarray, weights: np.ndarray, joints: np.ndarr
     return np.stack(dirs, axis=-1)
 
 
-def _pose_synergies(hands_mean: np.ndarray, seed: int = 0) -> np.ndarray:
+def _anatomical_pose(rest_keypoints: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+    """Axis-angle pose (N, 45) of anatomical (bend, splay, twist) angles (N, 15, 3) in degrees."""
+    import torch
+
+    from handsynth import joint_limits
+
+    frames = joint_limits.AnatomicalFrames.from_rest_keypoints(rest_keypoints)
+    angles = torch.as_tensor(np.deg2rad(angles_deg), dtype=torch.float64)
+    pose = joint_limits.compose_pose(angles, joint_limits.AnatomicalFrames(frames.frames.double()))
+    return pose.reshape(-1, 45).numpy()
+
+
+def relaxed_hands_mean(rest_keypoints: np.ndarray) -> np.ndarray:
+    """A relaxed, slightly curled hand (45,) — the pose MANO's ``hands_mean`` also encodes.
+
+    Built from anatomical angles so that it bends each joint about its own flexion axis only.
+    """
+    angles = np.zeros((1, 15, 3))
+    for name, first in FINGER_CHAINS.items():
+        for k, bend in enumerate((8.0, 12.0, 10.0) if name == "thumb" else (12.0, 17.0, 10.0)):
+            angles[0, first - 1 + k, 0] = bend
+    return _anatomical_pose(rest_keypoints, angles)[0]
+
+
+def _pose_synergies(rest_keypoints: np.ndarray, hands_mean: np.ndarray, seed: int = 0) -> np.ndarray:
     """Orthonormal PCA basis (45, 45) of a finger-synergy pose model (rows = components).
 
-    Finger flexion axes of the stand-in are -z (fingers) and the thumb's own bend axis; poses are
-    drawn as a shared grasp curl plus per-finger curls and spread, then PCA'd like MANO's basis.
+    Poses are drawn as a shared grasp curl plus per-finger curls and spreads (anatomical
+    angles), then PCA'd around ``hands_mean`` like MANO's basis.
     """
     rng = np.random.default_rng(seed)
-    joints, tips = rest_skeleton()
-    thumb_axis = _unit(np.cross(_unit(joints[14] - joints[13]), np.array([0.0, -1.0, 0.0])))
     n = 4000
-    grasp = rng.uniform(-0.2, 1.3, n)
-    poses = np.zeros((n, 15, 3))
+    grasp = rng.uniform(-10.0, 75.0, n)
+    angles = np.zeros((n, 15, 3))
     for name, first in FINGER_CHAINS.items():
-        curl = grasp + rng.normal(0, 0.35, n)
-        axis = thumb_axis if name == "thumb" else np.array([0.0, 0.0, -1.0])
+        curl = grasp + rng.normal(0.0, 20.0, n)
         for k, gain in enumerate((0.8, 1.1, 0.7)):
-            poses[:, first - 1 + k] = (curl * gain)[:, None] * axis
-        poses[:, first - 1] += rng.normal(0, 0.12, n)[:, None] * np.array([0.0, 1.0, 0.0])
-    x = poses.reshape(n, 45) - hands_mean
+            angles[:, first - 1 + k, 0] = curl * gain
+        angles[:, first - 1, 1] = rng.normal(0.0, 7.0, n)
+    x = _anatomical_pose(rest_keypoints, angles) - hands_mean
     _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=True)
     return vt
-
-
-def relaxed_hands_mean() -> np.ndarray:
-    """A relaxed, slightly curled hand (45,) — the pose MANO's ``hands_mean`` also encodes."""
-    joints, _ = rest_skeleton()
-    flex = np.array([0.0, 0.0, -1.0])
-    thumb_axis = _unit(np.cross(_unit(joints[14] - joints[13]), np.array([0.0, -1.0, 0.0])))
-    mean = np.zeros((15, 3))
-    for name, first in FINGER_CHAINS.items():
-        axis = thumb_axis if name == "thumb" else flex
-        angles = (0.15, 0.25, 0.15) if name == "thumb" else (0.2, 0.3, 0.18)
-        for k, ang in enumerate(angles):
-            mean[first - 1 + k] = ang * axis
-    return mean.reshape(45)
 
 
 def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -441,19 +448,22 @@ def generate_standin_model() -> dict[str, np.ndarray]:
     verts, faces = _reorder_for_tips(verts, faces)
     joints, _ = rest_skeleton()
     weights = skinning_weights(verts)
-    hands_mean = relaxed_hands_mean()
+    regressor = _joint_regressor(verts, joints)
+    # anatomical frames from exactly the keypoints the model will produce at rest
+    rest_keypoints = np.concatenate([regressor @ verts, verts[list(TIP_VERTEX_IDS.values())]])
+    hands_mean = relaxed_hands_mean(rest_keypoints)
     kintree = np.stack([PARENTS.astype(np.int64), np.arange(NUM_JOINTS)])
     kintree[0, 0] = 4294967295  # as in MANO's files (uint32 -1)
     return {
         "v_template": verts.astype(np.float64),
         "f": faces.astype(np.uint32),
-        "J_regressor": _joint_regressor(verts, joints),
+        "J_regressor": regressor,
         "J": joints,
         "weights": weights,
         "posedirs": np.zeros((NUM_VERTS, 3, 9 * (NUM_JOINTS - 1))),
         "shapedirs": _shape_blend_shapes(verts, weights, joints),
         "kintree_table": kintree,
-        "hands_components": _pose_synergies(hands_mean),
+        "hands_components": _pose_synergies(rest_keypoints, hands_mean),
         "hands_mean": hands_mean,
         "hands_coeffs": np.zeros((1, 45)),
         "bs_style": np.array("lbs"),
