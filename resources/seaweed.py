@@ -276,6 +276,23 @@ def serve(data_dir: str, s3_port: int | None, pid_file: str | None) -> int:
     return 0
 
 
+def ping(endpoint: str, wait: float = 0.0) -> bool:
+    """Whether an S3 API answers ListBuckets at ``endpoint``, retrying for up to ``wait`` seconds."""
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="any",
+                          aws_secret_access_key="any",
+                          config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1},
+                                        s3={"addressing_style": "path"}))
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client.list_buckets()
+            return True
+        except (BotoCoreError, ClientError):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resources.seaweed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,7 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, help="data directory (also holds weed.log and the pid file)")
     p.add_argument("--s3-port", type=int, default=None, help="S3 port (default: a free one)")
     p.add_argument("--pid-file", default=None, help="where to write our pid (default DIR/seaweed.pid)")
+    q = sub.add_parser("ping", help="exit 0 when an S3 API answers at the endpoint")
+    q.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:8333")
+    q.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying")
     args = parser.parse_args(argv)
+    if args.command == "ping":
+        ok = ping(args.endpoint, args.wait)
+        if not ok and args.wait:
+            print(f"error: no S3 API at {args.endpoint} after {args.wait:.0f} s", file=sys.stderr)
+        return 0 if ok else 1
     try:
         return serve(args.dir, args.s3_port, args.pid_file)
     except SeaweedError as exc:

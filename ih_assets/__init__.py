@@ -1,0 +1,1 @@
+"""Dagster assets of the RenderIH pipeline; `ih_assets.definitions` assembles them."""

@@ -1,0 +1,37 @@
+"""The code location: every asset, check, job, schedule, sensor and resource in one place.
+
+``workspace.yaml`` points ``dagster dev`` here. Resources come from
+:func:`resources.environments.resources_for` (``IH_ENV``: local | cluster | test).
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job, load_asset_checks_from_modules, load_assets_from_modules
+
+from ih_assets import poses
+from resources.partitions import pose_shards
+from quality import pose_checks
+from resources.environments import resources_for
+
+UNPARTITIONED_JOB = "prepare_sources"
+PARTITIONED_JOB = "generate_shard"
+
+all_assets = load_assets_from_modules([poses])
+all_checks = load_asset_checks_from_modules([pose_checks])
+
+_partitioned = [a.key for a in all_assets if a.partitions_def is not None]
+_unpartitioned = [a.key for a in all_assets if a.partitions_def is None]
+
+prepare_sources = define_asset_job(
+    UNPARTITIONED_JOB, selection=AssetSelection.assets(*_unpartitioned),
+    description="Unpartitioned assets: raw and deduped poses, anchors, discriminator, environment maps.")
+generate_shard = define_asset_job(
+    PARTITIONED_JOB, selection=AssetSelection.assets(*_partitioned), partitions_def=pose_shards,
+    description="Everything per pose shard: augment, optimize, render, annotate.")
+
+defs = Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=[prepare_sources, generate_shard],
+    resources=resources_for(),
+)

@@ -1,0 +1,1 @@
+"""Asset checks (Dagster + Great Expectations) calling the handsynth library."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up everything the pipeline needs on a fresh machine; safe to run again (it skips what is done).
+#  - Debian packages for headless rendering (Mesa EGL), installed only when missing;
+#  - a virtualenv in .venv with torch 2.13.0 (CPU build) installed FIRST, so that no dependency
+#    pulls a multi-GB CUDA build; GPU users may pre-install their own torch build in .venv;
+#  - the project itself (editable) with its test extras, including the SeaweedFS binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libglapi-mesa libgbm1)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.setup-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    echo "[setup] installing torch==2.13.0 (CPU build)"
+    .venv/bin/pip install -q "torch==2.13.0"
+  fi
+  echo "[setup] installing the project and its dependencies"
+  .venv/bin/pip install -q -e ".[dev]"
+  rm -f .venv/.setup-*
+  touch "$stamp"
+fi
+echo "[setup] ready: $(.venv/bin/python -c 'import torch, dagster; print("torch", torch.__version__, "dagster", dagster.__version__)')"
