@@ -181,6 +181,31 @@ class HandModel:
                                          params["betas"][sl], params["transl"][sl]))
         return HandOutput(*(torch.cat([getattr(o, k) for o in outs]) for k in ("vertices", "joints", "keypoints")))
 
+    def joint_transforms(
+        self,
+        side: str,
+        global_orient: torch.Tensor,  # (B, 3)
+        hand_pose: torch.Tensor,      # (B, 45), MANO convention
+        betas: torch.Tensor,          # (B, 10)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Skeleton-only forward kinematics, no skinning (differentiable).
+
+        Returns the posed joints (B, 16, 3) (before ``transl``), each joint's rigid transform
+        from the shaped rest pose (B, 16, 4, 4) — what LBS applies to a vertex skinned to that
+        joint alone — and the shaped rest joints (B, 16, 3).
+        """
+        layer = self.layers[side]
+        b = hand_pose.shape[0]
+        rest_joints = torch.einsum("jv,bvc->bjc", layer.J_regressor, self._shaped_vertices(side, betas))
+        full = torch.cat([global_orient, hand_pose + layer.hand_mean], dim=1)  # (B, 48)
+        rot = batch_rodrigues(full.reshape(-1, 3)).reshape(b, 16, 3, 3)
+        posed_joints, rel = batch_rigid_transform(rot, rest_joints, layer.parents)
+        return posed_joints, rel, rest_joints
+
+    def _shaped_vertices(self, side: str, betas: torch.Tensor) -> torch.Tensor:
+        layer = self.layers[side]
+        return layer.v_template + torch.einsum("bl,vcl->bvc", betas[:, : layer.num_betas], layer.shapedirs)
+
     def keypoints_fk(
         self,
         side: str,
@@ -197,17 +222,11 @@ class HandModel:
         when keypoints of every InterHand2.6M frame are needed (deduplication).
         """
         layer = self.layers[side]
-        b = hand_pose.shape[0]
-        nb = layer.num_betas
-        v_shaped = layer.v_template[TIP_IDS_T.to(self.device)] + torch.einsum(
-            "bl,vcl->bvc", betas[:, :nb], layer.shapedirs[TIP_IDS_T.to(self.device)])  # (B, 5, 3)
-        joints = torch.einsum("jv,bvc->bjc", layer.J_regressor,
-                              layer.v_template + torch.einsum("bl,vcl->bvc", betas[:, :nb], layer.shapedirs))
-        full = torch.cat([global_orient, hand_pose + layer.hand_mean], dim=1)  # (B, 48)
-        rot = batch_rodrigues(full.reshape(-1, 3)).reshape(b, 16, 3, 3)
-        posed_joints, rel = batch_rigid_transform(rot, joints, layer.parents)  # rel: (B, 16, 4, 4)
+        ids = TIP_IDS_T.to(self.device)
+        rest_tips = layer.v_template[ids] + torch.einsum("bl,vcl->bvc", betas[:, : layer.num_betas], layer.shapedirs[ids])
+        posed_joints, rel, _ = self.joint_transforms(side, global_orient, hand_pose, betas)
         a = rel[:, list(TIP_PARENT_JOINTS)]                                     # (B, 5, 4, 4)
-        tips = torch.einsum("btij,btj->bti", a[..., :3, :3], v_shaped) + a[..., :3, 3]
+        tips = torch.einsum("btij,btj->bti", a[..., :3, :3], rest_tips) + a[..., :3, 3]
         return torch.cat([posed_joints, tips], dim=1) + transl[:, None]
 
     def rest_keypoints(self, side: str) -> np.ndarray:

@@ -119,8 +119,11 @@ def _pose_from_angles(model: HandModel, side: str, angles: np.ndarray,
 
 def generate_interacting_poses(model: HandModel, n: int, seed: int = 0,
                                interactions: tuple[str, ...] | None = None,
-                               contact_gap_mm: tuple[float, float] = (0.0, 4.0)) -> PoseTable:
+                               contact_gap_mm: tuple[float, float] = (0.5, 4.0)) -> PoseTable:
     """``n`` two-hand poses in or near contact; row i depends only on (seed, i)."""
+    if contact_gap_mm[0] <= 0 or contact_gap_mm[1] < contact_gap_mm[0]:
+        raise ValueError(f"contact_gap_mm must be a range of positive millimetres, got {contact_gap_mm} "
+                         "(distances between two vertex sets never reach 0)")
     names = tuple(interactions or INTERACTIONS)
     unknown = [x for x in names if x not in INTERACTIONS]
     if unknown:
@@ -195,8 +198,10 @@ def _slide_into_contact(model: HandModel, placed, betas, wrist, approach, gap: f
         return float(right.query(left_rel + wrist["left"] + s * approach)[0].min())
 
     s, step = -0.15, 0.005
-    while distance(s + step) > gap and s < 0.15:
+    while distance(s + step) > gap:
         s += step
+        if s > 0.15:  # never came within the gap (a wrapped placement): keep the template's
+            return wrist["left"]
     lo, hi = s, s + step  # distance(lo) > gap >= distance(hi)
     for _ in range(12):
         mid = (lo + hi) / 2
