@@ -81,7 +81,7 @@ def augmentation_range_violation(angles_deg: np.ndarray) -> np.ndarray:
     return (np.maximum(bounds[..., 0] - a, 0) + np.maximum(a - bounds[..., 1], 0)) * mask
 
 
-def _right_equivalent_angles(model: "HandModel", table: PoseTable, side: str, frames: AnatomicalFrames) -> np.ndarray:
+def right_equivalent_angles(model: "HandModel", table: PoseTable, side: str, frames: AnatomicalFrames) -> np.ndarray:
     """Anatomical angles (N, 15, 3) in degrees of one side's hands, left mirrored into right."""
     hand_pose = torch.as_tensor(table.hand(side)["hand_pose"], device=model.device)
     full = model.full_finger_pose(side, hand_pose).double()
@@ -106,7 +106,7 @@ def augment_pose_table(model: "HandModel", distinct: PoseTable, n_aug: int, shar
     re-run gives identical rows; each row records that seed and links to its distinct pose.
     """
     frames = AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
-    angles = {s: _right_equivalent_angles(model, distinct, s, frames) for s in ("right", "left")}
+    angles = {s: right_equivalent_angles(model, distinct, s, frames) for s in ("right", "left")}
     new_angles = {s: [] for s in angles}
     rows = []
     for i, pid in enumerate(distinct.pose_ids):
@@ -137,7 +137,7 @@ def augmentation_report(model: "HandModel", table: PoseTable, frames: Anatomical
     frames = frames or AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
     per_joint, per_pose = [], []
     for side in ("right", "left"):
-        a = torch.as_tensor(np.deg2rad(_right_equivalent_angles(model, table, side, frames)))
+        a = torch.as_tensor(np.deg2rad(right_equivalent_angles(model, table, side, frames)))
         v = joint_limits.limit_violation(a).amax(dim=-1).numpy()       # (N, 15)
         per_joint.append(v)
         per_pose.append(v.max(axis=1) if len(v) else np.zeros(0))
@@ -153,6 +153,6 @@ def augmentation_report(model: "HandModel", table: PoseTable, frames: Anatomical
 def table_range_violation_deg(model: "HandModel", table: PoseTable) -> np.ndarray:
     """Largest augmentation-range violation per pose (N,), both hands, in degrees."""
     frames = AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
-    worst = [augmentation_range_violation(_right_equivalent_angles(model, table, s, frames)).max(axis=(1, 2))
+    worst = [augmentation_range_violation(right_equivalent_angles(model, table, s, frames)).max(axis=(1, 2))
              for s in ("right", "left")]
     return np.maximum(*worst) if len(table) else np.zeros(0)

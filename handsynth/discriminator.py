@@ -142,3 +142,12 @@ def load_discriminator(weights: bytes, card: dict) -> PoseDiscriminator:
     model = PoseDiscriminator(DiscriminatorConfig(**card["architecture"]))
     model.load_state_dict(st_load(weights))
     return model.eval().requires_grad_(False)
+
+
+def discriminator_from_state(state: dict[str, torch.Tensor]) -> PoseDiscriminator:
+    """Rebuild a frozen model from its state dict alone (width and depth read off the tensors)."""
+    width, in_features = state["net.0.weight"].shape
+    blocks = len({k.split(".")[1] for k in state if k.endswith("body.0.weight")})
+    model = PoseDiscriminator(DiscriminatorConfig(width=width, blocks=blocks, in_features=in_features))
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False)

@@ -232,5 +232,22 @@ def filter_valid(stats: pd.DataFrame, max_violation_deg: float = MAX_VIOLATION_D
     return ~(limits | pen), reason
 
 
+def summary(stats: pd.DataFrame, keep: np.ndarray, contact_mm: float = 5.0) -> dict:
+    """Before/after figures a person wants: penetration, limits, contact, retention."""
+    if len(stats) == 0:
+        return {"poses": 0}
+    out = {"poses": int(len(stats)), "retention": round(float(keep.mean()), 4)}
+    for when in ("before", "after"):
+        depth = stats[f"max_depth_mm_{when}"]
+        out[when] = {
+            "mean_max_penetration_mm": round(float(depth.mean()), 3),
+            "share_penetrating": round(float((stats[f"penetrating_vertices_{when}"] > 0).mean()), 4),
+            "mean_max_limit_violation_deg": round(float(stats[f"max_violation_deg_{when}"].mean()), 3),
+            "share_violating_limits": round(float((stats[f"max_violation_deg_{when}"] > MAX_VIOLATION_DEG).mean()), 4),
+            "contact_share": round(float((stats[f"closest_anchor_pair_mm_{when}"] < contact_mm).mean()), 4),
+        }
+    return out
+
+
 def config_record(config: OptimizeConfig) -> dict:
     return asdict(config)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_asset_checks_from_modules, load_assets_from_modules
 
-from ih_assets import poses
+from ih_assets import optimization, poses
 from resources.partitions import pose_shards
-from quality import pose_checks
+from quality import optimization_checks, pose_checks
 from resources.environments import resources_for
 
 UNPARTITIONED_JOB = "prepare_sources"
 PARTITIONED_JOB = "generate_shard"
 
-all_assets = load_assets_from_modules([poses])
-all_checks = load_asset_checks_from_modules([pose_checks])
+all_assets = load_assets_from_modules([poses, optimization])
+all_checks = load_asset_checks_from_modules([pose_checks, optimization_checks])
 
 _partitioned = [a.key for a in all_assets if a.partitions_def is not None]
 _unpartitioned = [a.key for a in all_assets if a.partitions_def is None]

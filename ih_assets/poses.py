@@ -1,6 +1,6 @@
 """Pose stages: raw_poses -> deduped_poses -> augmented_poses[shard]."""
 
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 
 from handsynth import augment, dedup, plots
 from handsynth.pose_table import PoseTable
@@ -43,7 +43,8 @@ def deduped_poses(context: AssetExecutionContext, settings: PipelineSettings, ha
     })
 
 
-@asset(group_name="poses", partitions_def=pose_shards, kinds={"parquet"})
+@asset(group_name="poses", partitions_def=pose_shards, kinds={"parquet"},
+       backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def augmented_poses(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                     deduped_poses: PoseTable) -> Output[PoseTable]:
     """``n_augmentations`` copies per distinct pose, finger bends and splays offset within range."""

@@ -106,7 +106,7 @@ def test_schedule_weights(schedule, expected):
 def test_discriminator_scores_real_poses_above_jittered_ones_on_held_out_data(hand_model):
     raw = generate_interacting_poses(hand_model, 60, seed=5)
     frames = jl.AnatomicalFrames.from_rest_keypoints(hand_model.rest_keypoints("right"))
-    real = np.deg2rad(np.concatenate([augment._right_equivalent_angles(hand_model, raw, s, frames) for s in ("right", "left")]))
+    real = np.deg2rad(np.concatenate([augment.right_equivalent_angles(hand_model, raw, s, frames) for s in ("right", "left")]))
     model, report = di.train_discriminator(real.reshape(-1, 45), epochs=8, seed=1)
     assert report.holdout_auc > 0.9 and report.holdout_accuracy > 0.8
     weights, card = di.save_discriminator(model, report)

@@ -1,0 +1,72 @@
+"""Checks on optimized poses: limits and penetration of kept poses (independent audit), retention."""
+
+import numpy as np
+import torch
+from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+
+from handsynth import joint_limits, optimize, penetration
+from handsynth.pose_table import PoseTable
+from resources.hand_model import HandModelResource
+from resources.partitions import pose_shards
+
+#: The audit's depth bound: the optimizer's bound plus the grid evaluation's accuracy (~1 mm).
+AUDIT_MAX_DEPTH_MM = optimize.MAX_DEPTH_MM + 1.0
+RETENTION_WARNING = 0.85
+
+
+def _kept(table: PoseTable) -> PoseTable:
+    return table.take(table.meta["kept"].to_numpy(dtype=bool))
+
+
+@asset_check(asset="optimized_poses", blocking=True, partitions_def=pose_shards,
+             description="Kept poses have no joint-limit violation above 0.1 degree (recomputed from the table).")
+def kept_poses_within_joint_limits(hand_model: HandModelResource, optimized_poses: PoseTable) -> AssetCheckResult:
+    model = hand_model.get()
+    kept = _kept(optimized_poses)
+    frames = joint_limits.AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
+    worst = np.zeros(len(kept))
+    for side in ("right", "left"):
+        full = model.full_finger_pose(side, torch.as_tensor(kept.hand(side)["hand_pose"], device=model.device))
+        if side == "left":
+            full = joint_limits.mirror_pose(full)
+        worst = np.maximum(worst, joint_limits.max_violation_deg(full, frames).cpu().numpy())
+    bad = np.flatnonzero(worst > optimize.MAX_VIOLATION_DEG)
+    return AssetCheckResult(passed=len(bad) == 0, metadata={
+        "kept_poses": len(kept), "violating": len(bad), "worst_deg": float(worst.max()) if len(worst) else 0.0})
+
+
+@asset_check(asset="optimized_poses", blocking=True, partitions_def=pose_shards,
+             description="Independent audit: trimesh containment and trimesh signed distance of each kept "
+                         "pose's vertices in the other hand's closed part meshes.")
+def kept_poses_do_not_interpenetrate(hand_model: HandModelResource, optimized_poses: PoseTable) -> AssetCheckResult:
+    import trimesh
+
+    model = hand_model.get()
+    kept = _kept(optimized_poses)
+    verts = {s: model.forward_numpy(s, kept.hand(s)).vertices.cpu().numpy().astype(np.float64) for s in ("right", "left")}
+    worst_depth, worst_pose = 0.0, ""
+    for i in range(len(kept)):
+        for side, other in (("right", "left"), ("left", "right")):
+            inside = penetration.contained_vertices(model.part_meshes(other), verts[other][i], verts[side][i])
+            if not inside.any():
+                continue
+            q = verts[side][i][inside]
+            depth = 0.0
+            for part in model.part_meshes(other):
+                mesh = trimesh.Trimesh(part.posed_numpy(verts[other][i]), part.faces, process=False)
+                depth = max(depth, float(trimesh.proximity.signed_distance(mesh, q).max()) * 1000.0)
+            if depth > worst_depth:
+                worst_depth, worst_pose = depth, str(kept.pose_ids[i])
+    return AssetCheckResult(passed=worst_depth <= AUDIT_MAX_DEPTH_MM, metadata={
+        "kept_poses": len(kept), "worst_depth_mm": round(worst_depth, 3), "worst_pose": worst_pose,
+        "bound_mm": AUDIT_MAX_DEPTH_MM})
+
+
+@asset_check(asset="optimized_poses", partitions_def=pose_shards,
+             description="Share of poses kept after optimization (paper: 93%); warns below 85%.")
+def optimization_retention(optimized_poses: PoseTable) -> AssetCheckResult:
+    kept = optimized_poses.meta["kept"].to_numpy(dtype=bool)
+    rate = float(kept.mean()) if len(kept) else 0.0
+    reasons = optimized_poses.meta.loc[~kept, "drop_reason"].value_counts().to_dict()
+    return AssetCheckResult(passed=rate >= RETENTION_WARNING, severity=AssetCheckSeverity.WARN,
+                            metadata={"retention": rate, "dropped_by_reason": {k: int(v) for k, v in reasons.items()}})
