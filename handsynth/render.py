@@ -1,0 +1,148 @@
+"""Headless rendering of two hands with pyrender: RGB, part labels, depth and keypoint visibility.
+
+EGL is selected before OpenGL loads: Mesa's llvmpipe on a CPU machine, the NVIDIA driver on a GPU
+one, same code. One OffscreenRenderer is reused for every image (creating a GL context costs far
+more than a 256 x 256 frame). Labels come from pyrender's segmentation pass, one node per
+(hand, part) submesh with a flat colour = label id, so they are exact integers:
+0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import numpy as np  # noqa: E402
+import pyrender  # noqa: E402
+import trimesh  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from handsynth.cameras import Camera, project  # noqa: E402
+from handsynth.envmaps import Light  # noqa: E402
+
+#: Keypoints lie inside the finger: a joint counts as visible when the surface seen at its pixel
+#: is at most this much in front of it (about a finger's radius plus a margin).
+VISIBILITY_TOLERANCE_M = 0.012
+
+
+@dataclass
+class HandMesh:
+    vertices: np.ndarray     # (V, 3) world metres
+    faces: np.ndarray        # (F, 3)
+    colors: np.ndarray       # (V, 3) in [0, 1]
+    face_labels: np.ndarray  # (F,) part 0..15
+    label_offset: int        # 1 for the right hand, 17 for the left
+
+
+@dataclass
+class RenderResult:
+    rgb: np.ndarray          # (H, W, 3) uint8
+    labels: np.ndarray       # (H, W) uint8
+    depth_mm: np.ndarray     # (H, W) uint16, 0 = background
+
+
+def _pose_matrix(camera: Camera) -> np.ndarray:
+    """Camera-to-world pose in OpenGL convention (looking down -z, y up)."""
+    pose = np.eye(4)
+    pose[:3, :3] = camera.R.T @ np.diag([1.0, -1.0, -1.0])
+    pose[:3, 3] = camera.position
+    return pose
+
+
+def _light_pose(direction: np.ndarray) -> np.ndarray:
+    """A directional light shines along its -z: point +z toward the light."""
+    z = direction / np.linalg.norm(direction)
+    x = np.cross([0.0, 1.0, 0.0], z)
+    if np.linalg.norm(x) < 1e-6:
+        x = np.array([1.0, 0.0, 0.0])
+    x /= np.linalg.norm(x)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+    return pose
+
+
+class HandRenderer:
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.renderer = pyrender.OffscreenRenderer(width, height)
+
+    def close(self) -> None:
+        self.renderer.delete()
+
+    def _camera_node(self, camera: Camera) -> pyrender.Node:
+        k = camera.K
+        cam = pyrender.IntrinsicsCamera(k[0, 0], k[1, 1], k[0, 2], k[1, 2], znear=0.01, zfar=10.0)
+        return pyrender.Node(camera=cam, matrix=_pose_matrix(camera))
+
+    def render(self, hands: list[HandMesh], camera: Camera, lights: list[Light], ambient: np.ndarray,
+               background: np.ndarray) -> RenderResult:
+        scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=np.clip(ambient, 0, 1))
+        for h in hands:
+            mesh = trimesh.Trimesh(h.vertices, h.faces, vertex_colors=np.c_[h.colors, np.ones(len(h.colors))], process=False)
+            scene.add(pyrender.Mesh.from_trimesh(mesh, smooth=True))
+        peak = max((float(l.rgb.max()) for l in lights), default=1.0)
+        for light in lights:  # median-cut lights, brightest normalised to 3 (a sunlit exposure)
+            scene.add(pyrender.DirectionalLight(color=light.rgb / max(light.rgb.max(), 1e-9),
+                                                intensity=3.0 * float(light.rgb.max()) / peak),
+                      pose=_light_pose(light.direction))
+        scene.add_node(self._camera_node(camera))
+        color, depth = self.renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
+        alpha = (depth > 0)[..., None]
+        rgb = np.where(alpha, color[..., :3], background).astype(np.uint8)
+
+        seg_scene = pyrender.Scene(bg_color=[0, 0, 0, 0])
+        node_colors = {}
+        for h in hands:
+            for part in np.unique(h.face_labels):
+                sub = trimesh.Trimesh(h.vertices, h.faces[h.face_labels == part], process=False)
+                node = seg_scene.add(pyrender.Mesh.from_trimesh(sub, smooth=False))
+                label = h.label_offset + int(part)
+                node_colors[node] = (label, label, label)
+        seg_scene.add_node(self._camera_node(camera))
+        seg, _ = self.renderer.render(seg_scene, flags=pyrender.RenderFlags.SEG, seg_node_map=node_colors)
+        depth_mm = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
+        return RenderResult(rgb=rgb, labels=seg[..., 0].astype(np.uint8), depth_mm=depth_mm)
+
+
+def keypoint_visibility(keypoints: np.ndarray, camera: Camera, depth_mm: np.ndarray,
+                        tolerance_m: float = VISIBILITY_TOLERANCE_M) -> np.ndarray:
+    """(..., 3) world keypoints -> bool (...): inside the image and not hidden behind other surface."""
+    flat = keypoints.reshape(-1, 3)
+    uv = project(flat, camera.K, camera.R, camera.t)
+    z = flat @ camera.R[2] + camera.t[2]
+    col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+    inside = (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height) & (z > 0)
+    seen = np.zeros(len(flat))
+    seen[inside] = depth_mm[row[inside], col[inside]] / 1000.0
+    visible = inside & (seen > 0) & (z <= seen + tolerance_m)
+    return visible.reshape(keypoints.shape[:-1])
+
+
+def silhouette_from_projection(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarray:
+    """Independent mask: the projected triangles rasterised in numpy (H, W) bool."""
+    from skimage.draw import polygon
+
+    uv = project(vertices, camera.K, camera.R, camera.t)
+    mask = np.zeros((camera.height, camera.width), dtype=bool)
+    for tri in faces:
+        # pixel (r, c) covers [r, r+1) x [c, c+1): sample at centres (uv - 0.5)
+        rr, cc = polygon(uv[tri, 1] - 0.5, uv[tri, 0] - 0.5, shape=mask.shape)
+        mask[rr, cc] = True
+    return mask
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """RGB uint8, labels uint8 or depth uint16 -> deterministic PNG bytes."""
+    buf = io.BytesIO()
+    mode = {np.dtype(np.uint8): "RGB" if array.ndim == 3 else "L", np.dtype(np.uint16): "I;16"}[array.dtype]
+    Image.fromarray(array, mode=mode).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(data))
+    arr = np.asarray(img)
+    return arr.astype(np.uint16) if img.mode.startswith("I") else arr
