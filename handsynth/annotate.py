@@ -56,11 +56,16 @@ class ImageRecord:
     keys: dict[str, str]          # rgb / label / depth object keys
 
 
+def project_record(rec: ImageRecord) -> np.ndarray:
+    """2D keypoints (42, 2) of a record, right hand first."""
+    return project(rec.keypoints_world.reshape(42, 3), rec.K, rec.R, rec.t)
+
+
 def annotation_row(rec: ImageRecord, hand_model_name: str) -> dict[str, Any]:
     """The table row of one image (see module docstring for units and orders)."""
     kp = rec.keypoints_world.reshape(42, 3)
     cam = kp @ rec.R.T + rec.t
-    uv = project(kp, rec.K, rec.R, rec.t)
+    uv = project_record(rec)
     x0, y0 = uv.min(axis=0)
     x1, y1 = uv.max(axis=0)
     row: dict[str, Any] = {

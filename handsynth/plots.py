@@ -53,6 +53,19 @@ def curves(series: Mapping[str, Sequence[float]], title: str, xlabel: str = "ite
     return _png(fig)
 
 
+def draw_keypoints(rgb: np.ndarray, uv: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) with 2D keypoints (42, 2) drawn: right hand red, left blue, hollow if hidden."""
+    from PIL import ImageDraw
+
+    img = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+    draw = ImageDraw.Draw(img)
+    for k, (u, v) in enumerate(uv):
+        color = (230, 40, 40) if k < 21 else (40, 90, 230)
+        box = (u - 2, v - 2, u + 2, v + 2)
+        draw.ellipse(box, fill=color if visible[k] else None, outline=color)
+    return np.asarray(img)
+
+
 def image_grid(images: Sequence[np.ndarray], cols: int = 5, max_side: int = 160) -> bytes:
     """A contact sheet of uint8 RGB images (each resized to ``max_side``)."""
     if not images:

@@ -136,9 +136,10 @@ def silhouette_from_projection(vertices: np.ndarray, faces: np.ndarray, camera: 
 
 def encode_png(array: np.ndarray) -> bytes:
     """RGB uint8, labels uint8 or depth uint16 -> deterministic PNG bytes."""
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"encode_png takes uint8 or uint16 arrays, got {array.dtype}")
     buf = io.BytesIO()
-    mode = {np.dtype(np.uint8): "RGB" if array.ndim == 3 else "L", np.dtype(np.uint16): "I;16"}[array.dtype]
-    Image.fromarray(array, mode=mode).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 

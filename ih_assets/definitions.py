@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_asset_checks_from_modules, load_assets_from_modules
 
-from ih_assets import optimization, poses
+from ih_assets import optimization, poses, rendering
 from resources.partitions import pose_shards
-from quality import optimization_checks, pose_checks
+from quality import optimization_checks, pose_checks, rendering_checks
 from resources.environments import resources_for
 
 UNPARTITIONED_JOB = "prepare_sources"
 PARTITIONED_JOB = "generate_shard"
+FINAL_JOB = "finalize_dataset"
+#: Unpartitioned assets that summarise every shard, so they run after the shards.
+_FINAL = [rendering.dataset_manifest.key]
 
-all_assets = load_assets_from_modules([poses, optimization])
-all_checks = load_asset_checks_from_modules([pose_checks, optimization_checks])
+all_assets = load_assets_from_modules([poses, optimization, rendering])
+all_checks = load_asset_checks_from_modules([pose_checks, optimization_checks, rendering_checks])
 
 _partitioned = [a.key for a in all_assets if a.partitions_def is not None]
-_unpartitioned = [a.key for a in all_assets if a.partitions_def is None]
+_unpartitioned = [a.key for a in all_assets if a.partitions_def is None and a.key not in _FINAL]
 
 prepare_sources = define_asset_job(
     UNPARTITIONED_JOB, selection=AssetSelection.assets(*_unpartitioned),
@@ -29,9 +32,13 @@ generate_shard = define_asset_job(
     PARTITIONED_JOB, selection=AssetSelection.assets(*_partitioned), partitions_def=pose_shards,
     description="Everything per pose shard: augment, optimize, render, annotate.")
 
+finalize_dataset = define_asset_job(
+    FINAL_JOB, selection=AssetSelection.assets(*_FINAL),
+    description="Dataset-level summaries over all shards: the manifest.")
+
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[prepare_sources, generate_shard],
+    jobs=[prepare_sources, generate_shard, finalize_dataset],
     resources=resources_for(),
 )

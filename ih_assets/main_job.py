@@ -12,9 +12,9 @@ import argparse
 import sys
 import time
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from ih_assets.definitions import PARTITIONED_JOB, UNPARTITIONED_JOB, defs
+from ih_assets.definitions import FINAL_JOB, PARTITIONED_JOB, UNPARTITIONED_JOB, defs
 from resources.partitions import POSE_SHARDS_NAME
 
 
@@ -28,6 +28,17 @@ def _missing_in_shard(instance: DagsterInstance, keys: list[AssetKey], shard: st
     if refresh:
         return keys
     return [k for k in keys if shard not in instance.get_materialized_partitions(k)]
+
+
+def _print_optimization_summary(instance: DagsterInstance) -> None:
+    """Before/after figures of the optimization, per shard, from the materialization metadata."""
+    key = AssetKey("optimized_poses")
+    for shard in sorted(instance.get_materialized_partitions(key)):
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=[shard]), limit=1).records
+        if records:
+            meta = records[0].asset_materialization.metadata
+            print(f"[main] optimization {shard}: {meta['summary'].value}")
 
 
 def run(refresh: bool = False, shards: list[str] | None = None) -> int:
@@ -59,6 +70,11 @@ def run(refresh: bool = False, shards: list[str] | None = None) -> int:
                                          raise_on_error=False)
         if not result.success:
             failed.append(shard)
+    final = defs.get_job_def(FINAL_JOB)
+    print("[main] finalizing: dataset manifest", flush=True)
+    if not final.execute_in_process(instance=instance, raise_on_error=False).success:
+        failed.append("dataset_manifest")
+    _print_optimization_summary(instance)
     written = sorted(set(store.list_keys(storage.prefix)) - before)
     bucket = getattr(storage, "bucket", None) or storage.__class__.__name__
     print(f"[main] done in {time.monotonic() - started:.0f} s; bucket {bucket!r}, "

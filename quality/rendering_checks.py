@@ -1,0 +1,57 @@
+"""Checks on renders and annotations: reprojection, keypoints in frame, masks, the GX suite."""
+
+import numpy as np
+import pandas as pd
+from dagster import AssetCheckResult, asset_check
+
+from handsynth.annotate import stack
+from handsynth.cameras import project
+from quality.annotation_suite import validate_annotations
+from resources.partitions import pose_shards
+from resources.settings import PipelineSettings
+
+MIN_MASK_IOU = 0.95
+MAX_REPROJECTION_PX = 0.01
+
+
+@asset_check(asset="annotations", blocking=True, partitions_def=pose_shards,
+             description="2D keypoints equal the projection of the 3D keypoints with K, R, t (<= 0.01 px).")
+def keypoints_reproject(annotations: pd.DataFrame) -> AssetCheckResult:
+    if len(annotations) == 0:
+        return AssetCheckResult(passed=True, metadata={"images": 0})
+    world = stack(annotations, "keypoints3d_world_mm", (42, 3)) / 1000.0
+    K, R, t = stack(annotations, "K", (3, 3)), stack(annotations, "R", (3, 3)), stack(annotations, "t", (3,))
+    uv = stack(annotations, "keypoints2d_px", (42, 2))
+    err = np.array([np.abs(project(world[i], K[i], R[i], t[i]) - uv[i]).max() for i in range(len(annotations))])
+    return AssetCheckResult(passed=bool(err.max() <= MAX_REPROJECTION_PX),
+                            metadata={"max_error_px": float(err.max()), "images": len(annotations)})
+
+
+@asset_check(asset="annotations", blocking=True, partitions_def=pose_shards,
+             description="Every 2D keypoint lies inside its image.")
+def keypoints_inside_image(annotations: pd.DataFrame) -> AssetCheckResult:
+    if len(annotations) == 0:
+        return AssetCheckResult(passed=True, metadata={"images": 0})
+    uv = stack(annotations, "keypoints2d_px", (42, 2))
+    size = annotations[["width", "height"]].to_numpy()[:, None, :]
+    outside = ((uv < 0) | (uv >= size)).any(axis=(1, 2))
+    return AssetCheckResult(passed=not outside.any(), metadata={
+        "images_with_keypoints_outside": int(outside.sum()),
+        "first": str(annotations["image_id"].iloc[int(np.argmax(outside))]) if outside.any() else ""})
+
+
+@asset_check(asset="rendered_views", blocking=True, partitions_def=pose_shards,
+             description="Each image's hand mask is non-empty and matches the projected mesh (IoU >= 0.95).")
+def masks_match_projected_mesh(rendered_views: pd.DataFrame) -> AssetCheckResult:
+    if len(rendered_views) == 0:
+        return AssetCheckResult(passed=True, metadata={"images": 0})
+    iou = rendered_views["mask_iou"].to_numpy()
+    return AssetCheckResult(passed=bool(iou.min() >= MIN_MASK_IOU), metadata={
+        "min_iou": float(iou.min()), "mean_iou": float(iou.mean()), "images": len(iou)})
+
+
+@asset_check(asset="annotations", partitions_def=pose_shards,
+             description="Great Expectations suite: no nulls, value ranges, K positive, R orthonormal, boxes ordered.")
+def annotation_expectations(settings: PipelineSettings, annotations: pd.DataFrame) -> AssetCheckResult:
+    ok, failures = validate_annotations(annotations, settings.image_size)
+    return AssetCheckResult(passed=ok, metadata={"failed_expectations": failures, "rows": len(annotations)})
