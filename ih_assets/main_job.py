@@ -43,8 +43,7 @@ def _print_optimization_summary(instance: DagsterInstance) -> None:
 
 def run(refresh: bool = False, shards: list[str] | None = None) -> int:
     instance = DagsterInstance.get()
-    repo = defs.get_repository_def()
-    storage = repo.get_top_level_resources()["storage"]
+    storage = defs.resources["storage"].process_config_and_initialize()  # resolves EnvVar settings
     store = storage.object_store()
     before = set(store.list_keys(storage.prefix))
     started = time.monotonic()

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")  # GX progress bars would flood the run logs
 
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
