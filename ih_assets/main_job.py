@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, BetaWarning, DagsterInstance, PreviewWarning
 
 from ih_assets.definitions import FINAL_JOB, PARTITIONED_JOB, UNPARTITIONED_JOB, defs
 from resources.partitions import POSE_SHARDS_NAME
@@ -87,6 +88,9 @@ def run(refresh: bool = False, shards: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # backfill policies and partitioned checks are marked beta/preview: say so once, not per step
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
     parser = argparse.ArgumentParser(prog="python -m ih_assets.main_job", description=__doc__.splitlines()[0])
     parser.add_argument("--refresh", action="store_true", help="re-materialize assets that already exist")
     parser.add_argument("--shard", action="append", help="only this shard (repeatable)")

@@ -1,0 +1,71 @@
+"""Optimizer throughput on 2 CPU cores: batched vs one pose at a time, and the penetration term's
+cost per iteration (per-part SDF grids) against the dense exact evaluation.
+
+    python benchmarks/optimize_bench.py [--poses 64] [--single 3] [--iterations 215]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from handsynth import anchors as an
+from handsynth import augment, optimize as op, penetration as pen
+from handsynth.hand_model.model import HandModel
+from handsynth.sources.procedural import generate_interacting_poses
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--poses", type=int, default=64)
+    ap.add_argument("--single", type=int, default=3, help="poses optimized one at a time (baseline)")
+    ap.add_argument("--iterations", type=int, default=215)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model = HandModel.standin()
+    raw = generate_interacting_poses(model, args.poses, seed=0)
+    raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
+    poses, _ = augment.augment_pose_table(model, raw, 1, "shard=bench")
+    anchors = an.select_anchors(model, raw)
+    field = pen.PenetrationField(model)
+    config = op.OptimizeConfig(iterations=args.iterations, batch_size=args.poses)
+
+    t = time.perf_counter()
+    result = op.optimize_poses(model, poses, anchors, None, field, config)
+    batched = time.perf_counter() - t
+    t = time.perf_counter()
+    op.optimize_poses(model, poses.take(range(args.single)), anchors, None, field,
+                      op.OptimizeConfig(iterations=args.iterations, batch_size=1))
+    single = (time.perf_counter() - t) / args.single
+    keep, _ = op.filter_valid(result.stats)
+    print(f"full schedule ({args.iterations} iterations), {args.poses} poses in one batch: {batched:.1f} s "
+          f"= {args.poses / batched:.2f} poses/s")
+    print(f"one pose at a time (mean of {args.single}): {single:.1f} s/pose = {1 / single:.3f} poses/s")
+    print(f"batched / one-at-a-time speed-up: {single * args.poses / batched:.1f}x")
+    print(f"retention with default thresholds: {keep.mean():.1%}")
+
+    # penetration term per iteration for 256 poses
+    big = generate_interacting_poses(model, 256, seed=1)
+    hands = {s: {k: torch.as_tensor(v) for k, v in big.hand(s).items()} for s in ("right", "left")}
+    with torch.no_grad():
+        verts = {s: model.forward(s, **hands[s]).vertices for s in hands}
+        field.depths(hands, verts)
+        t = time.perf_counter()
+        reps = 5
+        for _ in range(reps):
+            field.depths(hands, verts)
+        grid = (time.perf_counter() - t) / reps
+        n_dense = 2
+        t = time.perf_counter()
+        for b in range(n_dense):
+            pen.exact_depths(model, {s: verts[s][b].numpy() for s in verts})
+        dense = (time.perf_counter() - t) / n_dense * 256
+    print(f"penetration term, 256 poses: grid {grid * 1000:.0f} ms/iteration; dense exact (every vertex vs every "
+          f"part triangle, {n_dense} poses extrapolated) {dense:.1f} s/iteration; ratio {dense / grid:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
