@@ -12,6 +12,8 @@ from ih_assets import optimization, poses, rendering
 from resources.partitions import pose_shards
 from quality import optimization_checks, pose_checks, rendering_checks
 from resources.environments import resources_for
+from sensors.s3_sensors import new_interhand_files, new_library_files
+from sensors.schedules import nightly_shard_backfill
 
 UNPARTITIONED_JOB = "prepare_sources"
 PARTITIONED_JOB = "generate_shard"
@@ -40,5 +42,7 @@ defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[prepare_sources, generate_shard, finalize_dataset],
+    schedules=[nightly_shard_backfill],
+    sensors=[new_interhand_files, new_library_files],
     resources=resources_for(),
 )

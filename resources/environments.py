@@ -47,6 +47,7 @@ def resources_for(environment: str | None = None) -> dict[str, Any]:
     storage = storage_for(environment)
     mano_dir = env.get("IH_MANO_DIR", "")
     interhand_files = [f for f in env.get("IH_INTERHAND_MANO_FILES", "").split(",") if f]
+    watch = env.get("IH_INTERHAND_WATCH_PREFIX", "")
     return {
         "settings": settings_from_env(),
         "storage": storage,
@@ -54,7 +55,7 @@ def resources_for(environment: str | None = None) -> dict[str, Any]:
         "hand_model": HandModelResource(source="mano" if mano_dir else "standin", mano_folder=mano_dir,
                                         device=env.get("IH_DEVICE", "cpu")),
         "pose_source": PoseSourceResource(
-            kind="interhand" if interhand_files else "procedural",
-            interhand_mano_files=interhand_files,
+            kind="interhand" if interhand_files or watch else "procedural",
+            interhand_mano_files=interhand_files, interhand_prefix=watch,
             s3=storage if isinstance(storage, S3Storage) else None),
     }

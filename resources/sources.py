@@ -43,7 +43,21 @@ class PoseSourceResource(ConfigurableResource):
     interhand_mano_files: list[str] = Field(
         default_factory=list,
         description="InterHand2.6M_{split}_MANO_NeuralAnnot.json paths or s3:// URIs.")
+    interhand_prefix: str = Field(
+        default="", description="Key prefix (under the storage prefix) whose *_MANO_NeuralAnnot.json files are all "
+                                "loaded: the folder the new_interhand_files sensor watches.")
     s3: S3Storage | None = Field(default=None, description="S3 settings for s3:// sources.")
+
+    def interhand_uris(self) -> list[str]:
+        """Configured files plus every MANO annotation file under ``interhand_prefix``."""
+        uris = list(self.interhand_mano_files)
+        if self.interhand_prefix:
+            if self.s3 is None:
+                raise ValueError("interhand_prefix needs S3 storage settings")
+            folder = "/".join(p.strip("/") for p in (self.s3.prefix, self.interhand_prefix) if p.strip("/"))
+            uris += [f"s3://{self.s3.bucket}/{k}" for k in self.s3.object_store().list_keys(folder + "/")
+                     if k.endswith("_MANO_NeuralAnnot.json")]
+        return uris
 
     def load(self, model: HandModel, n_procedural: int, seed: int) -> tuple[PoseTable, dict[str, Any]]:
         """The raw pose table and a summary for asset metadata."""
@@ -51,10 +65,12 @@ class PoseSourceResource(ConfigurableResource):
             table = procedural.generate_interacting_poses(model, n_procedural, seed=seed)
             counts = table.meta["interaction"].value_counts().to_dict()
             return table, {"source": "procedural generator", "seed": seed, "interactions": counts}
-        if not self.interhand_mano_files:
-            raise ValueError("pose source 'interhand' needs interhand_mano_files (paths or s3:// URIs)")
+        uris = self.interhand_uris()
+        if not uris:
+            raise ValueError("pose source 'interhand' found no files: set interhand_mano_files (paths or s3:// URIs) "
+                             "or put *_MANO_NeuralAnnot.json files under interhand_prefix")
         tables, summary = [], {"source": "InterHand2.6M", "files": {}}
-        for uri in self.interhand_mano_files:
+        for uri in uris:
             split = next((s for s in ("train", "val", "test") if f"_{s}_" in uri), "train")
             stats = interhand.InterHandStats()
             with open_uri(uri, self.s3) as stream:
