@@ -26,6 +26,7 @@ from pathlib import PurePosixPath
 from typing import Callable, ClassVar, Iterable, Literal
 
 import numpy as np
+import pandas as pd
 
 from handsynth.keypoints import convert_keypoints, to_ih26m_42
 from handsynth.pose_table import SIDES
@@ -315,3 +316,25 @@ def write_intaghand_dataset(
         put(path, data)
         paths.append(path)
     return paths
+
+
+def export_images(annotations: pd.DataFrame) -> list[ExportImage]:
+    """The pipeline's annotation table (handsynth.annotate) as export records."""
+    from handsynth.annotate import stack
+
+    n = len(annotations)
+    if n == 0:
+        return []
+    world = stack(annotations, "keypoints3d_world_mm", (2, 21, 3)) / 1000.0
+    vis = stack(annotations, "visibility", (2, 21)).astype(bool)
+    K, R, t = stack(annotations, "K", (3, 3)), stack(annotations, "R", (3, 3)), stack(annotations, "t", (3,))
+    mano = {f: np.stack([stack(annotations, f"{s}_{name}", (w,)) for s in ("right", "left")], axis=1)
+            for f, (name, w) in {"pose": ("mano_pose", 48), "shape": ("shape", 10), "trans": ("trans", 3)}.items()}
+    return [
+        ExportImage(
+            file_name=str(annotations["rgb_key"].iloc[i]).rsplit("/", 1)[-1], width=int(annotations["width"].iloc[i]),
+            height=int(annotations["height"].iloc[i]), K=K[i], R=R[i], t=t[i], pose=mano["pose"][i],
+            shape=mano["shape"][i], trans=mano["trans"][i], keypoints=world[i], visibility=vis[i],
+            pose_id=str(annotations["pose_id"].iloc[i]))
+        for i in range(n)
+    ]

@@ -19,7 +19,7 @@ UNPARTITIONED_JOB = "prepare_sources"
 PARTITIONED_JOB = "generate_shard"
 FINAL_JOB = "finalize_dataset"
 #: Unpartitioned assets that summarise every shard, so they run after the shards.
-_FINAL = [rendering.dataset_manifest.key]
+_FINAL = [rendering.dataset_manifest.key, rendering.dataset_exports.key]
 
 all_assets = load_assets_from_modules([poses, optimization, rendering])
 all_checks = load_asset_checks_from_modules([pose_checks, optimization_checks, rendering_checks])
@@ -36,7 +36,7 @@ generate_shard = define_asset_job(
 
 finalize_dataset = define_asset_job(
     FINAL_JOB, selection=AssetSelection.assets(*_FINAL),
-    description="Dataset-level summaries over all shards: the manifest.")
+    description="Dataset-level outputs over all shards: the manifest and the exports.")
 
 defs = Definitions(
     assets=all_assets,

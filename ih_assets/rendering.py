@@ -1,4 +1,4 @@
-"""Rendering stages: environment_maps, rendered_views[shard], annotations[shard], dataset_manifest."""
+"""Rendering stages: environment_maps, rendered_views[shard], annotations[shard], dataset_manifest, dataset_exports."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, Output, asset
 
-from handsynth import annotate, envmaps, plots
+from handsynth import annotate, envmaps, exports, plots
 from handsynth.annotate import ImageRecord
 from handsynth.pose_table import PoseTable
 from handsynth.views import StageTimes, render_pose_views
@@ -124,3 +124,23 @@ def dataset_manifest(context: AssetExecutionContext, settings: PipelineSettings,
     }
     return Output(manifest, metadata={"images": manifest["images"], "hand_model": model.name,
                                       "manifest": MetadataValue.json(json.loads(json.dumps(manifest, default=str)))})
+
+
+@asset(group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
+def dataset_exports(context: AssetExecutionContext, storage: StorageResource, annotations: dict) -> Output[dict]:
+    """The dataset in the InterHand2.6M layout (existing IH2.6M loaders read it) and as wrist-first
+    per-image files for IntagHand-style training code, under ``<prefix>/exports/``."""
+    store = storage.object_store()
+    root = "/".join(p for p in (storage.prefix, "exports") if p)
+    table = pd.concat([df for _, df in sorted(annotations.items())], ignore_index=True) if annotations else pd.DataFrame()
+    images = exports.export_images(table)
+
+    def put_under(folder: str):
+        return lambda path, data: store.put_bytes(f"{root}/{folder}/{path}", data)
+
+    ih = exports.write_interhand_dataset(images, put_under("interhand26m")) if images else None
+    intag = exports.write_intaghand_dataset(images, put_under("intaghand")) if images else []
+    written = {"interhand26m": {k: f"{root}/interhand26m/{v}" for k, v in (ih.paths.items() if ih else [])},
+               "intaghand_files": len(intag), "images": len(images)}
+    return Output(written, metadata={"images": len(images), "interhand_frames": ih.frames if ih else 0,
+                                     "files": MetadataValue.json(written)})

@@ -3,10 +3,15 @@
 import numpy as np
 from dagster import DagsterInstance, materialize
 
+import io
+
+from handsynth.annotate import stack
+from handsynth.keypoints import to_ih26m_42
 from handsynth.render import decode_png
+from handsynth.sources.interhand import load_interhand_joints, load_interhand_mano
 from ih_assets.optimization import hand_anchors, optimized_poses, pose_discriminator
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
-from ih_assets.rendering import annotations, dataset_manifest, environment_maps, rendered_views
+from ih_assets.rendering import annotations, dataset_exports, dataset_manifest, environment_maps, rendered_views
 from quality.rendering_checks import (annotation_expectations, keypoints_inside_image, keypoints_reproject,
                                       masks_match_projected_mesh)
 from resources.hand_model import HandModelResource
@@ -25,7 +30,7 @@ def test_shard_renders_annotated_images_that_pass_their_checks():
         "storage": storage, "io_manager": io_manager_for(storage),
     }
     assets = [raw_poses, deduped_poses, augmented_poses, hand_anchors, pose_discriminator, optimized_poses,
-              environment_maps, rendered_views, annotations, dataset_manifest]
+              environment_maps, rendered_views, annotations, dataset_manifest, dataset_exports]
     checks = [annotation_expectations, keypoints_inside_image, keypoints_reproject, masks_match_projected_mesh]
     assert materialize(assets, resources=resources, instance=instance,
                        selection=[raw_poses, deduped_poses, hand_anchors, pose_discriminator, environment_maps]).success
@@ -46,5 +51,14 @@ def test_shard_renders_annotated_images_that_pass_their_checks():
     depth = decode_png(store.get_bytes(table["depth_key"].iloc[0]))
     assert rgb.shape == (96, 96, 3) and labels.shape == (96, 96) and depth.dtype == np.uint16
     assert ((labels > 0) == (depth > 0)).mean() > 0.99
-    final = materialize(assets, resources=resources, instance=instance, selection=[dataset_manifest])
+    final = materialize(assets, resources=resources, instance=instance, selection=[dataset_manifest, dataset_exports])
     assert final.output_for_node("dataset_manifest")["images"] == len(table)
+    # the IH2.6M export, read back with the IH2.6M loader, gives the same 3D keypoints and MANO poses
+    paths = final.output_for_node("dataset_exports")["interhand26m"]
+    joints = load_interhand_joints(io.BytesIO(store.get_bytes(paths["joint_3d"])), name="joint_3d.json")
+    world = stack(table, "keypoints3d_world_mm", (2, 21, 3))
+    expected = to_ih26m_42(world[:, 0], world[:, 1])
+    assert joints.world_mm.shape[0] == table["pose_id"].nunique()
+    assert abs(joints.world_mm[0] - expected[0]).max() < 1e-3
+    mano = load_interhand_mano(io.BytesIO(store.get_bytes(paths["MANO_NeuralAnnot"])), name="mano.json")
+    assert abs(mano.arrays["right_hand_pose"][0] - stack(table, "right_mano_pose", (48,))[0, 3:]).max() < 1e-5
