@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libglapi-mesa libgbm1)
+# the UI test's headless browser: only for the test command (scripts/test.sh sets IH_WITH_BROWSER)
+if [ "${IH_WITH_BROWSER:-0}" = "1" ]; then APT_PACKAGES+=(chromium chromium-driver); fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
