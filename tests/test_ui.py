@@ -108,7 +108,7 @@ def test_materialize_sources_then_one_shard_through_the_ui(dagster_dev):
 def test_screenshot_of_the_asset_graph(dagster_dev):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver is None:
-        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
+        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/test.sh installs them through IH_WITH_BROWSER=1)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
