@@ -13,7 +13,6 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
 
 from handsynth import envmaps
 from handsynth.hand_model.model import HandModel

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import smplx
 import torch
 import trimesh
 
-from handsynth.hand_model import mano_files, standin
-from handsynth.hand_model.model import HandModel, _digest
+from handsynth.hand_model import mano_files
+from handsynth.hand_model.model import HandModel
 
 
 def random_params(n: int, seed: int = 0, scale: float = 0.35) -> dict[str, np.ndarray]:

@@ -8,7 +8,6 @@ import torch
 
 from handsynth import anchors as an
 from handsynth import augment, discriminator as di, joint_limits as jl, optimize as op, penetration as pen
-from handsynth.pose_table import PoseTable, empty_meta, from_hands
 from handsynth.sources.procedural import generate_interacting_poses
 
 
@@ -124,7 +123,6 @@ def test_optimizer_reduces_penetration_and_keeps_limits(hand_model, field):
     raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
     aug, _ = augment.augment_pose_table(hand_model, raw, 1, "shard=00000")
     anchors = an.select_anchors(hand_model, raw, n_per_hand=40)
-    aug = aug.with_arrays(left_transl=aug.arrays["left_transl"] + np.array([0.0, 0.0, 0.0], np.float32))
     config = op.OptimizeConfig(iterations=60, batch_size=8)
     result = op.optimize_poses(hand_model, aug, anchors, None, field, config)
     st = result.stats
