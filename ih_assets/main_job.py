@@ -9,6 +9,7 @@ bucket and the object keys the run wrote.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -75,12 +76,14 @@ def run(refresh: bool = False, shards: list[str] | None = None) -> int:
     if not final.execute_in_process(instance=instance, raise_on_error=False).success:
         failed.append("dataset_manifest")
     _print_optimization_summary(instance)
-    written = sorted(set(store.list_keys(storage.prefix)) - before)
+    keys = sorted(store.list_keys(storage.prefix))
     bucket = getattr(storage, "bucket", None) or storage.__class__.__name__
-    print(f"[main] done in {time.monotonic() - started:.0f} s; bucket {bucket!r}, "
-          f"{len(written)} new objects under prefix {storage.prefix!r}:")
-    for key in written:
-        print(f"  {store.uri(key)}")
+    manifest_key = next((k for k in keys if "/dataset_manifest/all." in f"/{k}"), None)
+    images = json.loads(store.get_bytes(manifest_key))["images"] if manifest_key else 0
+    print(f"[main] done in {time.monotonic() - started:.0f} s; bucket {bucket!r} holds {len(keys)} objects under "
+          f"prefix {storage.prefix!r} ({len(set(keys) - before)} new in this run, {images} annotated images):")
+    for key in keys:
+        print(f"  {store.uri(key)}{'' if key in before else '  (new)'}")
     if failed:
         print(f"[main] FAILED shards: {', '.join(failed)} (see the runs in the Dagster UI)", file=sys.stderr)
         return 1

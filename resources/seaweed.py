@@ -63,7 +63,10 @@ def find_weed() -> Path:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether a listener could bind ``port``. SO_REUSEADDR as weed (Go) sets it: connections of a
+    server that just stopped linger in TIME_WAIT and must not make a restart fail."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
