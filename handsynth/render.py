@@ -23,6 +23,10 @@ from PIL import Image  # noqa: E402
 from handsynth.cameras import Camera, project  # noqa: E402
 from handsynth.envmaps import Light  # noqa: E402
 
+#: pyrender's shader takes at most 4 lights of a kind and picks which from an unordered set, so
+#: more would make renders depend on the run: the median cut is asked for exactly this many.
+MAX_DIRECTIONAL_LIGHTS = 4
+
 #: Keypoints lie inside the finger: a joint counts as visible when the surface seen at its pixel
 #: is at most this much in front of it (about a finger's radius plus a margin).
 VISIBILITY_TOLERANCE_M = 0.012
@@ -80,10 +84,17 @@ class HandRenderer:
     def render(self, hands: list[HandMesh], camera: Camera, lights: list[Light], ambient: np.ndarray,
                background: np.ndarray) -> RenderResult:
         scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=np.clip(ambient, 0, 1))
-        for h in hands:
-            mesh = trimesh.Trimesh(h.vertices, h.faces, vertex_colors=np.c_[h.colors, np.ones(len(h.colors))], process=False)
-            scene.add(pyrender.Mesh.from_trimesh(mesh, smooth=True))
+        # both hands in ONE mesh: pyrender keeps nodes in a set, so separate meshes would be drawn
+        # in a run-dependent order and re-renders would not be byte-identical
+        offsets = np.cumsum([0] + [len(h.vertices) for h in hands])
+        both = trimesh.Trimesh(np.concatenate([h.vertices for h in hands]),
+                               np.concatenate([h.faces + o for h, o in zip(hands, offsets)]),
+                               vertex_colors=np.concatenate([np.c_[h.colors, np.ones(len(h.colors))] for h in hands]),
+                               process=False)
+        scene.add(pyrender.Mesh.from_trimesh(both, smooth=True))
         peak = max((float(l.rgb.max()) for l in lights), default=1.0)
+        if len(lights) > MAX_DIRECTIONAL_LIGHTS:
+            raise ValueError(f"{len(lights)} lights: pyrender would use an arbitrary {MAX_DIRECTIONAL_LIGHTS} of them")
         for light in lights:  # median-cut lights, brightest normalised to 3 (a sunlit exposure)
             scene.add(pyrender.DirectionalLight(color=light.rgb / max(light.rgb.max(), 1e-9),
                                                 intensity=3.0 * float(light.rgb.max()) / peak),

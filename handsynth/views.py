@@ -17,7 +17,8 @@ from handsynth import cameras, envmaps, skin
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
-from handsynth.render import HandMesh, HandRenderer, encode_png, keypoint_visibility, silhouette_from_projection
+from handsynth.render import (MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png, keypoint_visibility,
+                              silhouette_from_projection)
 from handsynth.seeds import seed_for
 
 SIDES = ("right", "left")
@@ -54,7 +55,7 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
     """Yield every (pose, view) image of ``poses`` with its record and encoded PNGs."""
     times = times or StageTimes()
     env_names = sorted(env_library)
-    lights = {name: envmaps.median_cut_lights(env_library[name], 8) for name in env_names}
+    lights = {name: envmaps.median_cut_lights(env_library[name], MAX_DIRECTIONAL_LIGHTS) for name in env_names}
     rest = {s: model.layers[s].v_template.detach().cpu().numpy() for s in SIDES}
     rest_joints = {s: model.rest_keypoints(s)[:16] for s in SIDES}
     faces = {s: model.faces(s) for s in SIDES}
