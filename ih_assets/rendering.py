@@ -62,7 +62,13 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
         if len(sheet) < 20:
             sheet.append(plots.draw_keypoints(img.rgb, annotate.project_record(r), r.visibility.reshape(42)))
     manifest = pd.DataFrame(rows)
-    meta = {"images": len(manifest), "poses": len(kept), "stage_seconds": MetadataValue.json(
+    # a re-run with other data must not leave images of poses this shard no longer keeps
+    written = set(manifest[["rgb_key", "label_key", "depth_key"]].to_numpy().ravel()) if len(manifest) else set()
+    folder = "/".join(p for p in (storage.prefix, "render", shard) if p) + "/"
+    stale = [k for k in store.list_keys(folder) if k not in written]
+    for key in stale:
+        store.delete(key)
+    meta = {"images": len(manifest), "poses": len(kept), "stale_images_removed": len(stale), "stage_seconds": MetadataValue.json(
         {k: round(v, 2) for k, v in times.seconds.items()})}
     if len(manifest):
         meta["min_mask_iou"] = float(manifest["mask_iou"].min())
