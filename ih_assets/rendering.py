@@ -57,7 +57,8 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
         r = img.record
         rows.append({"image_id": r.image_id, "pose_id": r.pose["pose_id"], "view": r.view, "render_seed": r.render_seed,
                      "envmap": r.envmap, "rgb_key": r.keys["rgb"], "label_key": r.keys["label"], "depth_key": r.keys["depth"],
-                     "mask_iou": img.mask_iou, "K": r.K.reshape(9), "R": r.R.reshape(9), "t": r.t,
+                     "mask_iou": img.mask_iou, "width": r.width, "height": r.height,
+                     "K": r.K.reshape(9), "R": r.R.reshape(9), "t": r.t,
                      "visibility": r.visibility.reshape(42).astype(np.uint8)})
         if len(sheet) < 20:
             sheet.append(plots.draw_keypoints(img.rgb, annotate.project_record(r), r.visibility.reshape(42)))
@@ -98,7 +99,7 @@ def annotations(context: AssetExecutionContext, hand_model: HandModelResource, o
                       "shard": context.partition_key},
                 hands={s: {k: row.hand(s)[k][0] for k in ("global_orient", "hand_pose", "betas", "transl")} for s in SIDES},
                 keypoints_world=kps, K=np.asarray(v.K).reshape(3, 3), R=np.asarray(v.R).reshape(3, 3), t=np.asarray(v.t),
-                width=_image_size(v), height=_image_size(v),
+                width=int(v.width), height=int(v.height),
                 visibility=np.asarray(v.visibility).reshape(2, 21).astype(bool), view=int(v.view),
                 render_seed=int(v.render_seed), envmap=str(v.envmap),
                 keys={"rgb": v.rgb_key, "label": v.label_key, "depth": v.depth_key})
@@ -106,11 +107,6 @@ def annotations(context: AssetExecutionContext, hand_model: HandModelResource, o
     table = annotate.annotation_table(rows)
     return Output(table, metadata={"images": len(table), "hand_model": model.name,
                                    "visible_keypoints_mean": float(table["visible_keypoints"].mean()) if len(table) else 0.0})
-
-
-def _image_size(view_row) -> int:
-    """Square image side, read back from the principal point (cx = width / 2)."""
-    return int(round(2 * np.asarray(view_row.K).reshape(3, 3)[0, 2]))
 
 
 @asset(group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
