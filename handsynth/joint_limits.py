@@ -116,12 +116,16 @@ def limit_violation(angles: torch.Tensor, limits_deg: np.ndarray = JOINT_LIMITS)
     return torch.relu(lim[..., 0] - deg) + torch.relu(deg - lim[..., 1])
 
 
-def joint_limit_loss(full_pose: torch.Tensor, frames: AnatomicalFrames) -> torch.Tensor:
-    """Smooth anatomy loss per pose (B,): squared violation in radians, summed over joints/axes."""
-    angles = joint_angles(full_pose, frames)
+def limit_loss_from_angles(angles: torch.Tensor) -> torch.Tensor:
+    """Smooth anatomy loss per pose (B,) from anatomical angles (B, 15, 3): squared radians outside."""
     lim = torch.deg2rad(torch.as_tensor(JOINT_LIMITS, dtype=angles.dtype, device=angles.device))
     over = torch.relu(lim[..., 0] - angles) + torch.relu(angles - lim[..., 1])
     return (over ** 2).sum(dim=(-1, -2))
+
+
+def joint_limit_loss(full_pose: torch.Tensor, frames: AnatomicalFrames) -> torch.Tensor:
+    """Smooth anatomy loss per pose (B,): squared violation in radians, summed over joints/axes."""
+    return limit_loss_from_angles(joint_angles(full_pose, frames))
 
 
 def max_violation_deg(full_pose: torch.Tensor, frames: AnatomicalFrames) -> torch.Tensor:

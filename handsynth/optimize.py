@@ -114,8 +114,7 @@ class _Objective:
         depths = self.field.depths(hands, verts)
         anchor = {s: self.anchors.points(s, verts[s], self.faces[s]) for s in SIDES}
         angles = {s: self.angles(s, hands[s]["hand_pose"]) for s in SIDES}
-        lim = torch.deg2rad(torch.as_tensor(joint_limits.JOINT_LIMITS, dtype=angles["right"].dtype, device=self.model.device))
-        anatomy = sum(((torch.relu(lim[..., 0] - a) + torch.relu(a - lim[..., 1])) ** 2).sum(dim=(1, 2)) for a in angles.values())
+        anatomy = sum(joint_limits.limit_loss_from_angles(a) for a in angles.values())
         adversarial = (sum(naturalness_loss(self.disc, a.reshape(-1, 45)) for a in angles.values())
                        if self.disc is not None else torch.zeros_like(anatomy))
         terms = {"penetration": penetration_loss(depths), "anatomy": anatomy, "adversarial": adversarial}
