@@ -1,6 +1,6 @@
 """The Dagster UI for real: `dagster dev` on loopback, GraphQL lists every asset and check, a
-materialization of the sources and of one shard succeeds, and a headless Chromium screenshot of
-the asset graph is saved to docs/asset_graph.png (the README shows it)."""
+materialization of the sources and of one shard succeeds, and headless Chromium screenshots of
+the asset graph and of each asset group are saved to docs/ (the README shows them)."""
 
 import json
 import os
@@ -130,5 +130,11 @@ def test_screenshot_of_the_asset_graph(dagster_dev):
         browser.save_screenshot(str(out))
         assert out.stat().st_size > 10_000
         assert all(group in browser.page_source for group in ("poses", "optimization", "rendering"))
+        for group in ("poses", "optimization", "rendering"):   # each group's assets with their checks
+            browser.get(f"http://127.0.0.1:{dagster_dev}/locations/ih_assets.definitions/asset-groups/{group}")
+            time.sleep(5)
+            shot = ROOT / f"docs/asset_group_{group}.png"
+            browser.save_screenshot(str(shot))
+            assert "Asset checks" in browser.page_source and shot.stat().st_size > 10_000
     finally:
         browser.quit()
