@@ -13,11 +13,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from handsynth import cameras, envmaps, skin
+from handsynth import cameras, envmaps
+from handsynth.render import skin
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
-from handsynth.render import (MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png, keypoint_visibility,
+from handsynth.render.raster import (MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png, keypoint_visibility,
                               silhouette_from_projection)
 from handsynth.seeds import seed_for
 

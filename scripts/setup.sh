@@ -38,4 +38,20 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.setup-*
   touch "$stamp"
 fi
+# Blender (bpy 5.0.1, Python 3.11 only) lives in its own environment: it pins numpy<2 while pandas 3
+# needs numpy>=2, and a worker process isolates Blender's memory and crashes from the pipeline
+# (BlenderProc's way). The Cycles backend starts .venv-blender/bin/python as its worker.
+if [ "${IH_WITH_BLENDER:-1}" = "1" ] && [ ! -f .venv-blender/.setup-bpy-5.0.1 ]; then
+  BLENDER_PYTHON="${BLENDER_PYTHON:-python3.11}"
+  if command -v "$BLENDER_PYTHON" >/dev/null 2>&1; then
+    echo "[setup] installing bpy==5.0.1 into .venv-blender (Blender as a Python module, ~400 MB)"
+    "$BLENDER_PYTHON" -m venv .venv-blender
+    .venv-blender/bin/python -m pip install -q --upgrade pip
+    .venv-blender/bin/pip install -q "bpy==5.0.1"
+    touch .venv-blender/.setup-bpy-5.0.1
+  else
+    echo "[setup] WARNING: $BLENDER_PYTHON not found; the Cycles renderer is unavailable (raster still works)" >&2
+  fi
+fi
+bash scripts/fetch_assets.sh
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, dagster; print("torch", torch.__version__, "dagster", dagster.__version__)')"

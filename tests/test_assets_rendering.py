@@ -7,7 +7,7 @@ import io
 
 from handsynth.annotate import stack
 from handsynth.keypoints import to_ih26m_42
-from handsynth.render import decode_png
+from handsynth.render.raster import decode_png
 from handsynth.sources.interhand import load_interhand_joints, load_interhand_mano
 from ih_assets.optimization import hand_anchors, optimized_poses, pose_discriminator
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
