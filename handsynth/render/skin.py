@@ -46,7 +46,7 @@ TONE_PALETTE_SRGB = np.array([
 ])
 #: Colour of palmar skin that darker tones are pulled toward (sRGB).
 PALM_SRGB = np.array([0.86, 0.66, 0.56])
-#: Nail plate over its bed (pinkish), the lunula and the free edge (sRGB).
+#: Nail plate over its bed (pinkish; mixed with the skin around it), the lunula and free edge (sRGB).
 NAIL_BED_SRGB = np.array([0.90, 0.68, 0.64])
 NAIL_WHITE_SRGB = np.array([0.95, 0.90, 0.86])
 #: Mean free path of light in skin (mm, R, G, B): red scatters farthest (Jensen et al. 2001).
@@ -169,6 +169,7 @@ class HandFrame:
     dorsal: np.ndarray   # (15, 3) unit, perpendicular to each bone: toward its nail / knuckle side
     palm_normal: np.ndarray  # (3,) out of the palm
     wrist: np.ndarray
+    knuckles: np.ndarray  # (15, 3) skin point over each joint 1..15 on its back (dorsal) side
 
 
 def hand_frame(vertices: np.ndarray, joints: np.ndarray) -> HandFrame:
@@ -191,7 +192,14 @@ def hand_frame(vertices: np.ndarray, joints: np.ndarray) -> HandFrame:
             ends.append(pts[k + 1])
             dorsal.append(d / np.linalg.norm(d))
     order = np.argsort([j for chain in FINGERS.values() for j in chain])  # back to joint order 1..15
-    return HandFrame(np.array(starts)[order], np.array(ends)[order], np.array(dorsal)[order], palm_normal, joints[0])
+    starts, ends, dorsal = np.array(starts)[order], np.array(ends)[order], np.array(dorsal)[order]
+    # the knuckle: the skin farthest out along the bone's dorsal direction within 12 mm of its joint
+    knuckles = []
+    for j in range(15):
+        near = vertices[np.linalg.norm(vertices - starts[j], axis=1) < 0.012]
+        depth = ((near - starts[j]) @ dorsal[j]).max() if len(near) else 0.0
+        knuckles.append(starts[j] + depth * dorsal[j])
+    return HandFrame(starts, ends, dorsal, palm_normal, joints[0], np.array(knuckles))
 
 
 @dataclass(frozen=True)
@@ -287,48 +295,55 @@ def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin |
     vertices = layer.v_template.detach().cpu().numpy().astype(np.float64)
     joints = layer.J_regressor.detach().cpu().numpy() @ vertices
     surface = rasterize_uv(vertices, model.faces("right"), model.uv_layout("right"), size)
-    an = texel_anatomy(surface, hand_frame(vertices, joints))
+    frame = hand_frame(vertices, joints)
+    an = texel_anatomy(surface, frame)
     rng = np.random.default_rng(seed)
     tone = float(rng.uniform(0.0, 1.0))
     undertone = float(rng.normal(0.0, 1.0))
-    freckles = float(rng.uniform(0.0, 1.0)) * (1.0 - tone) ** 2
+    freckles = float(rng.uniform(0.0, 1.0) < 0.3) * float(rng.uniform(0.2, 1.0)) * (1.0 - tone) ** 2
     p = surface.position
 
     # -- regions
     distal = np.isin(an.bone, (2, 5, 8, 11, 14))
     palm_side = _smoothstep(0.1, -0.6, an.back)
     back_side = _smoothstep(-0.1, 0.6, an.back)
-    half_width = np.deg2rad(np.where(an.bone == 14, 52.0, 47.0))
-    nail = distal * _smoothstep(0.0, 0.12, half_width - np.abs(an.angle)) \
-        * _smoothstep(0.38, 0.46, an.t) * (1.0 - _smoothstep(0.93, 0.98, an.t))
-    nail_base = nail * (1.0 - _smoothstep(0.46, 0.56, an.t))       # lunula
-    nail_edge = nail * _smoothstep(0.86, 0.92, an.t)               # free edge
-    fold = distal * np.exp(-0.5 * ((an.t - 0.40) / 0.025) ** 2) * (np.abs(an.angle) < half_width + 0.1)
+    # nail: an oval on the back of the distal phalanx, squarer toward the free edge
+    half_width = np.deg2rad(np.where(an.bone == 14, 55.0, 50.0))
+    along = (an.t - 0.66) / 0.27
+    across = np.abs(an.angle) / half_width
+    oval = np.abs(along) ** np.where(along > 0, 4.0, 2.0) + across ** 3
+    nail = distal * _smoothstep(1.0, 0.8, oval)
+    nail_base = nail * _smoothstep(-0.62, -0.85, along)               # lunula
+    nail_edge = nail * _smoothstep(0.72, 0.9, along)                  # free edge
+    fold = distal * np.exp(-0.5 * ((oval - 1.05) / 0.08) ** 2) * (along < 0.5)
     fingertip = distal * _smoothstep(0.45, 0.95, an.t)
-    knuckles = back_side * (_joint_band(an, (0, 3, 6, 9), 0.0, 0.007) * 0.8
-                            + _joint_band(an, (1, 4, 7, 10, 13, 14), 0.0, 0.0045))
-    crease = palm_side * np.maximum.reduce([
+    sigma = np.array([0.007, 0.0045, 0.0035] * 4 + [0.007, 0.005, 0.0045])  # MCP, PIP, DIP; thumb CMC, MCP, IP
+    sigma[12] = 1e-4  # the thumb's CMC lies deep: no knuckle on the skin
+    near_knuckle = np.exp(-0.5 * (np.linalg.norm(p[:, None] - frame.knuckles[None], axis=2) / sigma) ** 2)
+    knuckles = back_side * near_knuckle.max(axis=1)
+    interphalangeal = back_side * near_knuckle[:, [1, 2, 4, 5, 7, 8, 10, 11, 14]].max(axis=1)
+    crease = _smoothstep(-0.2, -0.7, an.back) * np.maximum.reduce([
         _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.0, 0.0007),   # PIP / DIP / thumb IP
         _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.06, 0.0005),  # their second line
         _joint_band(an, (0, 3, 6, 9, 13), 0.33, 0.0008),                # base of each finger
     ])
-    wrinkles = knuckles * (0.5 + 0.5 * np.sin(an.t * an.length / 0.0016 * np.pi)) ** 4
+    wrinkles = interphalangeal * (0.5 + 0.5 * np.sin(an.t * an.length / 0.0016 * np.pi)) ** 4
 
     # -- albedo, authored in sRGB
     base = tone_srgb(tone) * (1.0 + 0.025 * undertone * np.array([1.0, -0.3, -1.0]))
     low = _fbm(p, 0.03, 2, rng)
     mid = _fbm(p, 0.006, 2, rng)
     fine = value_noise(p, 0.0007, rng)
-    spots = np.clip((value_noise(p, 0.0025, rng) - 0.55) / 0.45, 0.0, 1.0) * freckles
+    spots = _smoothstep(0.35, 0.75, value_noise(p, 0.0012, rng)) * freckles * back_side
     shade = 1.0 + 0.06 * low + 0.035 * mid + 0.02 * fine
     rgb = base[None] * shade[:, None]
-    rgb *= (1.0 - 0.5 * spots)[:, None] * np.array([1.0, 0.92, 0.85])[None] ** spots[:, None]
+    rgb *= 1.0 - spots[:, None] * np.array([0.12, 0.2, 0.28])[None]   # freckles: browner, not grey
     palm_mix = palm_side * (0.15 + 0.55 * tone)
     rgb = rgb * (1 - palm_mix[:, None]) + (PALM_SRGB * (1.0 - 0.25 * tone) * shade[:, None]) * palm_mix[:, None]
     red = np.clip(0.45 * knuckles + 0.35 * fingertip + 0.08 * palm_side + 0.05 * np.clip(mid, 0, 1), 0, 1)
     rgb *= (1.0 - red[:, None] * np.array([0.0, 0.18, 0.16])[None])
-    rgb *= (1.0 - 0.12 * (crease + 0.3 * wrinkles))[:, None]
-    nail_rgb = NAIL_BED_SRGB * (1.0 - 0.2 * tone) + 0.04 * mid[:, None]
+    rgb *= (1.0 - 0.07 * crease - 0.04 * wrinkles)[:, None]
+    nail_rgb = 0.45 * rgb + 0.55 * NAIL_BED_SRGB * (1.0 - 0.15 * tone) + 0.03 * mid[:, None]
     nail_rgb = nail_rgb + (NAIL_WHITE_SRGB - nail_rgb) * np.maximum(nail_base, nail_edge)[:, None]
     rgb = rgb * (1 - nail[:, None]) + nail_rgb * nail[:, None]
     albedo = srgb_to_linear(np.clip(rgb, 0.0, 1.0))
