@@ -112,3 +112,30 @@ def test_user_albedo_replaces_the_procedural_one(hand_model):
         buf = io.BytesIO()
         Image.fromarray(rgb[:32]).save(buf, format="PNG")
         skin.load_user_skin(buf.getvalue())
+
+
+def test_real_mano_folder_gets_a_cached_layout_and_textures(tmp_path, monkeypatch, hand_model):
+    """MANO's files carry no UVs: a layout is computed once per model digest and reused."""
+    from handsynth.hand_model import mano_files
+    from handsynth.hand_model.model import HandModel
+
+    source = hand_model.identity["source"]
+    right = mano_files.read_mano_file(f"{source}/MANO_RIGHT.npz")
+    left = mano_files.read_mano_file(f"{source}/MANO_LEFT.npz")
+    right["v_template"] = right["v_template"] * 1.03  # another model: another digest
+    left["v_template"] = left["v_template"] * 1.03
+    left["f"] = left["f"][:, [1, 2, 0]]  # same faces, each starting at another corner
+    folder = tmp_path / "mano"
+    mano_files.write_npz(folder / "MANO_RIGHT.npz", right)
+    mano_files.write_npz(folder / "MANO_LEFT.npz", left)
+    monkeypatch.setenv("HANDSYNTH_CACHE", str(tmp_path / "cache"))
+    mano = HandModel.from_mano_folder(folder)
+    layout = mano.uv_layout("left")
+    assert np.array_equal(layout.vertex_ids[layout.faces_uv], mano.faces("left"))
+    cached = list((tmp_path / "cache" / "uv").glob(f"*{mano.identity['digest']}.npz"))
+    assert len(cached) == 1
+    # a second model object reads the cached layout instead of charting again
+    again = HandModel.from_mano_folder(folder).uv_layout("right")
+    assert np.array_equal(again.uv, mano.uv_layout("right").uv)
+    t = skin.skin_textures(mano, "left", 3, size=64)
+    assert t.nail_mask.max() > 0.5 and t.albedo.shape == (64, 64, 3)

@@ -37,12 +37,12 @@ from handsynth.hand_model.uv import UVLayout
 
 #: Skin tones (sRGB, 0..1) from very light to very dark, spaced evenly in ``tone``.
 TONE_PALETTE_SRGB = np.array([
-    [0.93, 0.80, 0.72],
-    [0.88, 0.71, 0.60],
-    [0.78, 0.58, 0.45],
-    [0.63, 0.44, 0.31],
-    [0.45, 0.30, 0.21],
-    [0.27, 0.18, 0.13],
+    [0.94, 0.78, 0.68],
+    [0.88, 0.68, 0.56],
+    [0.78, 0.57, 0.43],
+    [0.63, 0.43, 0.30],
+    [0.45, 0.29, 0.20],
+    [0.27, 0.17, 0.12],
 ])
 #: Colour of palmar skin that darker tones are pulled toward (sRGB).
 PALM_SRGB = np.array([0.86, 0.66, 0.56])
