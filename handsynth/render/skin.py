@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from handsynth.hand_model.standin import TIP_VERTEX_IDS
 from handsynth.hand_model.uv import UVLayout
 
 #: Skin tones (sRGB, 0..1) from very light to very dark, spaced evenly in ``tone``.
@@ -53,7 +54,6 @@ NAIL_WHITE_SRGB = np.array([0.95, 0.90, 0.86])
 SUBSURFACE_RADIUS_MM = np.array([3.67, 1.37, 0.68])
 #: MANO joint order: the chain of each finger and the name of its tip.
 FINGERS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "ring": (10, 11, 12), "thumb": (13, 14, 15)}
-TIP_OF = {"thumb": 744, "index": 320, "middle": 443, "ring": 554, "pinky": 671}
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,6 @@ class TexelSurface:
 
     position: np.ndarray
     normal: np.ndarray
-    covered: np.ndarray  # (S, S) bool: texel inside a chart
 
 
 def rasterize_uv(vertices: np.ndarray, faces: np.ndarray, layout: UVLayout, size: int) -> TexelSurface:
@@ -148,7 +147,7 @@ def rasterize_uv(vertices: np.ndarray, faces: np.ndarray, layout: UVLayout, size
     vn = _vertex_normals(vertices, faces)
     normal = (vn[tri] * w).sum(axis=1)
     normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
-    return TexelSurface(position, normal, covered)
+    return TexelSurface(position, normal)
 
 
 def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -168,7 +167,6 @@ class HandFrame:
     ends: np.ndarray     # (15, 3)
     dorsal: np.ndarray   # (15, 3) unit, perpendicular to each bone: toward its nail / knuckle side
     palm_normal: np.ndarray  # (3,) out of the palm
-    wrist: np.ndarray
     knuckles: np.ndarray  # (15, 3) skin point over each joint 1..15 on its back (dorsal) side
 
 
@@ -181,7 +179,7 @@ def hand_frame(vertices: np.ndarray, joints: np.ndarray) -> HandFrame:
     radial /= np.linalg.norm(radial)
     starts, ends, dorsal = [], [], []
     for name, chain in FINGERS.items():
-        tip = vertices[TIP_OF[name]]
+        tip = vertices[TIP_VERTEX_IDS[name]]
         pts = [joints[j] for j in chain] + [tip]
         # the thumb's nail faces partly toward the radial side, the fingers' straight back
         back = -palm_normal if name != "thumb" else -0.55 * palm_normal + 0.85 * radial
@@ -199,7 +197,7 @@ def hand_frame(vertices: np.ndarray, joints: np.ndarray) -> HandFrame:
         near = vertices[np.linalg.norm(vertices - starts[j], axis=1) < 0.012]
         depth = ((near - starts[j]) @ dorsal[j]).max() if len(near) else 0.0
         knuckles.append(starts[j] + depth * dorsal[j])
-    return HandFrame(starts, ends, dorsal, palm_normal, joints[0], np.array(knuckles))
+    return HandFrame(starts, ends, dorsal, palm_normal, np.array(knuckles))
 
 
 @dataclass(frozen=True)
@@ -281,6 +279,74 @@ def _joint_band(an: TexelAnatomy, bones: tuple[int, ...], at: float, width_m: fl
     return out
 
 
+@dataclass(frozen=True)
+class SkinRegions:
+    """Where each skin feature lies, per texel (N,) in [0, 1]: what every seed paints on."""
+
+    position: np.ndarray   # (N, 3) rest-pose surface point
+    palm_side: np.ndarray
+    back_side: np.ndarray
+    nail: np.ndarray
+    nail_base: np.ndarray  # lunula
+    nail_edge: np.ndarray  # free edge
+    fold: np.ndarray       # groove around the nail
+    fingertip: np.ndarray
+    knuckles: np.ndarray
+    crease: np.ndarray
+    wrinkles: np.ndarray
+
+
+def skin_regions(surface: TexelSurface, frame: HandFrame) -> SkinRegions:
+    """Nails, knuckles, creases, palm and back from the texels' anatomical coordinates."""
+    an = texel_anatomy(surface, frame)
+    p = surface.position
+    distal = np.isin(an.bone, (2, 5, 8, 11, 14))
+    palm_side = _smoothstep(0.1, -0.6, an.back)
+    back_side = _smoothstep(-0.1, 0.6, an.back)
+    # nail: an oval on the back of the distal phalanx, squarer toward the free edge
+    half_width = np.deg2rad(np.where(an.bone == 14, 55.0, 50.0))
+    along = (an.t - 0.66) / 0.27
+    across = np.abs(an.angle) / half_width
+    oval = np.abs(along) ** np.where(along > 0, 4.0, 2.0) + across ** 3
+    nail = distal * _smoothstep(1.0, 0.8, oval)
+    sigma = np.array([0.007, 0.0045, 0.0035] * 4 + [0.007, 0.005, 0.0045])  # MCP, PIP, DIP; thumb CMC, MCP, IP
+    sigma[12] = 1e-4  # the thumb's CMC lies deep: no knuckle on the skin
+    near_knuckle = np.exp(-0.5 * (np.linalg.norm(p[:, None] - frame.knuckles[None], axis=2) / sigma) ** 2)
+    interphalangeal = back_side * near_knuckle[:, [1, 2, 4, 5, 7, 8, 10, 11, 14]].max(axis=1)
+    crease = _smoothstep(-0.2, -0.7, an.back) * np.maximum.reduce([
+        _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.0, 0.0007),   # PIP / DIP / thumb IP
+        _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.06, 0.0005),  # their second line
+        _joint_band(an, (0, 3, 6, 9, 13), 0.33, 0.0008),                # base of each finger
+    ])
+    return SkinRegions(
+        position=p, palm_side=palm_side, back_side=back_side, nail=nail,
+        nail_base=nail * _smoothstep(-0.62, -0.85, along),
+        nail_edge=nail * _smoothstep(0.72, 0.9, along),
+        fold=distal * np.exp(-0.5 * ((oval - 1.05) / 0.08) ** 2) * (along < 0.5),
+        fingertip=distal * _smoothstep(0.45, 0.95, an.t),
+        knuckles=back_side * near_knuckle.max(axis=1),
+        crease=crease,
+        wrinkles=interphalangeal * (0.5 + 0.5 * np.sin(an.t * an.length / 0.0016 * np.pi)) ** 4,
+    )
+
+
+_REGIONS_CACHE: dict[tuple[str, int], SkinRegions] = {}
+
+
+def _regions_of(model, size: int) -> SkinRegions:
+    """:func:`skin_regions` of a model's right rest hand at one texture size, computed once per
+    (model digest, size): every seed paints on the same geometry."""
+    key = (str(model.identity["digest"]), size)
+    if key not in _REGIONS_CACHE:
+        layer = model.layers["right"]
+        vertices = layer.v_template.detach().cpu().numpy().astype(np.float64)
+        joints = layer.J_regressor.detach().cpu().numpy() @ vertices
+        surface = rasterize_uv(vertices, model.faces("right"), model.uv_layout("right"), size)
+        _REGIONS_CACHE.clear()  # one model and size at a time (~140 MB at 1024 texels)
+        _REGIONS_CACHE[key] = skin_regions(surface, hand_frame(vertices, joints))
+    return _REGIONS_CACHE[key]
+
+
 def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin | None = None) -> SkinTextures:
     """Skin maps for one hand of ``model`` (a :class:`HandModel`), deterministic per ``seed``.
 
@@ -291,43 +357,14 @@ def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin |
         raise ValueError(f"side must be 'right' or 'left', not {side!r}")
     if size < 16:
         raise ValueError(f"texture size {size} is too small (at least 16 texels)")
-    layer = model.layers["right"]
-    vertices = layer.v_template.detach().cpu().numpy().astype(np.float64)
-    joints = layer.J_regressor.detach().cpu().numpy() @ vertices
-    surface = rasterize_uv(vertices, model.faces("right"), model.uv_layout("right"), size)
-    frame = hand_frame(vertices, joints)
-    an = texel_anatomy(surface, frame)
+    r = _regions_of(model, size)
     rng = np.random.default_rng(seed)
     tone = float(rng.uniform(0.0, 1.0))
     undertone = float(rng.normal(0.0, 1.0))
     freckles = float(rng.uniform(0.0, 1.0) < 0.3) * float(rng.uniform(0.2, 1.0)) * (1.0 - tone) ** 2
-    p = surface.position
-
-    # -- regions
-    distal = np.isin(an.bone, (2, 5, 8, 11, 14))
-    palm_side = _smoothstep(0.1, -0.6, an.back)
-    back_side = _smoothstep(-0.1, 0.6, an.back)
-    # nail: an oval on the back of the distal phalanx, squarer toward the free edge
-    half_width = np.deg2rad(np.where(an.bone == 14, 55.0, 50.0))
-    along = (an.t - 0.66) / 0.27
-    across = np.abs(an.angle) / half_width
-    oval = np.abs(along) ** np.where(along > 0, 4.0, 2.0) + across ** 3
-    nail = distal * _smoothstep(1.0, 0.8, oval)
-    nail_base = nail * _smoothstep(-0.62, -0.85, along)               # lunula
-    nail_edge = nail * _smoothstep(0.72, 0.9, along)                  # free edge
-    fold = distal * np.exp(-0.5 * ((oval - 1.05) / 0.08) ** 2) * (along < 0.5)
-    fingertip = distal * _smoothstep(0.45, 0.95, an.t)
-    sigma = np.array([0.007, 0.0045, 0.0035] * 4 + [0.007, 0.005, 0.0045])  # MCP, PIP, DIP; thumb CMC, MCP, IP
-    sigma[12] = 1e-4  # the thumb's CMC lies deep: no knuckle on the skin
-    near_knuckle = np.exp(-0.5 * (np.linalg.norm(p[:, None] - frame.knuckles[None], axis=2) / sigma) ** 2)
-    knuckles = back_side * near_knuckle.max(axis=1)
-    interphalangeal = back_side * near_knuckle[:, [1, 2, 4, 5, 7, 8, 10, 11, 14]].max(axis=1)
-    crease = _smoothstep(-0.2, -0.7, an.back) * np.maximum.reduce([
-        _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.0, 0.0007),   # PIP / DIP / thumb IP
-        _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.06, 0.0005),  # their second line
-        _joint_band(an, (0, 3, 6, 9, 13), 0.33, 0.0008),                # base of each finger
-    ])
-    wrinkles = interphalangeal * (0.5 + 0.5 * np.sin(an.t * an.length / 0.0016 * np.pi)) ** 4
+    p = r.position
+    palm_side, back_side, nail, fingertip, knuckles = r.palm_side, r.back_side, r.nail, r.fingertip, r.knuckles
+    crease, wrinkles = r.crease, r.wrinkles
 
     # -- albedo, authored in sRGB
     base = tone_srgb(tone) * (1.0 + 0.025 * undertone * np.array([1.0, -0.3, -1.0]))
@@ -344,14 +381,14 @@ def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin |
     rgb *= (1.0 - red[:, None] * np.array([0.0, 0.18, 0.16])[None])
     rgb *= (1.0 - 0.07 * crease - 0.04 * wrinkles)[:, None]
     nail_rgb = 0.45 * rgb + 0.55 * NAIL_BED_SRGB * (1.0 - 0.15 * tone) + 0.03 * mid[:, None]
-    nail_rgb = nail_rgb + (NAIL_WHITE_SRGB - nail_rgb) * np.maximum(nail_base, nail_edge)[:, None]
+    nail_rgb = nail_rgb + (NAIL_WHITE_SRGB - nail_rgb) * np.maximum(r.nail_base, r.nail_edge)[:, None]
     rgb = rgb * (1 - nail[:, None]) + nail_rgb * nail[:, None]
     albedo = srgb_to_linear(np.clip(rgb, 0.0, 1.0))
 
     # -- roughness and height
     roughness = 0.5 + 0.06 * mid + 0.03 * fine + 0.08 * palm_side - 0.06 * fingertip + 0.1 * crease
     roughness = roughness * (1 - nail) + (0.2 + 0.03 * fine) * nail
-    bump = 0.5 + 0.05 * fine + 0.02 * mid - 0.35 * crease - 0.15 * wrinkles + 0.12 * nail - 0.25 * fold * (1 - nail)
+    bump = 0.5 + 0.05 * fine + 0.02 * mid - 0.35 * crease - 0.15 * wrinkles + 0.12 * nail - 0.25 * r.fold * (1 - nail)
 
     if user is not None:
         albedo = _resize(user.albedo, size).reshape(-1, 3)
