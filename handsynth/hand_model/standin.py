@@ -16,6 +16,7 @@ Construction (all in metres, right hand; fingers along +x, palm facing -y, thumb
 1. read the glb's mesh, joints and skin; weld its UV-seam duplicates into one closed genus-0
    surface; move the wrist joint to the origin, turn the middle finger's base onto +x and the
    palm onto -y, and scale to an adult hand (wrist to middle fingertip ``HAND_LENGTH_MM``);
+   the glb's flat wrist cut becomes a low dome;
 2. quadric decimation and longest-edge splits to exactly 778 vertices (F = 2V - 4 = 1552);
 3. fingertip vertices moved to MANO's indices (thumb 744, index 320, middle 443, ring 554,
    pinky 671) so the 21 keypoints come out exactly as with MANO;
@@ -43,7 +44,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 #: Version of the generator; part of the model identity recorded in every manifest.
-STANDIN_VERSION = "standin-hand-3"
+STANDIN_VERSION = "standin-hand-4"
 
 NUM_VERTS = 778
 NUM_JOINTS = 16
@@ -167,6 +168,62 @@ def _to_standin_frame(hand: RiggedHand) -> RiggedHand:
     tip = moved.vertices[_tip_vertices(moved)[2]]
     scale = HAND_LENGTH_MM / 1000.0 / np.linalg.norm(tip)
     return RiggedHand(moved.vertices * scale, moved.faces, moved.weights, moved.joints * scale, moved.tips * scale)
+
+
+def _round_wrist(hand: RiggedHand, height: float = 0.006, rings: int = 3) -> RiggedHand:
+    """Replace the glb's flat wrist cut by a low dome, so the forearm stub ends like a limb.
+
+    The cut is the one planar patch facing away from the fingers; its boundary loop is kept and
+    filled with ``rings`` concentric rings rising to ``height`` along the cut's normal, skinned
+    to the wrist like the loop around them.
+    """
+    import trimesh
+
+    mesh = trimesh.Trimesh(hand.vertices, hand.faces, process=False)
+    normals = mesh.face_normals
+    facing_back = np.flatnonzero(normals[:, 0] < -0.7)
+    seed_face = facing_back[np.argmax(mesh.area_faces[facing_back])]
+    flat = (normals @ normals[seed_face]) > np.cos(np.deg2rad(3.0))
+    pairs = mesh.face_adjacency[flat[mesh.face_adjacency].all(axis=1)]
+    cut = np.zeros(len(hand.faces), dtype=bool)
+    for comp in trimesh.graph.connected_components(pairs, nodes=np.flatnonzero(flat)):
+        if seed_face in comp:
+            cut[comp] = True
+    ref = normals[seed_face]
+    faces = hand.faces[~cut]
+    directed = {(int(f[k]), int(f[(k + 1) % 3])) for f in faces for k in range(3)}
+    nxt = {a: b for a, b in directed if (b, a) not in directed}
+    loop = [next(iter(nxt))]
+    while nxt[loop[-1]] != loop[0] and len(loop) <= len(nxt):
+        loop.append(nxt[loop[-1]])
+    if len(loop) != len(nxt):
+        raise ValueError("stand-in hand: the wrist cut of the glb is not one simple loop")
+    ring_pts = hand.vertices[loop]
+    centre = ring_pts.mean(axis=0)
+    verts, weights = [hand.vertices], [hand.weights]
+    new_faces = [faces]
+    prev = np.array(loop)
+    wrist_w = np.eye(NUM_JOINTS)[0]
+    n_v = len(hand.vertices)
+    for k in range(1, rings + 1):
+        s = 1.0 - k / (rings + 1)
+        pts = centre + (ring_pts - centre) * s + ref * height * (1.0 - s * s)
+        ids = n_v + np.arange(len(loop))
+        n_v += len(loop)
+        verts.append(pts)
+        weights.append(np.tile(wrist_w, (len(loop), 1)))
+        a, b, a1, b1 = prev, np.roll(prev, -1), ids, np.roll(ids, -1)
+        new_faces += [np.stack([b, a, a1], axis=1), np.stack([b, a1, b1], axis=1)]
+        prev = ids
+    verts.append((centre + ref * height)[None])
+    weights.append(wrist_w[None])
+    new_faces.append(np.stack([np.roll(prev, -1), prev, np.full(len(prev), n_v)], axis=1))
+    v, f = _clean(np.concatenate(verts), np.concatenate(new_faces))
+    used = np.unique(np.concatenate(new_faces))
+    domed = RiggedHand(v, f, np.concatenate(weights)[used], hand.joints, hand.tips)
+    if _euler_characteristic(domed.vertices, domed.faces) != 2 or not _is_closed_manifold(domed.faces):
+        raise ValueError("stand-in hand: rounding the wrist did not leave a closed genus-0 surface")
+    return domed
 
 
 def _tip_vertices(hand: RiggedHand) -> list[int]:
@@ -404,7 +461,7 @@ def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray, tip_ids: list[int]) 
 
 def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray]:
     """The right-hand stand-in as a dict in MANO's file schema (what ``MANO_RIGHT.npz`` holds)."""
-    hand = _to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH))
+    hand = _round_wrist(_to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH)))
     verts, faces = _decimated_mesh(hand.vertices, hand.faces)
     weights = _transfer_weights(hand, verts)
     decimated = RiggedHand(verts, faces, weights, hand.joints, hand.tips)
