@@ -60,8 +60,11 @@ FINGERS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "ring": 
 class SkinTextures:
     """One hand's skin maps, all (S, S) images in the model's UV layout, top row first (as PNG).
 
-    ``albedo`` is LINEAR RGB in [0, 1]; ``bump`` is a height in [0, 1] (creases low, nails high);
-    ``nail_mask`` is 1 on nails; ``subsurface_radius`` is in millimetres per RGB channel.
+    ``albedo`` is LINEAR RGB in [0, 1]; ``bump`` is a height in [0, 1] around 0.5 for plain
+    skin (creases down to about 0.15, nails about 0.6), meant as roughly 1 mm per unit (a Cycles
+    Bump node with distance ~0.001 in a scene in metres); ``nail_mask`` is 1 on nails (glossier,
+    thinner subsurface); ``subsurface_radius`` is in millimetres per RGB channel. Texel row 0 is
+    the top of the image, i.e. v = 1 in the layout's OBJ-style coordinates.
     """
 
     albedo: np.ndarray             # (S, S, 3) float32 linear
