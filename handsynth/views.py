@@ -18,9 +18,10 @@ from handsynth.render import skin
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
-from handsynth.render.raster import (MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png, keypoint_visibility,
-                              silhouette_from_projection)
+from handsynth.render.pixel_centres import silhouette_from_projection
+from handsynth.render.raster import MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png
 from handsynth.seeds import seed_for
+from handsynth.visibility import keypoint_visibility
 
 SIDES = ("right", "left")
 
@@ -84,7 +85,8 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 exposure = float(rng.uniform(0.7, 1.3))
                 bg = envmaps.background_from_envmap(env_library[env_name], cam, exposure)
                 result = renderer.render(hands, cam, *lights[env_name], bg)
-                visibility = keypoint_visibility(kps, cam, result.depth_mm)
+                visibility = keypoint_visibility(kps, cam, result.labels, result.depth_mm,
+                                                 [(verts[s], faces[s]) for s in SIDES])
                 sil = silhouette_from_projection(all_v, both_faces, cam)
                 mask = result.labels > 0
                 iou = float((mask & sil).sum() / max((mask | sil).sum(), 1))

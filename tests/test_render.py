@@ -41,5 +41,5 @@ def test_rerendering_gives_byte_identical_pngs_and_a_mask_on_the_projected_mesh(
     second = list(render_pose_views(hand_model, poses, "shard=00000", 2, 96, library))
     for a, b in zip(first, second):
         assert a.pngs == b.pngs and a.record.render_seed == b.record.render_seed
-        assert a.mask_iou >= 0.95
+        assert a.mask_iou >= 0.99
     assert first[0].pngs["rgb"] != first[1].pngs["rgb"]          # views differ
