@@ -4,7 +4,8 @@ EGL is selected before OpenGL loads: Mesa's llvmpipe on a CPU machine, the NVIDI
 one, same code. One OffscreenRenderer is reused for every image (creating a GL context costs far
 more than a 256 x 256 frame). Labels come from pyrender's segmentation pass, one node per
 (hand, part) submesh with a flat colour = label id, so they are exact integers:
-0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts.
+0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts. Depth comes from the same
+pass (see ``HandRenderer``); pixel (r, c) of every output is the sample at projected (c, r).
 """
 
 from __future__ import annotations
