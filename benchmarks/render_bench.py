@@ -42,9 +42,9 @@ def _print_stages(times: StageTimes, n: int) -> None:
         print(f"  {stage:10s} {sec / n * 1000:7.1f} ms/image")
 
 
-def _run(model, poses, views, library, store, fresh: bool) -> tuple[int, StageTimes, float]:
-    """Images, stage times and wall seconds; also prints this process's CPU seconds per image (the
-    2 cores are shared, so wall time depends on what else runs; CPU time much less)."""
+def _run(model, poses, views, library, store, fresh: bool) -> tuple[int, StageTimes, float, float]:
+    """Images, stage times, wall seconds and this process's CPU seconds (all threads: llvmpipe's
+    too). The 2 cores are shared, so wall time depends on what else runs; CPU time much less."""
     times = StageTimes()
     count = 0
     t0, c0 = time.perf_counter(), time.process_time()
@@ -60,8 +60,7 @@ def _run(model, poses, views, library, store, fresh: bool) -> tuple[int, StageTi
                 store.put_bytes(img.record.keys[kind], data)
             times.add("upload", t)
             count += 1
-    print(f"  ({(time.process_time() - c0) / max(count, 1) * 1000:.1f} ms CPU/image in this process, all threads)")
-    return count, times, time.perf_counter() - t0
+    return count, times, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -84,20 +83,21 @@ def main() -> None:
 
             server, store, where = None, LocalObjectStore(tmp), f"local folder ({exc})"
         try:
-            n, times, total = _run(model, poses, args.views, library, store, fresh=False)
-            print(f"{n} images at 256x256 (RGB, labels, depth PNGs) stored to {where}: {total:.1f} s = {n / total:.1f} images/s")
+            n, times, total, cpu = _run(model, poses, args.views, library, store, fresh=False)
+            print(f"{n} images at 256x256 (RGB, labels, depth PNGs) stored to {where}: {total:.1f} s = {n / total:.1f} images/s"
+                  f" ({cpu / n * 1000:.0f} ms CPU/image)")
             _print_stages(times, n)
             m = min(3, len(poses))
             vectorised = views_module.silhouette_from_projection
             views_module.silhouette_from_projection = _silhouette_per_triangle
             try:
-                nb, tb, totb = _run(model, poses.take(range(m)), 2, library, store, fresh=False)
+                nb, tb, totb, cpub = _run(model, poses.take(range(m)), 2, library, store, fresh=False)
             finally:
                 views_module.silhouette_from_projection = vectorised
-            print(f"baseline, old per-triangle mask check: {nb / totb:.1f} images/s; "
+            print(f"baseline, old per-triangle mask check: {nb / totb:.1f} images/s ({cpub / nb * 1000:.0f} ms CPU/image); "
                   f"mask check {tb.seconds['mask_check'] / nb * 1000:.1f} -> {times.seconds['mask_check'] / n * 1000:.1f} "
                   f"ms/image; whole path speed-up {(n / total) / (nb / totb):.1f}x")
-            nf, _, tf = _run(model, poses.take(range(m)), 2, library, store, fresh=True)
+            nf, _, tf, _ = _run(model, poses.take(range(m)), 2, library, store, fresh=True)
             print(f"baseline, fresh renderer per image (no upload): {nf / tf:.1f} images/s; "
                   f"reused renderer speed-up {(n / total) / (nf / tf):.1f}x")
         finally:
