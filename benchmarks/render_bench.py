@@ -1,8 +1,10 @@
 """Rendering throughput at 256 x 256 on 2 CPU cores with every output encoded and stored.
 
-Stages: pose (hand model forward), render (RGB + labels + depth + visibility + silhouette check),
-encode (3 PNGs), upload (PUT to a real SeaweedFS server started here, or a local folder if the
-weed binary is missing). Baseline in the same run: a fresh OffscreenRenderer per image.
+Stages: pose (hand model forward), render (camera, skin, background, RGB pass + label/depth pass),
+visibility (per-joint skin test), mask_check (numpy silhouette at pixel centres vs labels), encode
+(3 PNGs), upload (PUT to a real SeaweedFS server started here, or a local folder if the weed binary
+is missing). Baselines in the same run: the old mask check (skimage, one polygon per triangle, a
+Python loop) swapped in for the vectorised one, and a fresh OffscreenRenderer per image.
 
     python benchmarks/render_bench.py [--poses 6] [--views 10]
 """
@@ -14,17 +16,38 @@ import tempfile
 import time
 
 
-from handsynth import envmaps
+import numpy as np
+
+from handsynth import envmaps, views as views_module
+from handsynth.cameras import Camera, project
 from handsynth.hand_model.model import HandModel
 from handsynth.sources.procedural import generate_interacting_poses
 from handsynth.views import StageTimes, render_pose_views
 
 
-def _run(model, poses, views, library, store, fresh: bool) -> tuple[int, StageTimes, float]:
+def _silhouette_per_triangle(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarray:
+    """The old mask check, kept here as the baseline: skimage fills one triangle per Python call."""
+    from skimage.draw import polygon
+
+    uv = project(vertices, camera.K, camera.R, camera.t)
+    mask = np.zeros((camera.height, camera.width), dtype=bool)
+    for tri in faces:
+        rr, cc = polygon(uv[tri, 1], uv[tri, 0], shape=mask.shape)   # pixel centres at integer coordinates
+        mask[rr, cc] = True
+    return mask
+
+
+def _print_stages(times: StageTimes, n: int) -> None:
+    for stage, sec in times.seconds.items():
+        print(f"  {stage:10s} {sec / n * 1000:7.1f} ms/image")
+
+
+def _run(model, poses, views, library, store, fresh: bool) -> tuple[int, StageTimes, float, float]:
+    """Images, stage times, wall seconds and this process's CPU seconds (all threads: llvmpipe's
+    too). The 2 cores are shared, so wall time depends on what else runs; CPU time much less."""
     times = StageTimes()
-    times.seconds["upload"] = 0.0
     count = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if fresh:  # one renderer (GL context) per image
         for i in range(len(poses)):
             for v in range(views):
@@ -37,7 +60,7 @@ def _run(model, poses, views, library, store, fresh: bool) -> tuple[int, StageTi
                 store.put_bytes(img.record.keys[kind], data)
             times.add("upload", t)
             count += 1
-    return count, times, time.perf_counter() - t0
+    return count, times, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -60,12 +83,21 @@ def main() -> None:
 
             server, store, where = None, LocalObjectStore(tmp), f"local folder ({exc})"
         try:
-            n, times, total = _run(model, poses, args.views, library, store, fresh=False)
-            print(f"{n} images at 256x256 (RGB, labels, depth PNGs) stored to {where}: {total:.1f} s = {n / total:.1f} images/s")
-            for stage, sec in times.seconds.items():
-                print(f"  {stage:7s} {sec / n * 1000:7.1f} ms/image")
+            n, times, total, cpu = _run(model, poses, args.views, library, store, fresh=False)
+            print(f"{n} images at 256x256 (RGB, labels, depth PNGs) stored to {where}: {total:.1f} s = {n / total:.1f} images/s"
+                  f" ({cpu / n * 1000:.0f} ms CPU/image)")
+            _print_stages(times, n)
             m = min(3, len(poses))
-            nf, _, tf = _run(model, poses.take(range(m)), 2, library, store, fresh=True)
+            vectorised = views_module.silhouette_from_projection
+            views_module.silhouette_from_projection = _silhouette_per_triangle
+            try:
+                nb, tb, totb, cpub = _run(model, poses.take(range(m)), 2, library, store, fresh=False)
+            finally:
+                views_module.silhouette_from_projection = vectorised
+            print(f"baseline, old per-triangle mask check: {nb / totb:.1f} images/s ({cpub / nb * 1000:.0f} ms CPU/image); "
+                  f"mask check {tb.seconds['mask_check'] / nb * 1000:.1f} -> {times.seconds['mask_check'] / n * 1000:.1f} "
+                  f"ms/image; whole path speed-up {(n / total) / (nb / totb):.1f}x")
+            nf, _, tf, _ = _run(model, poses.take(range(m)), 2, library, store, fresh=True)
             print(f"baseline, fresh renderer per image (no upload): {nf / tf:.1f} images/s; "
                   f"reused renderer speed-up {(n / total) / (nf / tf):.1f}x")
         finally:

@@ -18,9 +18,10 @@ from handsynth.render import skin
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
-from handsynth.render.raster import (MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png, keypoint_visibility,
-                              silhouette_from_projection)
+from handsynth.render.pixel_centres import silhouette_from_projection
+from handsynth.render.raster import MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png
 from handsynth.seeds import seed_for
+from handsynth.visibility import keypoint_visibility
 
 SIDES = ("right", "left")
 
@@ -39,7 +40,7 @@ class StageTimes:
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
-        self.seconds[stage] += now - since
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
         return now
 
 
@@ -84,11 +85,14 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 exposure = float(rng.uniform(0.7, 1.3))
                 bg = envmaps.background_from_envmap(env_library[env_name], cam, exposure)
                 result = renderer.render(hands, cam, *lights[env_name], bg)
-                visibility = keypoint_visibility(kps, cam, result.depth_mm)
+                t = times.add("render", t)
+                visibility = keypoint_visibility(kps, cam, result.labels, result.depth_mm,
+                                                 [(verts[s], faces[s]) for s in SIDES])
+                t = times.add("visibility", t)
                 sil = silhouette_from_projection(all_v, both_faces, cam)
                 mask = result.labels > 0
                 iou = float((mask & sil).sum() / max((mask | sil).sum(), 1))
-                t = times.add("render", t)
+                t = times.add("mask_check", t)
                 pngs = {"rgb": encode_png(result.rgb), "label": encode_png(result.labels), "depth": encode_png(result.depth_mm)}
                 t = times.add("encode", t)
                 keys = {k: image_key(key_prefix, shard, pid, view, k) for k in pngs}

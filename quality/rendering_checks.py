@@ -10,7 +10,10 @@ from quality.annotation_suite import validate_annotations
 from resources.partitions import pose_shards
 from resources.settings import PipelineSettings
 
-MIN_MASK_IOU = 0.95
+#: Labels and the independent numpy silhouette sample the same pixel centres, so they differ only
+#: where a pixel centre lies on a triangle edge (measured: IoU >= 0.9997 at 256 x 256); 0.99 leaves room
+#: for small images (the outline is a larger share of the mask) while a half-pixel shift (~0.96) fails.
+MIN_MASK_IOU = 0.99
 MAX_REPROJECTION_PX = 0.01
 
 
@@ -28,20 +31,22 @@ def keypoints_reproject(annotations: pd.DataFrame) -> AssetCheckResult:
 
 
 @asset_check(asset="annotations", blocking=True, partitions_def=pose_shards,
-             description="Every 2D keypoint lies inside its image.")
+             description="Every 2D keypoint lies inside its image: integer coordinates are pixel centres, "
+                         "so the image spans [-0.5, width - 0.5) x [-0.5, height - 0.5).")
 def keypoints_inside_image(annotations: pd.DataFrame) -> AssetCheckResult:
     if len(annotations) == 0:
         return AssetCheckResult(passed=True, metadata={"images": 0})
     uv = stack(annotations, "keypoints2d_px", (42, 2))
     size = annotations[["width", "height"]].to_numpy()[:, None, :]
-    outside = ((uv < 0) | (uv >= size)).any(axis=(1, 2))
+    outside = ((uv < -0.5) | (uv >= size - 0.5)).any(axis=(1, 2))
     return AssetCheckResult(passed=not outside.any(), metadata={
         "images_with_keypoints_outside": int(outside.sum()),
         "first": str(annotations["image_id"].iloc[int(np.argmax(outside))]) if outside.any() else ""})
 
 
 @asset_check(asset="rendered_views", blocking=True, partitions_def=pose_shards,
-             description="Each image's hand mask is non-empty and matches the projected mesh (IoU >= 0.95).")
+             description="Each image's hand mask matches the projected mesh sampled at the same pixel centres "
+                         "(IoU >= 0.99).")
 def masks_match_projected_mesh(rendered_views: pd.DataFrame) -> AssetCheckResult:
     if len(rendered_views) == 0:
         return AssetCheckResult(passed=True, metadata={"images": 0})

@@ -4,6 +4,7 @@ import numpy as np
 
 from handsynth import cameras, envmaps
 from handsynth.sources.procedural import generate_interacting_poses
+from handsynth.render.raster import decode_png
 from handsynth.views import render_pose_views
 
 
@@ -41,5 +42,7 @@ def test_rerendering_gives_byte_identical_pngs_and_a_mask_on_the_projected_mesh(
     second = list(render_pose_views(hand_model, poses, "shard=00000", 2, 96, library))
     for a, b in zip(first, second):
         assert a.pngs == b.pngs and a.record.render_seed == b.record.render_seed
-        assert a.mask_iou >= 0.95
+        assert a.mask_iou >= 0.99
+        # depth and labels are one sampling: the same silhouette, pixel for pixel (was IoU ~0.98)
+        np.testing.assert_array_equal(decode_png(a.pngs["depth"]) > 0, decode_png(a.pngs["label"]) > 0)
     assert first[0].pngs["rgb"] != first[1].pngs["rgb"]          # views differ

@@ -1,10 +1,11 @@
-"""Headless rendering of two hands with pyrender: RGB, part labels, depth and keypoint visibility.
+"""Headless rendering of two hands with pyrender: RGB, part labels and depth, aligned at pixel centres.
 
 EGL is selected before OpenGL loads: Mesa's llvmpipe on a CPU machine, the NVIDIA driver on a GPU
 one, same code. One OffscreenRenderer is reused for every image (creating a GL context costs far
 more than a 256 x 256 frame). Labels come from pyrender's segmentation pass, one node per
 (hand, part) submesh with a flat colour = label id, so they are exact integers:
-0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts.
+0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts. Depth comes from the same
+pass (see ``HandRenderer``); pixel (r, c) of every output is the sample at projected (c, r).
 """
 
 from __future__ import annotations
@@ -20,16 +21,12 @@ import pyrender  # noqa: E402
 import trimesh  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from handsynth.cameras import Camera, project  # noqa: E402
+from handsynth.cameras import Camera  # noqa: E402
 from handsynth.envmaps import Light  # noqa: E402
 
 #: pyrender's shader takes at most 4 lights of a kind and picks which from an unordered set, so
 #: more would make renders depend on the run: the median cut is asked for exactly this many.
 MAX_DIRECTIONAL_LIGHTS = 4
-
-#: Keypoints lie inside the finger: a joint counts as visible when the surface seen at its pixel
-#: is at most this much in front of it (about a finger's radius plus a margin).
-VISIBILITY_TOLERANCE_M = 0.012
 
 
 @dataclass
@@ -43,9 +40,12 @@ class HandMesh:
 
 @dataclass
 class RenderResult:
+    """Images of one render; labels and depth are point samples at pixel centres, RGB anti-aliased."""
+
     rgb: np.ndarray          # (H, W, 3) uint8
     labels: np.ndarray       # (H, W) uint8
     depth_mm: np.ndarray     # (H, W) uint16, 0 = background
+    alpha: np.ndarray | None = None  # (H, W) uint8 hand coverage of each pixel (anti-aliased), if known
 
 
 def _pose_matrix(camera: Camera) -> np.ndarray:
@@ -69,6 +69,15 @@ def _light_pose(direction: np.ndarray) -> np.ndarray:
 
 
 class HandRenderer:
+    """Renders RGB, labels and depth of the same geometry, aligned at pixel centres.
+
+    pyrender's colour pass multisamples (4x MSAA) and its depth is then one sample of the four, not
+    the pixel centre: silhouettes of depth and labels disagreed by ~0.4 px. So labels AND depth come
+    from the segmentation pass, which pyrender draws without multisampling (one sample at each pixel
+    centre); the RGB keeps its anti-aliasing (the four samples are centred on the pixel centre) and
+    is composited over the background with its coverage alpha.
+    """
+
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
         self.renderer = pyrender.OffscreenRenderer(width, height)
@@ -77,8 +86,14 @@ class HandRenderer:
         self.renderer.delete()
 
     def _camera_node(self, camera: Camera) -> pyrender.Node:
+        """Camera whose pixel (r, c) samples projected point (c, r) (docs/ARCHITECTURE.md, "Pixels").
+
+        GL samples pixel column c at window x = c + 0.5, and pyrender maps projected u to window
+        x = u (pixel c covering [c, c+1)); shifting the principal point by half a pixel puts the
+        sample of column c at u = c. Rows likewise (pyrender flips y, the shift is the same sign).
+        """
         k = camera.K
-        cam = pyrender.IntrinsicsCamera(k[0, 0], k[1, 1], k[0, 2], k[1, 2], znear=0.01, zfar=10.0)
+        cam = pyrender.IntrinsicsCamera(k[0, 0], k[1, 1], k[0, 2] + 0.5, k[1, 2] + 0.5, znear=0.01, zfar=10.0)
         return pyrender.Node(camera=cam, matrix=_pose_matrix(camera))
 
     def render(self, hands: list[HandMesh], camera: Camera, lights: list[Light], ambient: np.ndarray,
@@ -100,49 +115,25 @@ class HandRenderer:
                                                 intensity=3.0 * float(light.rgb.max()) / peak),
                       pose=_light_pose(light.direction))
         scene.add_node(self._camera_node(camera))
-        color, depth = self.renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
-        alpha = (depth > 0)[..., None]
-        rgb = np.where(alpha, color[..., :3], background).astype(np.uint8)
+        color, _ = self.renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
+        # the resolved MSAA colour is premultiplied by coverage (background samples are 0, 0, 0, 0)
+        alpha = color[..., 3:4].astype(np.float32) / 255.0
+        rgb = np.clip(np.rint(color[..., :3] + (1.0 - alpha) * background), 0, 255).astype(np.uint8)
 
         seg_scene = pyrender.Scene(bg_color=[0, 0, 0, 0])
         node_colors = {}
         for h in hands:
             for part in np.unique(h.face_labels):
-                sub = trimesh.Trimesh(h.vertices, h.faces[h.face_labels == part], process=False)
-                node = seg_scene.add(pyrender.Mesh.from_trimesh(sub, smooth=False))
+                # positions and indices only: the segmentation shader needs no normals or colours
+                prim = pyrender.Primitive(positions=h.vertices.astype(np.float32),
+                                          indices=h.faces[h.face_labels == part].astype(np.uint32))
+                node = seg_scene.add(pyrender.Mesh([prim]))
                 label = h.label_offset + int(part)
                 node_colors[node] = (label, label, label)
         seg_scene.add_node(self._camera_node(camera))
-        seg, _ = self.renderer.render(seg_scene, flags=pyrender.RenderFlags.SEG, seg_node_map=node_colors)
+        seg, depth = self.renderer.render(seg_scene, flags=pyrender.RenderFlags.SEG, seg_node_map=node_colors)
         depth_mm = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
-        return RenderResult(rgb=rgb, labels=seg[..., 0].astype(np.uint8), depth_mm=depth_mm)
-
-
-def keypoint_visibility(keypoints: np.ndarray, camera: Camera, depth_mm: np.ndarray,
-                        tolerance_m: float = VISIBILITY_TOLERANCE_M) -> np.ndarray:
-    """(..., 3) world keypoints -> bool (...): inside the image and not hidden behind other surface."""
-    flat = keypoints.reshape(-1, 3)
-    uv = project(flat, camera.K, camera.R, camera.t)
-    z = flat @ camera.R[2] + camera.t[2]
-    col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-    inside = (col >= 0) & (col < camera.width) & (row >= 0) & (row < camera.height) & (z > 0)
-    seen = np.zeros(len(flat))
-    seen[inside] = depth_mm[row[inside], col[inside]] / 1000.0
-    visible = inside & (seen > 0) & (z <= seen + tolerance_m)
-    return visible.reshape(keypoints.shape[:-1])
-
-
-def silhouette_from_projection(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarray:
-    """Independent mask: the projected triangles rasterised in numpy (H, W) bool."""
-    from skimage.draw import polygon
-
-    uv = project(vertices, camera.K, camera.R, camera.t)
-    mask = np.zeros((camera.height, camera.width), dtype=bool)
-    for tri in faces:
-        # pixel (r, c) covers [r, r+1) x [c, c+1): sample at centres (uv - 0.5)
-        rr, cc = polygon(uv[tri, 1] - 0.5, uv[tri, 0] - 0.5, shape=mask.shape)
-        mask[rr, cc] = True
-    return mask
+        return RenderResult(rgb=rgb, labels=seg[..., 0].astype(np.uint8), depth_mm=depth_mm, alpha=color[..., 3].copy())
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -1,0 +1,92 @@
+"""One pixel convention: integer pixel coordinates are pixel centres (OpenCV / InterHand2.6M).
+
+Labels, depth and RGB coverage are rendered from known geometry and compared with where the
+camera model projects it: exact pixel sets for a square, IoU and centroid for a hand."""
+
+import numpy as np
+import pytest
+
+from handsynth.cameras import Camera, project
+from handsynth.render.pixel_centres import silhouette_from_projection
+from handsynth.render.raster import HandMesh, HandRenderer
+
+W, H = 200, 160
+DEPTH_M = 0.5
+F = 300.0
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    r = HandRenderer(W, H)
+    yield r
+    r.close()
+
+
+def _camera() -> Camera:
+    K = np.array([[F, 0, 97.3], [0, F, 83.6], [0, 0, 1.0]])   # principal point off-centre, off the grid
+    return Camera(K, np.eye(3), np.zeros(3), W, H)
+
+
+def _square(u0: float, u1: float, v0: float, v1: float, cam: Camera) -> HandMesh:
+    """A fronto-parallel rectangle at DEPTH_M whose corners project to (u0..u1, v0..v1), label 1."""
+    corners_uv = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]])
+    xy = (corners_uv - cam.K[:2, 2]) / F * DEPTH_M
+    vertices = np.c_[xy, np.full(4, DEPTH_M)]
+    faces = np.array([[0, 2, 1], [0, 3, 2]])     # wound to face the camera (x right, y down, z forward)
+    return HandMesh(vertices, faces, np.full((4, 3), 0.8), np.zeros(2, dtype=int), 1)
+
+
+def _render(renderer, meshes, cam):
+    return renderer.render(meshes, cam, [], np.full(3, 0.6), np.zeros((H, W, 3)))
+
+
+def _centroid(mask: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    rows, cols = np.nonzero(mask)
+    w = np.ones(len(rows)) if weight is None else weight[rows, cols].astype(float)
+    return np.array([(cols * w).sum(), (rows * w).sum()]) / w.sum()
+
+
+def test_labels_depth_and_coverage_of_a_square_sit_on_the_pixel_centres_its_corners_enclose(renderer):
+    cam = _camera()
+    u0, u1, v0, v1 = 40.3, 150.7, 30.2, 120.6            # fractions away from .0 / .5: no ties
+    square = _square(u0, u1, v0, v1, cam)
+    np.testing.assert_allclose(project(square.vertices, cam.K, cam.R, cam.t)[0], [u0, v0], atol=1e-9)
+    result = _render(renderer, [square], cam)
+    cols, rows = np.arange(W), np.arange(H)
+    expected = ((rows[:, None] >= v0) & (rows[:, None] <= v1)) & ((cols[None] >= u0) & (cols[None] <= u1))
+    # pixel (r, c) is the sample at projected (c, r): columns 41..150, rows 31..120 exactly
+    np.testing.assert_array_equal(result.labels > 0, expected)
+    np.testing.assert_array_equal(result.depth_mm > 0, expected)
+    assert set(np.unique(result.labels[expected])) == {1}
+    assert np.all(np.abs(result.depth_mm[expected].astype(int) - DEPTH_M * 1000) <= 1)
+    # the anti-aliased RGB: full coverage inside, the coverage-weighted centre is the square's centre
+    assert (result.alpha[expected[1:-1, 1:-1].nonzero()[0] + 1, expected[1:-1, 1:-1].nonzero()[1] + 1] == 255).all()
+    centre = _centroid(result.alpha > 0, result.alpha)
+    np.testing.assert_allclose(centre, [(u0 + u1) / 2, (v0 + v1) / 2], atol=0.05)
+    np.testing.assert_array_equal(silhouette_from_projection(square.vertices, square.faces, cam), expected)
+
+
+def test_a_rendered_hand_aligns_with_its_projected_mesh_in_labels_depth_and_rgb(hand_model, renderer):
+    from handsynth.cameras import CameraRanges, sample_camera
+    from handsynth.sources.procedural import generate_interacting_poses
+
+    poses = generate_interacting_poses(hand_model, 1, seed=3)
+    sides = ("right", "left")
+    verts = {s: hand_model.forward_numpy(s, poses.hand(s)).vertices[0].numpy().astype(np.float64) for s in sides}
+    all_v = np.concatenate([verts[s] for s in sides])
+    faces = np.concatenate([hand_model.faces("right"), hand_model.faces("left") + len(verts["right"])])
+    cam = sample_camera(all_v.mean(axis=0), all_v, CameraRanges(), np.random.default_rng(5), W, H)
+    hands = [HandMesh(verts[s], hand_model.faces(s), np.full((len(verts[s]), 3), 0.7), hand_model.face_labels[s],
+                      1 + 16 * k) for k, s in enumerate(sides)]
+    result = _render(renderer, hands, cam)
+    labels = result.labels > 0
+    np.testing.assert_array_equal(result.depth_mm > 0, labels)          # one sampling for both
+    sil = silhouette_from_projection(all_v, faces, cam)
+    iou = (labels & sil).sum() / (labels | sil).sum()
+    assert iou >= 0.995, iou
+    assert np.abs(_centroid(labels) - _centroid(sil)).max() < 0.05
+    # the RGB's coverage is centred where the labels are
+    assert np.abs(_centroid(result.alpha > 0, result.alpha) - _centroid(labels)).max() < 0.05
+    # and the old convention (pixel c sampled at c + 0.5) would be off by half a pixel
+    shifted = Camera(cam.K - np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]), cam.R, cam.t, W, H)
+    assert np.abs(_centroid(silhouette_from_projection(all_v, faces, shifted)) - _centroid(labels)).min() > 0.4
