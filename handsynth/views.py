@@ -1,8 +1,11 @@
 """RenderIH's rendering step: every kept pose seen from N cameras, lit by an HDR map, annotated.
 
-For pose p and view v, every random choice (camera, environment map, skin) comes from a generator
-seeded by ("render", shard, pose id, view), recorded as ``render_seed``: re-rendering one image
-gives byte-identical PNGs.
+For pose p and view v, every random choice (camera, environment map and its rotation, exposure,
+skin) comes from a generator seeded by ("render", shard, pose id, view), recorded as
+``render_seed``, and is drawn the same way whichever backend makes the RGB: re-rendering one
+image gives byte-identical PNGs, and the raster preview shows the same scene as Cycles. Labels,
+depth and visibility always come from the raster pass; with Cycles, its alpha is checked against
+the raster labels (``alpha_iou``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from handsynth import cameras, envmaps
-from handsynth.render import skin
+from handsynth.render import RenderOptions, SceneSpec, skin, srgb_to_linear
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
@@ -29,13 +32,17 @@ SIDES = ("right", "left")
 class RenderedImage:
     record: ImageRecord
     pngs: dict[str, bytes]       # rgb / label / depth
-    rgb: np.ndarray              # for contact sheets
+    rgb: np.ndarray              # the stored RGB, for contact sheets
+    raster_rgb: np.ndarray       # the raster preview of the same scene (== rgb for the raster backend)
     mask_iou: float              # rendered hand mask vs projected-mesh silhouette
+    alpha_iou: float | None      # Cycles alpha (> 0.5) vs raster label mask; None for raster RGB
+    backend: dict[str, object]   # renderer, samples, device, colour management
 
 
 @dataclass
 class StageTimes:
-    seconds: dict[str, float] = field(default_factory=lambda: {"pose": 0.0, "render": 0.0, "encode": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"pose": 0.0, "raster": 0.0, "cycles": 0.0,
+                                                                            "encode": 0.0})
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
@@ -51,23 +58,38 @@ def image_key(prefix: str, shard: str, pose_id: str, view: int, kind: str) -> st
 def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: int, image_size: int,
                       env_library: dict[str, np.ndarray], key_prefix: str = "",
                       ranges: cameras.CameraRanges = cameras.CameraRanges(),
-                      times: StageTimes | None = None,
+                      times: StageTimes | None = None, options: RenderOptions = RenderOptions(),
                       log_fn: Callable[[str], None] | None = None) -> Iterator[RenderedImage]:
     """Yield every (pose, view) image of ``poses`` with its record and encoded PNGs."""
     times = times or StageTimes()
     env_names = sorted(env_library)
     lights = {name: envmaps.median_cut_lights(env_library[name], MAX_DIRECTIONAL_LIGHTS) for name in env_names}
-    rest = {s: model.layers[s].v_template.detach().cpu().numpy() for s in SIDES}
+    key_exposure = {name: envmaps.auto_exposure(env_library[name]) for name in env_names}
+    base_faces = {s: model.faces(s) for s in SIDES}
+    rest, faces = {}, {}
+    for s in SIDES:
+        rest[s], faces[s] = subdivide(model.layers[s].v_template.detach().cpu().numpy(), base_faces[s], options.subdivision)
     rest_joints = {s: model.rest_keypoints(s)[:16] for s in SIDES}
-    faces = {s: model.faces(s) for s in SIDES}
-    both_faces = np.concatenate([faces["right"], faces["left"] + 778])
+    face_labels = {s: np.repeat(model.face_labels[s], 4 ** options.subdivision) for s in SIDES}
+    both_faces = np.concatenate([faces["right"], faces["left"] + len(rest["right"])])
     renderer = HandRenderer(image_size, image_size)
+    cycles = None
+    backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
+    if options.backend == "cycles":
+        from handsynth.render.cycles import CyclesRenderer
+
+        cycles = CyclesRenderer(image_size, image_size, both_faces, sum(len(rest[s]) for s in SIDES), samples=options.samples,
+                                denoise=options.denoise, device=options.device, log_fn=log_fn)
+        backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
+                   "device": cycles.device, "blender": cycles.blender_version,
+                   "colour_management": envmaps.COLOUR_MANAGEMENT}
     try:
         for i in range(len(poses)):
             t = time.perf_counter()
             row = poses.take([i])
             out = {s: model.forward_numpy(s, row.hand(s)) for s in SIDES}
-            verts = {s: out[s].vertices[0].cpu().numpy().astype(np.float64) for s in SIDES}
+            verts = {s: subdivide(out[s].vertices[0].cpu().numpy().astype(np.float64), base_faces[s], options.subdivision)[0]
+                     for s in SIDES}
             kps = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
             all_v = np.concatenate([verts["right"], verts["left"]])
             pid = str(row.meta["pose_id"].iloc[0])
@@ -80,16 +102,28 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 hands = []
                 for k, s in enumerate(SIDES):
                     colors, _ = skin.skin_colors(rest[s], rest_joints[s], rng)
-                    hands.append(HandMesh(verts[s], faces[s], colors, model.face_labels[s], 1 + 16 * k))
-                exposure = float(rng.uniform(0.7, 1.3))
-                bg = envmaps.background_from_envmap(env_library[env_name], cam, exposure)
-                result = renderer.render(hands, cam, *lights[env_name], bg)
+                    hands.append(HandMesh(verts[s], faces[s], colors, face_labels[s], 1 + 16 * k))
+                env = env_library[env_name]
+                exposure = key_exposure[env_name] * float(rng.uniform(0.6, 1.5))
+                rotation = 2 * np.pi * int(rng.integers(env.shape[1])) / env.shape[1]
+                material = {"roughness": float(rng.uniform(0.35, 0.6)),
+                            "subsurface_scale_m": float(rng.uniform(0.002, 0.004))}
+                bg = envmaps.background_from_envmap(env, cam, exposure, rotation)
+                env_lights, ambient = lights[env_name]
+                result = renderer.render(hands, cam, envmaps.rotate_lights(env_lights, rotation), ambient, bg)
                 visibility = keypoint_visibility(kps, cam, result.depth_mm)
                 sil = silhouette_from_projection(all_v, both_faces, cam)
                 mask = result.labels > 0
-                iou = float((mask & sil).sum() / max((mask | sil).sum(), 1))
-                t = times.add("render", t)
-                pngs = {"rgb": encode_png(result.rgb), "label": encode_png(result.labels), "depth": encode_png(result.depth_mm)}
+                iou = silhouette_iou(mask, sil)
+                t = times.add("raster", t)
+                rgb, alpha_iou = result.rgb, None
+                if cycles is not None:
+                    linear_hands = [HandMesh(h.vertices, h.faces, srgb_to_linear(h.colors), h.face_labels,
+                                             h.label_offset) for h in hands]
+                    photo = cycles.render(SceneSpec(linear_hands, cam, env_name, env, rotation, exposure, material), seed)
+                    rgb, alpha_iou = photo.rgb, silhouette_iou(photo.alpha >= 0.5, mask)
+                    t = times.add("cycles", t)
+                pngs = {"rgb": encode_png(rgb), "label": encode_png(result.labels), "depth": encode_png(result.depth_mm)}
                 t = times.add("encode", t)
                 keys = {k: image_key(key_prefix, shard, pid, view, k) for k in pngs}
                 meta = row.meta.iloc[0]
@@ -100,8 +134,26 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                     hands={s: {k: row.hand(s)[k][0] for k in ("global_orient", "hand_pose", "betas", "transl")} for s in SIDES},
                     keypoints_world=kps, K=cam.K, R=cam.R, t=cam.t, width=image_size, height=image_size,
                     visibility=visibility, view=view, render_seed=seed, envmap=env_name, keys=keys)
-                yield RenderedImage(record, pngs, result.rgb, iou)
+                yield RenderedImage(record, pngs, rgb, result.rgb, iou, alpha_iou, backend)
             if log_fn:
-                log_fn(f"{shard}: rendered pose {i + 1}/{len(poses)} ({n_views} views)")
+                log_fn(f"{shard}: rendered pose {i + 1}/{len(poses)} ({n_views} views, {backend['renderer']})")
     finally:
         renderer.close()
+        if cycles is not None:
+            cycles.close()
+
+
+def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Loop subdivision (each face -> 4 consecutive faces, so labels repeat 4x per step): smooth
+    silhouettes for the photo, applied before both passes so labels and RGB show one surface."""
+    from trimesh.remesh import subdivide_loop
+
+    if steps == 0:
+        return vertices, faces
+    return subdivide_loop(vertices, faces, iterations=steps)
+
+
+def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0

@@ -1,6 +1,10 @@
 """Cameras, environment maps and the renderer."""
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from handsynth import cameras, envmaps
 from handsynth.sources.procedural import generate_interacting_poses
@@ -43,3 +47,39 @@ def test_rerendering_gives_byte_identical_pngs_and_a_mask_on_the_projected_mesh(
         assert a.pngs == b.pngs and a.record.render_seed == b.record.render_seed
         assert a.mask_iou >= 0.95
     assert first[0].pngs["rgb"] != first[1].pngs["rgb"]          # views differ
+
+
+def test_repair_replaces_negative_radiance_from_neighbours_and_keeps_the_sun():
+    env = np.full((16, 32, 3), 0.5, np.float32)
+    env[3:9, 8:14] = 1000.0                        # a sun (wider than the 5x5 window)
+    env[5, 10, 2] = -900.0                         # DWAB ringing in one channel of a sun pixel
+    env[12, 31] = [-3.0, 0.2, 0.2]                 # at the seam: neighbours wrap around
+    repaired, n = envmaps.repair_negative_radiance(env)
+    assert n == 2 and (repaired >= 0).all()
+    assert repaired[5, 10, 2] == 1000.0 and repaired[5, 10, 0] == 1000.0     # still a sun, no black hole
+    assert repaired[12, 31, 0] == 0.5
+    with pytest.raises(ValueError, match="negative radiance"):
+        envmaps.validate_envmap(env, "x.exr")
+
+
+NPM_HDRI = Path(os.environ.get("IH_ASSETS_DIR", Path(__file__).resolve().parents[1] / ".local" / "assets")) / "pmndrs-assets-1.7.0" / "hdri"
+
+
+@pytest.mark.skipif(not NPM_HDRI.is_dir(), reason=f"npm HDRIs not fetched ({NPM_HDRI}); run scripts/fetch_assets.sh")
+def test_npm_hdris_decode_to_finite_non_negative_maps_with_a_bright_sun():
+    maps = envmaps.load_npm_hdris(NPM_HDRI)
+    assert len(maps) == 18
+    for name, (env, repaired) in maps.items():
+        assert env.shape == (256, 512, 3) and np.isfinite(env).all() and (env >= 0).all(), name
+    sky, _ = maps["sky"]
+    lum = sky @ np.array([0.2126, 0.7152, 0.0722])
+    r, c = np.unravel_index(np.argmax(lum), lum.shape)
+    assert lum.max() > 1000 * np.median(lum) and r < 128     # the sun: far brighter than the sky, above the horizon
+    assert maps["esplanade"][1] > 1000                        # the lossy map that needed the most repair
+
+
+def test_exr_reader_names_the_file_on_bad_data():
+    with pytest.raises(ValueError, match="bad.exr: not an OpenEXR"):
+        envmaps.read_envmap(b"#?RADIANCE\n", "bad.exr")
+    with pytest.raises(ValueError, match="must end in"):
+        envmaps.read_envmap(b"", "map.png")
