@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from handsynth import cameras, envmaps
-from handsynth.render import RenderOptions, SceneSpec, skin, srgb_to_linear
+from handsynth.render import RenderOptions, SceneSpec, linear_to_srgb, skin, srgb_to_linear
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
@@ -66,20 +66,28 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
     lights = {name: envmaps.median_cut_lights(env_library[name], MAX_DIRECTIONAL_LIGHTS) for name in env_names}
     key_exposure = {name: envmaps.auto_exposure(env_library[name]) for name in env_names}
     base_faces = {s: model.faces(s) for s in SIDES}
+    base_rest = {s: model.layers[s].v_template.detach().cpu().numpy() for s in SIDES}
     rest, faces = {}, {}
     for s in SIDES:
-        rest[s], faces[s] = subdivide(model.layers[s].v_template.detach().cpu().numpy(), base_faces[s], options.subdivision)
+        rest[s], faces[s] = subdivide(base_rest[s], base_faces[s], options.subdivision)
     rest_joints = {s: model.rest_keypoints(s)[:16] for s in SIDES}
     face_labels = {s: np.repeat(model.face_labels[s], 4 ** options.subdivision) for s in SIDES}
     both_faces = np.concatenate([faces["right"], faces["left"] + len(rest["right"])])
+    # textured skin once the hand model has a UV layout and skin.py makes textures (the `hand`
+    # branch's contract); per-vertex skin colours otherwise
+    layouts = {s: model.uv_layout(s) for s in SIDES} if hasattr(model, "uv_layout") and hasattr(skin, "skin_textures") else None
     renderer = HandRenderer(image_size, image_size)
     cycles = None
     backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
     if options.backend == "cycles":
         from handsynth.render.cycles import CyclesRenderer
 
-        cycles = CyclesRenderer(image_size, image_size, both_faces, sum(len(rest[s]) for s in SIDES), samples=options.samples,
-                                denoise=options.denoise, device=options.device, log_fn=log_fn)
+        hand_of_face = np.repeat([0, 1], [len(faces[s]) for s in SIDES])
+        uv = None
+        if layouts is not None:
+            uv = np.concatenate([subdivide_corners(layouts[s].uv[layouts[s].faces_uv], options.subdivision) for s in SIDES])
+        cycles = CyclesRenderer(image_size, image_size, both_faces, hand_of_face, samples=options.samples,
+                                denoise=options.denoise, device=options.device, uv=uv, log_fn=log_fn)
         backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
                    "device": cycles.device, "blender": cycles.blender_version,
                    "colour_management": envmaps.COLOUR_MANAGEMENT}
@@ -99,9 +107,14 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 rng = np.random.default_rng(seed)
                 cam = cameras.sample_camera(all_v.mean(axis=0), all_v, ranges, rng, image_size, image_size)
                 env_name = env_names[int(rng.integers(len(env_names)))]
-                hands = []
+                hands, textures = [], []
                 for k, s in enumerate(SIDES):
-                    colors, _ = skin.skin_colors(rest[s], rest_joints[s], rng)
+                    if layouts is None:
+                        colors, _ = skin.skin_colors(rest[s], rest_joints[s], rng)
+                    else:
+                        textures.append(skin.skin_textures(model, s, int(rng.integers(2 ** 31)), size=512))
+                        albedo = skin.vertex_albedo(textures[-1], layouts[s], len(base_rest[s]))
+                        colors = linear_to_srgb(subdivide(albedo, base_faces[s], options.subdivision)[0])
                     hands.append(HandMesh(verts[s], faces[s], colors, face_labels[s], 1 + 16 * k))
                 env = env_library[env_name]
                 exposure = key_exposure[env_name] * float(rng.uniform(0.6, 1.5))
@@ -118,6 +131,10 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 t = times.add("raster", t)
                 rgb, alpha_iou = result.rgb, None
                 if cycles is not None:
+                    for k, tex in enumerate(textures):
+                        cycles.set_skin(k, tex.albedo, tex.roughness, tex.bump)
+                    if textures:
+                        material["subsurface_radius"] = [float(x) for x in np.mean([tex.subsurface_radius for tex in textures], axis=0)]
                     linear_hands = [HandMesh(h.vertices, h.faces, srgb_to_linear(h.colors), h.face_labels,
                                              h.label_offset) for h in hands]
                     photo = cycles.render(SceneSpec(linear_hands, cam, env_name, env, rotation, exposure, material), seed)
@@ -151,6 +168,17 @@ def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.n
     if steps == 0:
         return vertices, faces
     return subdivide_loop(vertices, faces, iterations=steps)
+
+
+def subdivide_corners(corner_values: np.ndarray, steps: int) -> np.ndarray:
+    """Per-face-corner values (F, 3, D), e.g. UVs, carried through :func:`subdivide`'s face order
+    (children: [v0, m01, m20], [m01, v1, m12], [m20, m12, v2], [m01, m12, m20]) by linear midpoints."""
+    for _ in range(steps):
+        a, b, c = corner_values[:, 0], corner_values[:, 1], corner_values[:, 2]
+        ab, bc, ca = (a + b) / 2, (b + c) / 2, (c + a) / 2
+        corner_values = np.stack([np.stack(t, 1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))], 1)
+        corner_values = corner_values.reshape(-1, 3, corner_values.shape[-1])
+    return corner_values
 
 
 def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,7 +20,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  n_anchors_per_hand=60, discriminator_epochs=3, n_environment_maps=2,
                  renderer="raster", render_samples=4, denoise=False),
     # minutes on a 2-core laptop; >= 100 annotated images end to end, photoreal (Cycles) RGB
-    "demo": dict(n_procedural_poses=24, dedup_threshold_mm=5.0, shard_size=6, n_augmentations=2,
+    # (Cycles costs ~1-3 s per image on 2 cores: fewer, larger shards and 4 views keep the job short)
+    "demo": dict(n_procedural_poses=24, dedup_threshold_mm=5.0, shard_size=12, n_augmentations=2,
                  optimize_iterations=215, optimize_batch_size=64, n_views=4, image_size=256,
                  n_anchors_per_hand=100, discriminator_epochs=15, n_environment_maps=4,
                  renderer="cycles", render_samples=8, denoise=True),

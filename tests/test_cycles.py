@@ -71,7 +71,7 @@ def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
     env[10:14, 20:24] = [4.0, 1.0, 0.2]               # a distinct warm patch
     faces = np.array([[0, 1, 2]], np.int32)
     speck = np.array([[0.0, -50.0, 0.0], [0.01, -50.0, 0.0], [0.0, -50.0, 0.01]])   # far below, out of view
-    renderer = CyclesRenderer(48, 48, faces, 3, samples=16, denoise=False, device="cpu")
+    renderer = CyclesRenderer(48, 48, faces, [0], samples=16, denoise=False, device="cpu")
     try:
         for rotation in (0.0, 1.0):
             c, s = np.cos(rotation), np.sin(rotation)
@@ -104,7 +104,7 @@ def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
 @needs_blender
 def test_device_request_without_gpu_falls_back_to_cpu():
     faces = np.array([[0, 1, 2]], np.int32)
-    renderer = CyclesRenderer(16, 16, faces, 3, samples=1, denoise=False, device="cuda")
+    renderer = CyclesRenderer(16, 16, faces, [0], samples=1, denoise=False, device="cuda")
     try:
         assert renderer.device == "CPU" or renderer.device.startswith(("CUDA", "OPTIX"))
         note = renderer._stderr_tail()
@@ -117,7 +117,7 @@ def test_device_request_without_gpu_falls_back_to_cpu():
 @needs_blender
 def test_worker_errors_are_raised_with_context():
     faces = np.array([[0, 1, 2]], np.int32)
-    renderer = CyclesRenderer(16, 16, faces, 3, samples=1, denoise=False, device="cpu")
+    renderer = CyclesRenderer(16, 16, faces, [0], samples=1, denoise=False, device="cpu")
     try:
         with pytest.raises(WorkerError, match="never sent"):
             renderer._call({"op": "render", "seed": 0, "envmap": "missing", "camera": {}, "material": {}},
@@ -128,3 +128,53 @@ def test_worker_errors_are_raised_with_context():
             renderer._call({"op": "quit"})
     finally:
         renderer.close(kill=True)
+
+
+@needs_blender
+def test_skin_textures_reach_the_surface_through_the_uvs():
+    """A square facing the camera, UVs spanning the texture: a texture red on its left half and
+    green on its right must come out red left, green right (UV orientation and row order)."""
+    from handsynth.render.raster import HandMesh
+
+    v = np.array([[-0.1, -0.1, 0.0], [0.1, -0.1, 0.0], [0.1, 0.1, 0.0], [-0.1, 0.1, 0.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 0], [1, 1], [0, 1]], np.float32).reshape(2, 3, 2)
+    albedo = np.zeros((8, 8, 3), np.float32)
+    albedo[:, :4, 0] = 0.8
+    albedo[:, 4:, 1] = 0.8
+    albedo[:2] = 0.8                                   # top rows white: texture row 0 is the top (v = 1)
+    env = np.full((16, 32, 3), 1.0, np.float32)
+    R, t = cameras.look_at(np.zeros(3), 90.0, 0.0, 1.0, 0.0)     # on +z, looking at the square's front
+    cam = cameras.Camera(np.array([[150.0, 0, 16], [0, 150.0, 16], [0, 0, 1]]), R, t, 32, 32)
+    renderer = CyclesRenderer(32, 32, faces, [0, 0], samples=16, denoise=False, device="cpu", uv=uv)
+    try:
+        renderer.set_skin(0, albedo, np.full((8, 8), 0.5, np.float32), np.zeros((8, 8), np.float32))
+        hand = HandMesh(v, faces, np.full((4, 3), 0.5), np.zeros(2, int), 1)
+        rgb = renderer.render(SceneSpec([hand], cam, "white", env, 0.0, 1.0, {"subsurface_weight": 0.0}), seed=0).rgb
+    finally:
+        renderer.close()
+    u_right = cameras.project(np.array([[0.05, 0.0, 0.0]]), cam.K, cam.R, cam.t)[0]
+    left, right = rgb[16, int(32 - u_right[0])], rgb[16, int(u_right[0])]
+    top = rgb[int(cameras.project(np.array([[0.0, 0.09, 0.0]]), cam.K, cam.R, cam.t)[0, 1]), 16]
+    assert left[0] > 2 * left[1] and right[1] > 2 * right[0], (left, right)
+    assert top.min() > 0.8 * top.max(), top            # white band at the top of the texture
+
+
+def test_corner_values_follow_loop_subdivision_face_order(hand_model):
+    """Per-corner values (here the rest positions themselves) carried through subdivide_corners
+    must match subdivide()'s faces: a corner on an original vertex carries that vertex's value,
+    and every corner on the same new (edge) vertex carries one value, its edge midpoint."""
+    from handsynth.views import subdivide, subdivide_corners
+
+    v = hand_model.layers["right"].v_template.detach().cpu().numpy().astype(np.float64)
+    f = hand_model.faces("right")
+    _, sf = subdivide(v, f, 1)
+    corners = subdivide_corners(v[f], 1)
+    assert corners.shape == (4 * len(f), 3, 3)
+    idx, vals = sf.ravel(), corners.reshape(-1, 3)
+    even = idx < len(v)
+    assert np.allclose(vals[even], v[idx[even]])
+    order = np.argsort(idx[~even], kind="stable")
+    odd_idx, odd_vals = idx[~even][order], vals[~even][order]
+    first = np.searchsorted(odd_idx, odd_idx)
+    assert np.allclose(odd_vals, odd_vals[first])

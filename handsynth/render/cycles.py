@@ -49,9 +49,11 @@ class CyclesRenderer:
 
     name = "cycles"
 
-    def __init__(self, width: int, height: int, faces: np.ndarray, n_vertices: int, samples: int = 16,
+    def __init__(self, width: int, height: int, faces: np.ndarray, hand_of_face: np.ndarray, samples: int = 16,
                  denoise: bool = True, device: str = "auto", threads: int = 0,
-                 timeout_s: float = 300.0, log_fn=None) -> None:
+                 uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None) -> None:
+        """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) 0/1 (one material each), ``uv``
+        optional (F, 3, 2) per-corner texture coordinates for :meth:`set_skin`."""
         ok, where = cycles_available()
         if not ok:
             raise WorkerError(where)
@@ -62,10 +64,11 @@ class CyclesRenderer:
         self._proc = subprocess.Popen([str(blender_python()), str(WORKER)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, cwd=tempfile.gettempdir())
         self._sent_envmaps: set[str] = set()
-        hand_of_vertex = np.zeros(n_vertices, np.uint8)
+        arrays = {"faces": faces.astype(np.int32), "hand_of_face": np.asarray(hand_of_face, np.uint8)}
+        if uv is not None:
+            arrays["uv"] = np.asarray(uv, np.float32)
         reply, _ = self._call({"op": "init", "width": width, "height": height, "samples": samples, "denoise": denoise,
-                               "device": device, "threads": threads},
-                              {"faces": faces.astype(np.int32), "hand_of_vertex": hand_of_vertex})
+                               "device": device, "threads": threads}, arrays)
         self.device, self.blender_version = reply["device"], reply["blender"]
         self._log(f"Cycles worker ready: Blender {self.blender_version}, device {self.device} "
                   f"({reply['device_note']}), {samples} samples, denoise={denoise}, {reply['seconds']:.1f} s")
@@ -97,6 +100,12 @@ class CyclesRenderer:
         if not reply.get("ok"):
             raise WorkerError(f"Cycles worker refused {header['op']!r}: {reply.get('error')}")
         return reply, out
+
+    def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray) -> None:
+        """Texture hand 0 (right) or 1 (left): linear albedo (S, S, 3), roughness and bump (S, S)."""
+        self._call({"op": "skin", "hand": int(hand)}, {"albedo": np.asarray(albedo, np.float32),
+                                                       "roughness": np.asarray(roughness, np.float32),
+                                                       "bump": np.asarray(bump, np.float32)})
 
     def render(self, scene: SceneSpec, seed: int) -> RenderedRGB:
         """One image: hands over the environment, tone-mapped like the raster background."""

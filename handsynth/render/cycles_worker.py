@@ -9,7 +9,11 @@ stdout, so the protocol moves to a duplicate of file descriptor 1 and fd 1 goes 
 
 Requests (``header["op"]``):
 - ``init``: width, height, samples, denoise, device ('auto' | 'cpu' | 'cuda' | 'optix'), threads;
-  arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_vertex`` (V,) uint8 -> the device used.
+  arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (one material per
+  hand), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
+- ``skin``: hand (0 right, 1 left); arrays ``albedo`` (S, S, 3) float32 linear, ``roughness`` and
+  ``bump`` (S, S) float32 in [0, 1], rows top-down: the hand's material then reads these textures
+  through the UVs instead of the per-vertex albedo.
 - ``envmap``: name; array ``pixels`` (H, W, 3) float32 linear, equirectangular, row 0 = up.
 - ``render``: seed, envmap, env_rotation (radians about world up), exposure, camera (K, R, t as
   nested lists, OpenCV), material; arrays ``vertices`` (V, 3) float32 (project world, y up, m),
@@ -108,7 +112,7 @@ class CyclesScene:
     see the same surface) with a skin material, a world with an
     environment texture (light and background) and a camera: built once, updated per image."""
 
-    def __init__(self, header: dict, faces: np.ndarray, hand_of_vertex: np.ndarray) -> None:
+    def __init__(self, header: dict, faces: np.ndarray, hand_of_face: np.ndarray, uv: np.ndarray | None) -> None:
         import bpy
 
         self.bpy = bpy
@@ -142,14 +146,19 @@ class CyclesScene:
         self.device, self.device_note = self._select_device(str(header.get("device", "auto")))
 
         mesh = bpy.data.meshes.new("hands")
-        mesh.from_pydata(np.zeros((len(hand_of_vertex), 3)).tolist(), [], faces.tolist())
+        mesh.from_pydata(np.zeros((int(faces.max()) + 1, 3)).tolist(), [], faces.tolist())
         mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
+        mesh.polygons.foreach_set("material_index", hand_of_face.astype(np.int32))
         self.colors = mesh.color_attributes.new("albedo", "FLOAT_COLOR", "POINT")
+        if uv is not None:
+            mesh.uv_layers.new(name="uv").data.foreach_set("uv", np.ascontiguousarray(uv, np.float32).ravel())
         mesh.update()
         self.mesh = mesh
         obj = bpy.data.objects.new("hands", mesh)
         scene.collection.objects.link(obj)
-        obj.data.materials.append(self._skin_material())
+        self.skins = [self._skin_material(k) for k in range(int(hand_of_face.max()) + 1)]
+        for skin in self.skins:
+            obj.data.materials.append(skin["material"])
 
         cam_data = bpy.data.cameras.new("camera")
         cam_data.sensor_fit, cam_data.sensor_width = "HORIZONTAL", SENSOR_WIDTH_MM
@@ -187,19 +196,54 @@ class CyclesScene:
         print(f"[cycles-worker] {note}", file=sys.stderr, flush=True)
         return "CPU", note
 
-    def _skin_material(self):
-        """Principled BSDF skin: per-vertex albedo, subsurface scattering (red scatters furthest)."""
+    def _skin_material(self, hand: int) -> dict:
+        """Principled BSDF skin with subsurface scattering (red scatters furthest): per-vertex
+        albedo until :meth:`set_skin` gives the hand albedo/roughness/bump textures."""
         bpy = self.bpy
-        mat = bpy.data.materials.new("skin")
+        mat = bpy.data.materials.new(f"skin_{hand}")
         mat.use_nodes = True
-        nodes = mat.node_tree.nodes
+        nodes, links = mat.node_tree.nodes, mat.node_tree.links
         bsdf = nodes["Principled BSDF"]
         attr = nodes.new("ShaderNodeAttribute")
         attr.attribute_name = "albedo"
-        mat.node_tree.links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+        links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
         bsdf.subsurface_method = "RANDOM_WALK_SKIN"
-        self.bsdf = bsdf
-        return mat
+        return {"material": mat, "bsdf": bsdf, "images": {}}
+
+    def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray) -> None:
+        """Texture the hand: albedo (linear), roughness and bump maps through the UV layer."""
+        if not self.mesh.uv_layers:
+            raise ValueError("skin textures need UVs: send 'uv' with init")
+        skin = self.skins[hand]
+        mat, bsdf, images = skin["material"], skin["bsdf"], skin["images"]
+        nodes, links = mat.node_tree.nodes, mat.node_tree.links
+        maps = {"albedo": albedo, "roughness": np.repeat(roughness[..., None], 3, -1), "bump": np.repeat(bump[..., None], 3, -1)}
+        for kind, pixels in maps.items():
+            h, w, _ = pixels.shape
+            if kind not in images:
+                img = self.bpy.data.images.new(f"{kind}_{hand}", w, h, alpha=False, float_buffer=True)
+                img.colorspace_settings.name = "Linear Rec.709" if kind == "albedo" else "Non-Color"
+                node = nodes.new("ShaderNodeTexImage")
+                node.image = img
+                uvmap = nodes.new("ShaderNodeUVMap")
+                uvmap.uv_map = "uv"
+                links.new(uvmap.outputs["UV"], node.inputs["Vector"])
+                images[kind] = node
+                if kind == "albedo":
+                    links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+                elif kind == "roughness":
+                    links.new(node.outputs["Color"], bsdf.inputs["Roughness"])
+                else:
+                    bump_node = nodes.new("ShaderNodeBump")
+                    bump_node.inputs["Distance"].default_value = 0.0005      # metres: pores and creases
+                    links.new(node.outputs["Color"], bump_node.inputs["Height"])
+                    links.new(bump_node.outputs["Normal"], bsdf.inputs["Normal"])
+            img = images[kind].image
+            if tuple(img.size) != (w, h):
+                img.scale(w, h)
+            rgba = np.concatenate([pixels[::-1], np.ones((h, w, 1), np.float32)], axis=-1)
+            img.pixels.foreach_set(np.ascontiguousarray(rgba, dtype=np.float32).ravel())
+            img.update()
 
     def _build_world(self) -> None:
         bpy = self.bpy
@@ -235,12 +279,13 @@ class CyclesScene:
         self.colors.data.foreach_set("color", rgba.ravel())
         self.mesh.update()
         mat = header.get("material", {})
-        inputs = self.bsdf.inputs
-        inputs["Roughness"].default_value = float(mat.get("roughness", 0.45))
-        inputs["Subsurface Weight"].default_value = float(mat.get("subsurface_weight", 1.0))
-        inputs["Subsurface Radius"].default_value = [float(x) for x in mat.get("subsurface_radius", (1.0, 0.35, 0.2))]
-        inputs["Subsurface Scale"].default_value = float(mat.get("subsurface_scale_m", 0.003))
-        inputs["Specular IOR Level"].default_value = float(mat.get("specular", 0.5))
+        for skin in self.skins:
+            inputs = skin["bsdf"].inputs
+            inputs["Roughness"].default_value = float(mat.get("roughness", 0.45))
+            inputs["Subsurface Weight"].default_value = float(mat.get("subsurface_weight", 1.0))
+            inputs["Subsurface Radius"].default_value = [float(x) for x in mat.get("subsurface_radius", (1.0, 0.35, 0.2))]
+            inputs["Subsurface Scale"].default_value = float(mat.get("subsurface_scale_m", 0.003))
+            inputs["Specular IOR Level"].default_value = float(mat.get("specular", 0.5))
 
         if header["envmap"] not in self.envmaps:
             raise KeyError(f"envmap {header['envmap']!r} was never sent (have {sorted(self.envmaps)})")
@@ -288,13 +333,16 @@ def serve(inp, out) -> None:
                 return
             if op == "init":
                 t0 = time.perf_counter()
-                scene = CyclesScene(header, arrays["faces"].astype(np.int64), arrays["hand_of_vertex"])
+                scene = CyclesScene(header, arrays["faces"].astype(np.int64), arrays["hand_of_face"], arrays.get("uv"))
                 import bpy
 
                 write_message(out, {"ok": True, "device": scene.device, "device_note": scene.device_note,
                                     "blender": bpy.app.version_string, "seconds": time.perf_counter() - t0})
             elif scene is None:
                 raise RuntimeError(f"request {op!r} before init")
+            elif op == "skin":
+                scene.set_skin(int(header["hand"]), arrays["albedo"], arrays["roughness"], arrays["bump"])
+                write_message(out, {"ok": True})
             elif op == "envmap":
                 scene.add_envmap(header["name"], arrays["pixels"])
                 write_message(out, {"ok": True})
