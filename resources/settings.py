@@ -53,7 +53,7 @@ class PipelineSettings(ConfigurableResource):
     renderer: Literal["cycles", "raster"] = Field(default=PRESETS["demo"]["renderer"], description="RGB backend: Blender Cycles (photoreal) or pyrender (fast preview); labels/depth are always raster.")
     render_samples: int = Field(default=PRESETS["demo"]["render_samples"], description="Cycles path samples per pixel (paper preset: production 256).")
     denoise: bool = Field(default=PRESETS["demo"]["denoise"], description="Cycles OpenImageDenoise (prefilter FAST, quality BALANCED).")
-    device: Literal["auto", "cpu", "cuda", "optix"] = Field(default="auto", description="Cycles device; a missing GPU falls back to CPU (logged, recorded).")
+    render_device: Literal["auto", "cpu", "cuda", "optix"] = Field(default="auto", description="Cycles device; 'auto' follows IH_DEVICE (torch's) when set, else any GPU found; a missing GPU falls back to CPU (logged, recorded).")
     environment_dir: str = Field(default="", description="Folder of your own .hdr/.exr maps (e.g. Poly Haven 2K/4K) copied into the library; empty: the npm Poly Haven set.")
 
     @classmethod
