@@ -178,3 +178,20 @@ def test_corner_values_follow_loop_subdivision_face_order(hand_model):
     odd_idx, odd_vals = idx[~even][order], vals[~even][order]
     first = np.searchsorted(odd_idx, odd_idx)
     assert np.allclose(odd_vals, odd_vals[first])
+
+
+def test_cycles_setting_falls_back_to_raster_without_blender(monkeypatch, tmp_path):
+    from resources.renderer import render_options
+    from resources.settings import settings_from_env
+
+    settings = settings_from_env({"IH_PRESET": "demo", "IH_DENOISE": "false", "IH_RENDER_SAMPLES": "3"})
+    assert settings.renderer == "cycles" and settings.denoise is False and settings.render_samples == 3
+    monkeypatch.setenv("IH_BLENDER_PYTHON", str(tmp_path / "no-python"))
+    said = []
+    options = render_options(settings, said.append)
+    assert options.backend == "raster" and "no-python" in said[0]
+    monkeypatch.setenv("IH_DEVICE", "cuda:0")
+    monkeypatch.setenv("IH_BLENDER_PYTHON", str(tmp_path))              # exists: Cycles kept
+    assert render_options(settings).device == "cuda" and render_options(settings).backend == "cycles"
+    with pytest.raises(ValueError, match="IH_DENOISE"):
+        settings_from_env({"IH_DENOISE": "maybe"})
