@@ -89,7 +89,7 @@ def median_cut_lights(env: np.ndarray, n_lights: int = 8) -> tuple[list[Light], 
 
 
 #: How linear radiance becomes 8-bit pixels, for both backends; recorded in every manifest row.
-COLOUR_MANAGEMENT = ("scene-linear Rec.709 x exposure (auto key 0.18 x random) -> Reinhard x/(1+x) "
+COLOUR_MANAGEMENT = ("scene-linear Rec.709 x exposure (auto key 0.22 x random 0.6-1.5) -> Reinhard x/(1+x) "
                      "per channel -> gamma 1/2.2 -> 8 bit")
 
 #: File types a user's environment library may hold (both read by :func:`read_envmap`).
@@ -105,14 +105,17 @@ def tone_map(hdr: np.ndarray, exposure: float = 1.0) -> np.ndarray:
     return np.clip(255.0 * x ** (1 / 2.2) + 0.5, 0, 255).astype(np.uint8)
 
 
-def auto_exposure(env: np.ndarray) -> float:
-    """Reinhard's key: scale that maps the map's log-average luminance (solid-angle weighted) to
-    0.18, so dim interiors and sunlit skies both give a usable photograph before the random factor."""
+def auto_exposure(env: np.ndarray, key: float = 0.22) -> float:
+    """Scale that maps the map's typical luminance to ``key`` (Reinhard's photographic key). The
+    typical luminance is the geometric mean of the log-average (what a background looks like) and
+    the arithmetic mean (what lights the hands; dominated by the sun or lamps), both solid-angle
+    weighted: a dark studio with bright softboxes is then not blown out, a sky not left black."""
     h = env.shape[0]
     weight = np.sin((np.arange(h) + 0.5) / h * np.pi)[:, None] * np.ones(env.shape[:2])
     lum = np.maximum(env @ _LUMINANCE, 0.0)
     log_avg = np.exp((weight * np.log(lum + 1e-4)).sum() / weight.sum())
-    return float(0.18 / max(log_avg, 1e-6))
+    mean = (weight * lum).sum() / weight.sum()
+    return float(key / max(np.sqrt(log_avg * mean), 1e-6))
 
 
 def rotate_lights(lights: list[Light], rotation: float) -> list[Light]:

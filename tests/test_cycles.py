@@ -79,18 +79,13 @@ def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
             # look_at puts the camera at azimuth/elevation of -d, looking along d toward the patch
             R, t = cameras.look_at(np.zeros(3), np.rad2deg(np.arctan2(-d[2], -d[0])), np.rad2deg(np.arcsin(-d[1])), 1.0, 0.0)
             cam = cameras.Camera(np.array([[40.0, 0, 24], [0, 40.0, 24], [0, 0, 1]]), R, t, 48, 48)
+            # render() sends the map (and composites); then ask the worker for the visible world itself
+            renderer.render(SceneSpec([HandMesh(speck, faces, np.full((3, 3), 0.5), np.zeros(1, int), 1)],
+                                      cam, "patch", env, rotation, 1.0), seed=0)
             _, raw = renderer._call({"op": "render", "seed": 0, "envmap": "patch", "env_rotation": rotation,
                                      "exposure": 1.0, "transparent": False, "material": {},
                                      "camera": {"K": cam.K.tolist(), "R": R.tolist(), "t": t.tolist()}},
-                                    {"vertices": speck.astype(np.float32), "colors": np.full((3, 3), 0.5, np.float32)}) \
-                if "patch" in renderer._sent_envmaps else (None, None)
-            if raw is None:   # first call: let render() send the map, then ask for the visible world
-                renderer.render(SceneSpec([HandMesh(speck, faces, np.full((3, 3), 0.5), np.zeros(1, int), 1)],
-                                          cam, "patch", env, rotation, 1.0), seed=0)
-                _, raw = renderer._call({"op": "render", "seed": 0, "envmap": "patch", "env_rotation": rotation,
-                                         "exposure": 1.0, "transparent": False, "material": {},
-                                         "camera": {"K": cam.K.tolist(), "R": R.tolist(), "t": t.tolist()}},
-                                        {"vertices": speck.astype(np.float32), "colors": np.full((3, 3), 0.5, np.float32)})
+                                    {"vertices": speck.astype(np.float32), "colors": np.full((3, 3), 0.5, np.float32)})
             world = raw["rgba"][..., :3]
             expected = envmaps.envmap_view(env, cam, rotation)
             assert expected[22:26, 22:26, 0].mean() > 2.0     # the patch is in the centre of the numpy view

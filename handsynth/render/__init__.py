@@ -50,7 +50,6 @@ class SceneSpec:
 class RenderedRGB:
     rgb: np.ndarray               # (H, W, 3) uint8
     alpha: np.ndarray             # (H, W) float32 coverage of the hands
-    seconds: float = 0.0
 
 
 def srgb_to_linear(colors: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ import os
 import select
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +72,6 @@ class CyclesRenderer:
         self._log(f"Cycles worker ready: Blender {self.blender_version}, device {self.device} "
                   f"({reply['device_note']}), {samples} samples, denoise={denoise}, {reply['seconds']:.1f} s")
 
-    @property
-    def colour_management(self) -> str:
-        return envmaps.COLOUR_MANAGEMENT
-
     def _stderr_tail(self, n: int = 2000) -> str:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-n:]
@@ -115,7 +110,6 @@ class CyclesRenderer:
         cam = scene.camera
         vertices = np.concatenate([h.vertices for h in scene.hands]).astype(np.float32)
         colors = np.concatenate([h.colors for h in scene.hands]).astype(np.float32)
-        t0 = time.perf_counter()
         _, out = self._call({"op": "render", "seed": int(seed), "envmap": scene.env_name,
                              "env_rotation": scene.env_rotation, "exposure": 1.0, "material": scene.material,
                              "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()}},
@@ -123,8 +117,7 @@ class CyclesRenderer:
         rgba = out["rgba"]
         background = envmaps.envmap_view(scene.env, cam, scene.env_rotation)
         linear = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * background
-        return RenderedRGB(rgb=envmaps.tone_map(linear, scene.exposure), alpha=rgba[..., 3].copy(),
-                           seconds=time.perf_counter() - t0)
+        return RenderedRGB(rgb=envmaps.tone_map(linear, scene.exposure), alpha=rgba[..., 3].copy())
 
     def close(self, kill: bool = False) -> None:
         if self._proc.poll() is None:
