@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import smplx
 import torch
 import trimesh
@@ -119,3 +120,33 @@ def test_skeleton_only_keypoints_match_the_skinned_mesh(hand_model):
         full = hand_model.forward(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).keypoints
         fast = hand_model.keypoints_fk(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"])
         assert (full - fast).abs().max() < 1e-5, side
+
+
+def test_missing_webxr_hand_names_the_file_and_the_fetch_script(tmp_path, monkeypatch):
+    from handsynth.hand_model import standin
+
+    monkeypatch.setenv("IH_ASSETS_DIR", str(tmp_path / "assets"))
+    with pytest.raises(FileNotFoundError, match=r"assets/webxr-input-profiles-assets-1\.0\.20/.*right\.glb.*scripts/fetch_assets\.sh"):
+        standin.generate_standin_model()
+    (tmp_path / "bad.glb").write_bytes(b"not a glb file at all, just some bytes")
+    with pytest.raises(ValueError, match="bad.glb: not a binary glTF"):
+        standin.generate_standin_model(tmp_path / "bad.glb")
+
+
+def test_standin_fingers_taper(hand_model):
+    """The fingers are thinner at the middle of their distal phalanx than of their proximal one."""
+    v = hand_model.layers["right"].v_template.numpy()
+    kp = hand_model.rest_keypoints("right")
+    labels = hand_model.part_labels
+
+    def radius(part: int, start: np.ndarray, end: np.ndarray) -> float:
+        axis = (end - start) / np.linalg.norm(end - start)
+        rel = v[labels == part] - (start + end) / 2
+        along = rel @ axis
+        ring = rel[np.abs(along) < 0.003] - np.outer(along[np.abs(along) < 0.003], axis)
+        return float(np.median(np.linalg.norm(ring, axis=1)))
+
+    for first, tip in ((1, 17), (4, 18), (10, 19), (7, 20)):
+        base = radius(first, kp[first], kp[first + 1])
+        end = radius(first + 2, kp[first + 2], kp[tip])
+        assert 0.004 < end < 0.85 * base < 0.012, (first, base, end)

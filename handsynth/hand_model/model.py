@@ -20,7 +20,7 @@ import torch
 from smplx.lbs import batch_rigid_transform, batch_rodrigues
 from smplx.utils import Struct
 
-from handsynth.hand_model import mano_files, parts, standin
+from handsynth.hand_model import mano_files, parts, standin, uv
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,14 @@ class HandModel:
     def faces(self, side: str) -> np.ndarray:
         """Triangles (F, 3); the left hand's are wound for its mirrored geometry."""
         return self._faces[side]
+
+    def uv_layout(self, side: str) -> uv.UVLayout:
+        """Texture coordinates for ``side``: one layout per model (cached by digest), mirrored for the left."""
+        if not hasattr(self, "_uv_layouts"):
+            right = uv.cached_uv_layout(default_cache_dir(), self.identity["digest"],
+                                        self.layers["right"].v_template.detach().cpu().numpy(), self._faces["right"])
+            self._uv_layouts = {"right": right, "left": uv.mirrored_layout(right, self._faces["right"], self._faces["left"])}
+        return self._uv_layouts[side]
 
     def part_meshes(self, side: str) -> list[parts.PartMesh]:
         return self._part_meshes[side]

@@ -1,35 +1,49 @@
 """A generated STAND-IN for the MANO hand model, in MANO's exact file schema.
 
 MANO's model files cannot be redistributed, yet the pipeline has to run everywhere. This module
-builds, deterministically and from anthropometric numbers alone, a right hand in MANO's schema:
-``v_template`` (778, 3), ``f`` (1552, 3), ``J_regressor`` (16, 778), ``weights`` (778, 16),
-``posedirs`` (778, 3, 135), ``shapedirs`` (778, 3, 10), ``kintree_table`` (2, 16),
-``hands_components`` (45, 45), ``hands_mean`` (45,), so that ``smplx.MANO`` loads it through the
-same code path as the real files. It is NOT MANO: no scan data went into it.
+builds, deterministically, a right hand in MANO's schema: ``v_template`` (778, 3), ``f``
+(1552, 3), ``J_regressor`` (16, 778), ``weights`` (778, 16), ``posedirs`` (778, 3, 135),
+``shapedirs`` (778, 3, 10), ``kintree_table`` (2, 16), ``hands_components`` (45, 45),
+``hands_mean`` (45,), so that ``smplx.MANO`` loads it through the same code path as the real
+files. It is NOT MANO: no MANO data went into it.
+
+Its surface is the MIT-licensed rigged generic hand of the WebXR input profiles
+(``@webxr-input-profiles/assets``, ``generic-hand/right.glb``, fetched by
+``scripts/fetch_assets.sh``): an artist-modelled hand with tapered fingers, knuckles, palm pads,
+interdigital webbing, nails' relief and a closed wrist, skinned to the 25 WebXR joints.
 
 Construction (all in metres, right hand; fingers along +x, palm facing -y, thumb on the -z side):
-1. a skeleton with adult proportions (hand length ~18.5 cm; see ``FINGER_SEGMENTS_MM``);
-2. an implicit surface: tapered capsules per phalanx, smoothly blended into a palm, a thenar
-   pad and a short wrist stub; marching cubes, then quadric decimation and longest-edge splits
-   to exactly 778 vertices (a closed genus-0 surface, so F = 2V - 4 = 1552);
+1. read the glb's mesh, joints and skin; weld its UV-seam duplicates into one closed genus-0
+   surface; move the wrist joint to the origin, turn the middle finger's base onto +x and the
+   palm onto -y, and scale to an adult hand (wrist to middle fingertip ``HAND_LENGTH_MM``);
+2. quadric decimation and longest-edge splits to exactly 778 vertices (F = 2V - 4 = 1552);
 3. fingertip vertices moved to MANO's indices (thumb 744, index 320, middle 443, ring 554,
    pinky 671) so the 21 keypoints come out exactly as with MANO;
-4. skinning weights: a soft-min over distances to the bones of the nearest bone's chain, so
-   skin blends smoothly across each joint and never leaks to a neighbouring finger;
+4. the skeleton in MANO's order from the WebXR joints (a proximal phalanx's joint is the MCP,
+   the thumb's metacarpal joint its CMC; the other metacarpals fold into the wrist), and the
+   skinning weights from the glb's skin, its 25 joints summed into MANO's 16;
 5. a joint regressor reproducing the skeleton from the surrounding vertices (non-negative
    weights summing to one), shape blend shapes from skeletal edits (size, finger lengths, palm
    width, thickness, girth, ...), and a pose PCA basis from a finger-synergy model.
 
 Pose correctives (``posedirs``) are zero: the stand-in has no scan data to learn them from.
+The glb's own UVs do not survive step 2; :mod:`handsynth.hand_model.uv` lays the stand-in out
+like real MANO.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
 
 #: Version of the generator; part of the model identity recorded in every manifest.
-STANDIN_VERSION = "standin-hand-2"
+STANDIN_VERSION = "standin-hand-3"
 
 NUM_VERTS = 778
 NUM_JOINTS = 16
@@ -40,149 +54,131 @@ TIP_VERTEX_IDS = {"thumb": 744, "index": 320, "middle": 443, "ring": 554, "pinky
 #: First joint of each finger chain (MANO order) and its tip name.
 FINGER_CHAINS = {"index": 1, "middle": 4, "pinky": 7, "ring": 10, "thumb": 13}
 
-#: Segment lengths (mm): (proximal, middle, distal) phalanx for fingers; (metacarpal, proximal,
-#: distal) for the thumb. Chosen so that crease-to-tip lengths match adult means
-#: (thumb 49.5, index 63.9, middle 70.7, ring 65.5, little 53.3 mm).
-FINGER_SEGMENTS_MM = {
-    "index": (41.0, 23.5, 20.0),
-    "middle": (44.0, 27.5, 21.0),
-    "ring": (41.0, 25.5, 20.0),
-    "pinky": (33.0, 19.5, 17.5),
-    "thumb": (40.0, 28.0, 22.5),
-}
-#: Radii (mm) at the base joint, the two inner joints and the tip of each finger.
-FINGER_RADII_MM = {
-    "index": (8.6, 8.2, 7.5, 6.6),
-    "middle": (8.9, 8.5, 7.8, 6.9),
-    "ring": (8.4, 8.0, 7.3, 6.5),
-    "pinky": (7.6, 7.1, 6.5, 5.8),
-    "thumb": (11.0, 9.8, 9.0, 7.6),
-}
-#: MCP joint centres (mm) of the four fingers, wrist at the origin.
-MCP_MM = {
-    "index": (90.0, 0.0, -27.0),
-    "middle": (93.0, 0.0, -6.0),
-    "ring": (88.0, 0.0, 14.0),
-    "pinky": (80.0, -1.5, 32.0),
-}
-#: Splay of the rest pose (deg about the palm normal, + toward the pinky side).
-REST_SPLAY_DEG = {"index": -7.0, "middle": 1.5, "ring": 6.5, "pinky": 13.0}
-THUMB_CMC_MM = (24.0, -9.0, -20.0)
-THUMB_DIRECTION = (0.64, -0.28, -0.72)
+#: Where the glb lies below the assets folder (``IH_ASSETS_DIR``, default ``<repo>/.local/assets``).
+GLB_PATH = "webxr-input-profiles-assets-1.0.20/dist/profiles/generic-hand/right.glb"
+#: Wrist joint to the middle fingertip of the adult stand-in (mm); adults measure about 180-190.
+HAND_LENGTH_MM = 186.0
+#: WebXR joint (glTF node name) that each of MANO's 16 joints sits at.
+MANO_JOINT_NODES = (
+    "wrist",
+    "index-finger-phalanx-proximal", "index-finger-phalanx-intermediate", "index-finger-phalanx-distal",
+    "middle-finger-phalanx-proximal", "middle-finger-phalanx-intermediate", "middle-finger-phalanx-distal",
+    "pinky-finger-phalanx-proximal", "pinky-finger-phalanx-intermediate", "pinky-finger-phalanx-distal",
+    "ring-finger-phalanx-proximal", "ring-finger-phalanx-intermediate", "ring-finger-phalanx-distal",
+    "thumb-metacarpal", "thumb-phalanx-proximal", "thumb-phalanx-distal",
+)
+#: WebXR joint whose bone ends at each fingertip, per finger.
+TIP_NODES = {"thumb": "thumb-tip", "index": "index-finger-tip", "middle": "middle-finger-tip",
+             "ring": "ring-finger-tip", "pinky": "pinky-finger-tip"}
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def rest_skeleton() -> tuple[np.ndarray, np.ndarray]:
-    """Joints (16, 3) and fingertips (5, 3; thumb, index, middle, ring, pinky) in metres."""
-    joints = np.zeros((NUM_JOINTS, 3))
-    tips = {}
-    for name, first in FINGER_CHAINS.items():
-        if name == "thumb":
-            base = np.array(THUMB_CMC_MM) / 1000.0
-            direction = _unit(np.array(THUMB_DIRECTION))
-            # the thumb bends slightly toward the palm along its length
-            bend = _unit(np.array([0.0, -1.0, 0.0]) - direction * direction[1] * -1.0)
-            dirs = [direction, _unit(direction + 0.12 * bend), _unit(direction + 0.2 * bend)]
-        else:
-            base = np.array(MCP_MM[name]) / 1000.0
-            a = np.deg2rad(REST_SPLAY_DEG[name])
-            d = np.array([np.cos(a), 0.0, np.sin(a)])
-            dirs = [d, d, d]
-        p = base
-        for k, length in enumerate(FINGER_SEGMENTS_MM[name]):
-            if k < 3:
-                if k == 0:
-                    joints[first] = p
-                else:
-                    joints[first + k] = p
-            p = p + dirs[k] * length / 1000.0
-        tips[name] = p
-    tip_order = ["thumb", "index", "middle", "ring", "pinky"]
-    return joints, np.stack([tips[n] for n in tip_order])
+def assets_dir() -> Path:
+    """Third-party assets folder: ``$IH_ASSETS_DIR`` or ``<repo>/.local/assets``."""
+    default = Path(__file__).resolve().parents[2] / ".local" / "assets"
+    return Path(os.environ.get("IH_ASSETS_DIR", default))
 
 
-def _segments() -> list[tuple[int, np.ndarray, np.ndarray, float, float]]:
-    """Bone capsules (joint index, start, end, r_start, r_end) in metres."""
-    joints, tips = rest_skeleton()
-    tip_of = dict(zip(["thumb", "index", "middle", "ring", "pinky"], tips))
-    segs = []
-    for name, first in FINGER_CHAINS.items():
-        radii = np.array(FINGER_RADII_MM[name]) / 1000.0
-        chain = [joints[first], joints[first + 1], joints[first + 2], tip_of[name]]
-        for k in range(3):
-            segs.append((first + k, chain[k], chain[k + 1], radii[k], radii[k + 1]))
-    return segs
+@dataclass(frozen=True)
+class RiggedHand:
+    """A skinned right-hand mesh: vertices (V, 3), faces (F, 3), weights over MANO's joints (V, 16),
+    MANO's 16 joints and the 5 fingertip points (thumb, index, middle, ring, pinky) of its rig."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    weights: np.ndarray
+    joints: np.ndarray
+    tips: np.ndarray
 
 
-def _capsule_sdf(p: np.ndarray, a: np.ndarray, b: np.ndarray, ra: float, rb: float) -> np.ndarray:
-    """Approximate signed distance to a tapered capsule; (P,3) -> (P,)."""
-    ab = b - a
-    t = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
-    closest = a + t[:, None] * ab
-    return np.linalg.norm(p - closest, axis=1) - (ra + (rb - ra) * t)
+def _mano_joint_of_node(name: str) -> int:
+    """MANO joint that carries the skin of a WebXR joint: metacarpals fold into the wrist, tips into
+    their distal phalanx."""
+    if name in MANO_JOINT_NODES:
+        return MANO_JOINT_NODES.index(name)
+    if name.endswith("-tip"):
+        return MANO_JOINT_NODES.index(name.replace("-tip", "-phalanx-distal"))
+    if name.endswith("-metacarpal"):
+        return 0
+    raise ValueError(f"unexpected WebXR joint {name!r}")
 
 
-def _smooth_min(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
-    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
-    return b * (1 - h) + a * h - k * h * (1 - h)
+def read_webxr_hand(path: Path) -> RiggedHand:
+    """The glb's skinned mesh as a closed surface, its skin summed into MANO's 16 joints (glb frame)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"stand-in hand: {path} not found. The stand-in is built from the MIT-licensed WebXR generic hand; "
+            "run scripts/fetch_assets.sh (it fetches @webxr-input-profiles/assets@1.0.20 with npm) "
+            "or point IH_ASSETS_DIR at a folder holding it.")
+    data = path.read_bytes()
+    if data[:4] != b"glTF" or len(data) < 28:
+        raise ValueError(f"{path}: not a binary glTF file")
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    gltf = json.loads(data[20:20 + json_len])
+    bin_len = struct.unpack_from("<I", data, 20 + json_len)[0]
+    binary = data[28 + json_len:28 + json_len + bin_len]
+
+    def accessor(i: int) -> np.ndarray:
+        a = gltf["accessors"][i]
+        view = gltf["bufferViews"][a["bufferView"]]
+        dtype = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}[a["componentType"]]
+        width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}[a["type"]]
+        if view.get("byteStride", dtype().itemsize * width) != dtype().itemsize * width:
+            raise ValueError(f"{path}: interleaved accessor {i} is not supported")
+        offset = view.get("byteOffset", 0) + a.get("byteOffset", 0)
+        return np.frombuffer(binary, dtype=dtype, count=a["count"] * width, offset=offset).reshape(a["count"], width)
+
+    prim = gltf["meshes"][0]["primitives"][0]
+    attrs = prim["attributes"]
+    positions = accessor(attrs["POSITION"]).astype(np.float64)
+    faces = accessor(prim["indices"]).reshape(-1, 3).astype(np.int64)
+    skin = gltf["skins"][0]
+    names = [gltf["nodes"][n]["name"] for n in skin["joints"]]
+    # joint positions in the mesh's bind space: inverse of each inverse bind matrix (column-major)
+    ibm = accessor(skin["inverseBindMatrices"]).reshape(-1, 4, 4).astype(np.float64).transpose(0, 2, 1)
+    node_pos = {name: np.linalg.inv(m)[:3, 3] for name, m in zip(names, ibm)}
+    to_mano = np.array([_mano_joint_of_node(n) for n in names])
+    joint_ids, joint_w = accessor(attrs["JOINTS_0"]).astype(np.int64), accessor(attrs["WEIGHTS_0"]).astype(np.float64)
+    weights = np.zeros((len(positions), NUM_JOINTS))
+    for k in range(joint_ids.shape[1]):
+        np.add.at(weights, (np.arange(len(positions)), to_mano[joint_ids[:, k]]), joint_w[:, k])
+    # weld the copies a UV seam makes of one vertex
+    _, first, inverse = np.unique(np.round(positions, 6), axis=0, return_index=True, return_inverse=True)
+    faces = inverse.reshape(-1)[faces]
+    joints = np.stack([node_pos[n] for n in MANO_JOINT_NODES])
+    tips = np.stack([node_pos[TIP_NODES[n]] for n in ("thumb", "index", "middle", "ring", "pinky")])
+    hand = RiggedHand(positions[first], faces, weights[first] / weights[first].sum(axis=1, keepdims=True), joints, tips)
+    if _euler_characteristic(hand.vertices, hand.faces) != 2 or not _is_closed_manifold(hand.faces):
+        raise ValueError(f"{path}: the welded hand mesh is not a closed genus-0 surface")
+    return hand
 
 
-def _palm_sdf(p: np.ndarray) -> np.ndarray:
-    """Palm: metacarpal capsules blended with a flattened rounded slab and a thenar pad."""
-    joints, _ = rest_skeleton()
-    d = np.full(len(p), np.inf)
-    starts = {"index": (12.0, 0.0, -14.0), "middle": (12.0, 0.0, -3.0), "ring": (12.0, 0.0, 8.0), "pinky": (14.0, -1.0, 18.0)}
-    for name, first in FINGER_CHAINS.items():
-        if name == "thumb":
-            continue
-        a = np.array(starts[name]) / 1000.0
-        # metacarpals are flattened dorso-volarly: measure in a frame with y stretched
-        scale = np.array([1.0, 1.45, 1.0])
-        d = np.minimum(d, _capsule_sdf(p * scale, a * scale, joints[first] * scale, 0.0115, 0.0105))
-    # thenar eminence: from the heel of the hand to the thumb MCP
-    thenar = _capsule_sdf(p, np.array([0.012, -0.010, -0.010]), joints[14] - np.array([0.004, -0.002, -0.002]), 0.015, 0.0095)
-    d = _smooth_min(d, thenar, 0.010)
-    # hypothenar pad on the little-finger side
-    hypo = _capsule_sdf(p, np.array([0.015, -0.006, 0.016]), np.array([0.062, -0.006, 0.026]), 0.013, 0.011)
-    d = _smooth_min(d, hypo, 0.010)
-    # wrist stub, elliptical (wider than thick), closing the mesh proximally
-    wscale = np.array([1.0, 1.75, 1.0])
-    wrist = _capsule_sdf(p * wscale, np.array([-0.018, 0.0, 0.0]), np.array([0.014, 0.0, 0.0]), 0.026, 0.026)
-    return _smooth_min(d, wrist, 0.012)
+def _to_standin_frame(hand: RiggedHand) -> RiggedHand:
+    """Wrist at the origin, middle finger's MCP on +x, palm facing -y, adult size."""
+    x = _unit(hand.joints[4] - hand.joints[0])
+    palm = np.cross(hand.joints[1] - hand.joints[0], hand.joints[7] - hand.joints[0])  # out of a right palm
+    palm = _unit(palm - (palm @ x) * x)
+    rot = np.stack([x, -palm, np.cross(x, -palm)])
+    f = lambda p: (p - hand.joints[0]) @ rot.T  # noqa: E731
+    moved = RiggedHand(f(hand.vertices), hand.faces, hand.weights, f(hand.joints), f(hand.tips))
+    tip = moved.vertices[_tip_vertices(moved)[2]]
+    scale = HAND_LENGTH_MM / 1000.0 / np.linalg.norm(tip)
+    return RiggedHand(moved.vertices * scale, moved.faces, moved.weights, moved.joints * scale, moved.tips * scale)
 
 
-def hand_sdf(p: np.ndarray) -> np.ndarray:
-    """Signed distance (approximately metric) of points (P,3) to the rest hand surface."""
-    fingers = np.full(len(p), np.inf)
-    d = _palm_sdf(p)
-    for joint, a, b, ra, rb in _segments():
-        cap = _capsule_sdf(p, a, b, ra, rb)
-        if joint in (1, 4, 7, 10, 13):
-            d = _smooth_min(d, cap, 0.006)  # proximal segments blend into the palm
-        else:
-            fingers = np.minimum(fingers, cap)
-    return np.minimum(d, fingers)
-
-
-def _surface_mesh(voxel: float = 0.0011) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes of :func:`hand_sdf` -> dense closed mesh (vertices, faces)."""
-    from skimage.measure import marching_cubes
-
-    joints, tips = rest_skeleton()
-    pts = np.vstack([joints, tips, [[-0.02, 0.0, 0.0]]])
-    lo, hi = pts.min(axis=0) - 0.03, pts.max(axis=0) + 0.03
-    axes = [np.arange(lo[i], hi[i] + voxel, voxel) for i in range(3)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    values = np.concatenate([hand_sdf(chunk) for chunk in np.array_split(grid, 16)])
-    volume = values.reshape(len(axes[0]), len(axes[1]), len(axes[2]))
-    if volume[0].min() <= 0 or volume[-1].min() <= 0 or volume[:, 0].min() <= 0 or volume[:, -1].min() <= 0 \
-            or volume[:, :, 0].min() <= 0 or volume[:, :, -1].min() <= 0:
-        raise RuntimeError("stand-in hand surface touches the sampling box")
-    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(voxel,) * 3)
-    return verts + lo, faces.astype(np.int64)
+def _tip_vertices(hand: RiggedHand) -> list[int]:
+    """Per finger (thumb, index, middle, ring, pinky): the surface vertex farthest along its distal bone."""
+    distal = {"thumb": 15, "index": 3, "middle": 6, "ring": 12, "pinky": 9}
+    out = []
+    for k, name in enumerate(("thumb", "index", "middle", "ring", "pinky")):
+        j = distal[name]
+        own = np.flatnonzero(hand.weights.argmax(axis=1) == j)
+        d = _unit(hand.tips[k] - hand.joints[j])
+        out.append(int(own[np.argmax((hand.vertices[own] - hand.joints[j]) @ d)]))
+    return out
 
 
 def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, n_target: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +206,7 @@ def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, n_target: int) ->
     return np.array(verts), np.array(faces, dtype=np.int64)
 
 
-def _decimated_mesh() -> tuple[np.ndarray, np.ndarray]:
+def _decimated_mesh(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Closed mesh with exactly NUM_VERTS vertices (genus 0, so 2V-4 faces).
 
     Quadric decimation can pinch an edge into a non-manifold one at high aggressiveness, so a few
@@ -218,7 +214,6 @@ def _decimated_mesh() -> tuple[np.ndarray, np.ndarray]:
     """
     import fast_simplification
 
-    verts, faces = _surface_mesh()
     target_faces = 2 * NUM_VERTS - 4
     reduction = 1.0 - (target_faces - 24) / len(faces)
     for agg in (5.0, 4.0, 3.0, 6.0):
@@ -229,6 +224,19 @@ def _decimated_mesh() -> tuple[np.ndarray, np.ndarray]:
             if len(f) == target_faces and _euler_characteristic(v, f) == 2 and _is_closed_manifold(f):
                 return v, f
     raise RuntimeError("could not decimate the stand-in surface to a closed genus-0 mesh of 778 vertices")
+
+
+def _transfer_weights(hand: RiggedHand, verts: np.ndarray) -> np.ndarray:
+    """Skinning weights (V, 16) at new surface points: the source skin interpolated at the closest
+    point of the source surface; weights below 1e-3 dropped so that each vertex follows few bones."""
+    import trimesh
+
+    source = trimesh.Trimesh(hand.vertices, hand.faces, process=False)
+    closest, _, tri = trimesh.proximity.closest_point(source, verts)
+    bary = trimesh.triangles.points_to_barycentric(source.triangles[tri], closest)
+    w = np.einsum("vk,vkj->vj", np.clip(bary, 0.0, 1.0), hand.weights[hand.faces[tri]])
+    w[w < 1e-3] = 0.0
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def _edges(f: np.ndarray) -> np.ndarray:
@@ -254,46 +262,6 @@ def _clean(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v[used], remap[f]
 
 
-def _bone_distances(verts: np.ndarray) -> np.ndarray:
-    """Distance (V, 16) of each vertex to the bone(s) each joint rotates."""
-    joints, tips = rest_skeleton()
-    dist = np.full((len(verts), NUM_JOINTS), np.inf)
-    for joint, a, b, _, _ in _segments():
-        ab = b - a
-        t = np.clip(((verts - a) @ ab) / (ab @ ab), 0, 1)
-        dist[:, joint] = np.linalg.norm(verts - (a + t[:, None] * ab), axis=1)
-    # the wrist joint drives the palm: its "bones" run from the wrist to the MCPs and the thumb CMC
-    wrist_bones = [joints[c] for c in (1, 4, 7, 10)] + [joints[13]]
-    for end in wrist_bones:
-        a = np.array([-0.02, 0.0, 0.0])
-        ab = end - a
-        t = np.clip(((verts - a) @ ab) / (ab @ ab), 0, 1)
-        dist[:, 0] = np.minimum(dist[:, 0], np.linalg.norm(verts - (a + t[:, None] * ab), axis=1))
-    return dist
-
-
-def skinning_weights(verts: np.ndarray, tau: float = 0.0022) -> np.ndarray:
-    """Soft-min skinning over the nearest bone, its parent and its children -> (V, 16).
-
-    Restricting each vertex to one kinematic chain keeps a finger's skin from following its
-    neighbour; the soft-min over distances blends 50/50 exactly at a joint and fades over
-    about a finger radius on either side.
-    """
-    dist = _bone_distances(verts)
-    nearest = dist.argmin(axis=1)
-    allowed = np.zeros_like(dist, dtype=bool)
-    allowed[np.arange(len(verts)), nearest] = True
-    parent = PARENTS[nearest]
-    has_parent = parent >= 0
-    allowed[np.flatnonzero(has_parent), parent[has_parent]] = True
-    for j in range(NUM_JOINTS):
-        for child in np.flatnonzero(PARENTS == j):
-            allowed[nearest == j, child] = True
-    rel = np.where(allowed, dist - dist.min(axis=1, keepdims=True), np.inf)
-    w = np.exp(-rel / tau)
-    w[w < 1e-3] = 0.0
-    return w / w.sum(axis=1, keepdims=True)
-
 
 def _joint_regressor(verts: np.ndarray, joints: np.ndarray, k: int = 24) -> np.ndarray:
     """Non-negative, sum-to-one weights over nearby vertices reproducing each joint."""
@@ -308,14 +276,12 @@ def _joint_regressor(verts: np.ndarray, joints: np.ndarray, k: int = 24) -> np.n
     return reg
 
 
-def _shape_blend_shapes(verts: np.ndarray, weights: np.ndarray, joints: np.ndarray) -> np.ndarray:
+def _shape_blend_shapes(verts: np.ndarray, weights: np.ndarray, joints: np.ndarray, tips: np.ndarray) -> np.ndarray:
     """Ten shape directions (V, 3, 10), each one standard deviation of a skeletal edit.
 
     Each edit stretches bones and/or scales cross-sections; skin follows its bones through the
     skinning weights, so the shape space stays consistent with the joint regressor.
     """
-    joints_tips = rest_skeleton()
-    _, tips = joints_tips
     child_end = np.zeros_like(joints)
     tip_of_chain = {1: tips[1], 4: tips[2], 7: tips[4], 10: tips[3], 13: tips[0]}
     for j in range(1, NUM_JOINTS):
@@ -422,35 +388,36 @@ def _pose_synergies(rest_keypoints: np.ndarray, hands_mean: np.ndarray, seed: in
     return vt
 
 
-def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Permute vertices so each fingertip (farthest along its distal bone) sits at MANO's index."""
-    joints, tips = rest_skeleton()
+def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray, tip_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Permute vertices so each fingertip vertex (thumb, index, ...) sits at MANO's index.
+
+    Returns the new vertices, faces and the permutation (new vertex i = old vertex ``perm[i]``).
+    """
     order = np.lexsort((verts[:, 2], verts[:, 0]))  # a stable, readable base order
-    verts, inverse = verts[order], np.argsort(order)
-    faces = inverse[faces]
-    perm = np.arange(len(verts))
-    tip_names = ["thumb", "index", "middle", "ring", "pinky"]
-    distal = {"thumb": 15, "index": 3, "middle": 6, "ring": 12, "pinky": 9}
-    for name, tip in zip(tip_names, tips):
-        # the surface point just beyond the end of the distal bone
-        target = tip + _unit(tip - joints[distal[name]]) * FINGER_RADII_MM[name][3] / 1000.0
-        src = int(np.argmin(np.linalg.norm(verts[perm] - target, axis=1)))
-        dst = TIP_VERTEX_IDS[name]
+    perm = order.copy()
+    for name, tip in zip(("thumb", "index", "middle", "ring", "pinky"), tip_ids):
+        src, dst = int(np.flatnonzero(perm == tip)[0]), TIP_VERTEX_IDS[name]
         perm[[src, dst]] = perm[[dst, src]]
-    verts = verts[perm]
     inverse = np.argsort(perm)
-    return verts, inverse[faces]
+    return verts[perm], inverse[faces], perm
 
 
-def generate_standin_model() -> dict[str, np.ndarray]:
+def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray]:
     """The right-hand stand-in as a dict in MANO's file schema (what ``MANO_RIGHT.npz`` holds)."""
-    verts, faces = _decimated_mesh()
-    verts, faces = _reorder_for_tips(verts, faces)
-    joints, _ = rest_skeleton()
-    weights = skinning_weights(verts)
+    hand = _to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH))
+    verts, faces = _decimated_mesh(hand.vertices, hand.faces)
+    weights = _transfer_weights(hand, verts)
+    decimated = RiggedHand(verts, faces, weights, hand.joints, hand.tips)
+    verts, faces, perm = _reorder_for_tips(verts, faces, _tip_vertices(decimated))
+    weights = weights[perm]
+    # a fingertip rides on its distal bone alone, so skeleton-only keypoints are exact
+    for name, distal in (("thumb", 15), ("index", 3), ("middle", 6), ("ring", 12), ("pinky", 9)):
+        weights[TIP_VERTEX_IDS[name]] = np.eye(NUM_JOINTS)[distal]
+    joints = hand.joints
+    tips = verts[list(TIP_VERTEX_IDS.values())]
     regressor = _joint_regressor(verts, joints)
     # anatomical frames from exactly the keypoints the model will produce at rest
-    rest_keypoints = np.concatenate([regressor @ verts, verts[list(TIP_VERTEX_IDS.values())]])
+    rest_keypoints = np.concatenate([regressor @ verts, tips])
     hands_mean = relaxed_hands_mean(rest_keypoints)
     kintree = np.stack([PARENTS.astype(np.int64), np.arange(NUM_JOINTS)])
     kintree[0, 0] = 4294967295  # as in MANO's files (uint32 -1)
@@ -461,7 +428,7 @@ def generate_standin_model() -> dict[str, np.ndarray]:
         "J": joints,
         "weights": weights,
         "posedirs": np.zeros((NUM_VERTS, 3, 9 * (NUM_JOINTS - 1))),
-        "shapedirs": _shape_blend_shapes(verts, weights, joints),
+        "shapedirs": _shape_blend_shapes(verts, weights, joints, tips),
         "kintree_table": kintree,
         "hands_components": _pose_synergies(rest_keypoints, hands_mean),
         "hands_mean": hands_mean,

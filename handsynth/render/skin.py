@@ -1,29 +1,487 @@
-"""Skin appearance per image: a tone from light to dark and low-frequency albedo variation.
+"""Procedural skin textures in a hand model's UV layout: albedo, roughness, bump, nails; seeded.
 
-The stand-in hand (like MANO) has no UV layout, so appearance is per-vertex colour: a skin tone
-drawn along a melanin axis between measured-looking light and dark albedos, modulated by smooth
-random noise over the rest-pose surface and reddened near the knuckles, all from one seed.
+Uniform skin gives a synthetic hand away. Here every texel is computed from the 3D rest-pose
+surface point it maps to (rasterised from the model's :class:`~handsynth.hand_model.uv.UVLayout`),
+so the same code textures the stand-in and real MANO, and the patterns run across UV seams:
+
+* a tone drawn uniformly over the whole human range (Fitzpatrick I-VI-like albedos, authored
+  in sRGB and converted to linear), with a per-seed undertone (redder or more olive);
+* spatial variation: low-frequency blotches, mid-scale mottling and fine pores (3D value noise);
+* redness at the knuckles and fingertips, palms lighter and pinker than backs (more so the
+  darker the skin, as melanin is sparse in palmar skin);
+* fingernails with their own colour, gloss and height (nail bed, lunula, free edge), found on
+  the back of each distal phalanx;
+* flexion creases on the palmar side of every finger joint and wrinkles over the back of the
+  knuckles, in the bump map (low = crease) and a little in albedo and roughness;
+* roughness per texel and a subsurface scattering radius per colour channel (mm, red largest).
+
+Everything derives from ``seed`` through one generator: the same seed gives identical maps.
+
+User texture library. ``load_user_skin(png_bytes)`` reads a user's albedo PNG (sRGB, square,
+painted in the model's UV layout: :meth:`HandModel.uv_layout`) and optionally a roughness PNG;
+``skin_textures(..., user=...)`` then uses the user's albedo (and roughness) instead of the
+procedural ones while nails mask, bump and subsurface radius still come from the geometry.
+The intended storage is one folder per skin under ``<prefix>/library/skin/<name>/`` holding
+``albedo.png`` and optionally ``roughness.png``; a view picks one skin by its seed.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import io
+from dataclasses import dataclass
 
-LIGHT = np.array([0.90, 0.72, 0.62])
-DARK = np.array([0.33, 0.20, 0.14])
-REDDEN = np.array([1.0, 0.86, 0.84])
+import numpy as np
+from scipy import ndimage
+
+from handsynth.hand_model.standin import TIP_VERTEX_IDS
+from handsynth.hand_model.uv import UVLayout
+
+#: Skin tones (sRGB, 0..1) from very light to very dark, spaced evenly in ``tone``.
+TONE_PALETTE_SRGB = np.array([
+    [0.94, 0.78, 0.68],
+    [0.88, 0.68, 0.56],
+    [0.78, 0.57, 0.43],
+    [0.63, 0.43, 0.30],
+    [0.45, 0.29, 0.20],
+    [0.27, 0.17, 0.12],
+])
+#: Colour of palmar skin that darker tones are pulled toward (sRGB).
+PALM_SRGB = np.array([0.86, 0.66, 0.56])
+#: Nail plate over its bed (pinkish; mixed with the skin around it), the lunula and free edge (sRGB).
+NAIL_BED_SRGB = np.array([0.90, 0.68, 0.64])
+NAIL_WHITE_SRGB = np.array([0.95, 0.90, 0.86])
+#: Mean free path of light in skin (mm, R, G, B): red scatters farthest (Jensen et al. 2001).
+SUBSURFACE_RADIUS_MM = np.array([3.67, 1.37, 0.68])
+#: MANO joint order: the chain of each finger and the name of its tip.
+FINGERS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "ring": (10, 11, 12), "thumb": (13, 14, 15)}
+
+
+@dataclass(frozen=True)
+class SkinTextures:
+    """One hand's skin maps, all (S, S) images in the model's UV layout, top row first (as PNG).
+
+    ``albedo`` is LINEAR RGB in [0, 1]; ``bump`` is a height in [0, 1] (creases low, nails high);
+    ``nail_mask`` is 1 on nails; ``subsurface_radius`` is in millimetres per RGB channel.
+    """
+
+    albedo: np.ndarray             # (S, S, 3) float32 linear
+    roughness: np.ndarray          # (S, S) float32
+    bump: np.ndarray               # (S, S) float32
+    nail_mask: np.ndarray          # (S, S) float32
+    subsurface_radius: np.ndarray  # (3,) float32 mm
+    tone: float                    # 0 light .. 1 dark
+    seed: int
+
+
+@dataclass(frozen=True)
+class UserSkin:
+    """A user's maps in the model's UV layout: linear albedo (H, W, 3), optional roughness (H, W)."""
+
+    albedo: np.ndarray
+    roughness: np.ndarray | None = None
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    c = np.asarray(c, dtype=np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+
+
+def tone_srgb(tone: float) -> np.ndarray:
+    """Base skin colour (sRGB) of a tone in [0, 1], interpolated along :data:`TONE_PALETTE_SRGB`."""
+    x = np.clip(tone, 0.0, 1.0) * (len(TONE_PALETTE_SRGB) - 1)
+    return np.array([np.interp(x, np.arange(len(TONE_PALETTE_SRGB)), TONE_PALETTE_SRGB[:, c]) for c in range(3)])
+
+
+def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+# ---- rest-pose surface rasterised into UV space ---------------------------------------------
+@dataclass(frozen=True)
+class TexelSurface:
+    """Rest-pose surface point and normal (S*S, 3) behind every texel (padding texels copy the nearest)."""
+
+    position: np.ndarray
+    normal: np.ndarray
+
+
+def rasterize_uv(vertices: np.ndarray, faces: np.ndarray, layout: UVLayout, size: int) -> TexelSurface:
+    """Which face (and barycentric point) each texel centre falls in; empty texels copy the nearest.
+
+    Copying into the gutter around charts lets bilinear and mip-mapped lookups near a seam
+    read skin rather than black.
+    """
+    face_id = -np.ones((size, size), dtype=np.int64)
+    bary = np.zeros((size, size, 3))
+    corners = layout.corner_uv().astype(np.float64)
+    px = np.stack([corners[..., 0] * size - 0.5, (1.0 - corners[..., 1]) * size - 0.5], axis=-1)  # (F, 3, 2)
+    for fi, (a, b, c) in enumerate(px):
+        lo = np.maximum(np.floor(np.minimum(np.minimum(a, b), c)).astype(int), 0)
+        hi = np.minimum(np.ceil(np.maximum(np.maximum(a, b), c)).astype(int), size - 1)
+        if (hi < lo).any():
+            continue
+        xs, ys = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1))
+        det = (b[1] - c[1]) * (a[0] - c[0]) + (c[0] - b[0]) * (a[1] - c[1])
+        if abs(det) < 1e-12:
+            continue
+        w0 = ((b[1] - c[1]) * (xs - c[0]) + (c[0] - b[0]) * (ys - c[1])) / det
+        w1 = ((c[1] - a[1]) * (xs - c[0]) + (a[0] - c[0]) * (ys - c[1])) / det
+        w2 = 1.0 - w0 - w1
+        inside = (w0 >= -1e-9) & (w1 >= -1e-9) & (w2 >= -1e-9)
+        face_id[ys[inside], xs[inside]] = fi
+        bary[ys[inside], xs[inside]] = np.stack([w0[inside], w1[inside], w2[inside]], axis=-1)
+    covered = face_id >= 0
+    if not covered.any():
+        raise ValueError("UV layout covers no texel")
+    _, (iy, ix) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    face_id, bary = face_id[iy, ix], bary[iy, ix]
+    tri = np.asarray(faces, dtype=np.int64)[face_id.ravel()]                  # (S*S, 3)
+    w = bary.reshape(-1, 3, 1)
+    position = (vertices[tri] * w).sum(axis=1)
+    vn = _vertex_normals(vertices, faces)
+    normal = (vn[tri] * w).sum(axis=1)
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
+    return TexelSurface(position, normal)
+
+
+def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # area-weighted
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    return n / (np.linalg.norm(n, axis=1, keepdims=True) + 1e-12)
+
+
+# ---- anatomy of the rest hand -----------------------------------------------------------------
+@dataclass(frozen=True)
+class HandFrame:
+    """Bones (15 segments joint -> child or fingertip) and the directions that orient skin on them."""
+
+    starts: np.ndarray   # (15, 3) joint positions 1..15
+    ends: np.ndarray     # (15, 3)
+    dorsal: np.ndarray   # (15, 3) unit, perpendicular to each bone: toward its nail / knuckle side
+    palm_normal: np.ndarray  # (3,) out of the palm
+    knuckles: np.ndarray  # (15, 3) skin point over each joint 1..15 on its back (dorsal) side
+
+
+def hand_frame(vertices: np.ndarray, joints: np.ndarray) -> HandFrame:
+    """Bones and orientation of a RIGHT rest hand (MANO joint order; tips from MANO's tip vertices)."""
+    palm_normal = np.cross(joints[1] - joints[0], joints[7] - joints[0])  # index x pinky MCP: out of the palm
+    palm_normal /= np.linalg.norm(palm_normal)
+    radial = joints[1] - joints[7]  # toward the thumb side
+    radial -= (radial @ palm_normal) * palm_normal
+    radial /= np.linalg.norm(radial)
+    starts, ends, dorsal = [], [], []
+    for name, chain in FINGERS.items():
+        tip = vertices[TIP_VERTEX_IDS[name]]
+        pts = [joints[j] for j in chain] + [tip]
+        # the thumb's nail faces partly toward the radial side, the fingers' straight back
+        back = -palm_normal if name != "thumb" else -0.55 * palm_normal + 0.85 * radial
+        for k in range(3):
+            axis = (pts[k + 1] - pts[k]) / np.linalg.norm(pts[k + 1] - pts[k])
+            d = back - (back @ axis) * axis
+            starts.append(pts[k])
+            ends.append(pts[k + 1])
+            dorsal.append(d / np.linalg.norm(d))
+    order = np.argsort([j for chain in FINGERS.values() for j in chain])  # back to joint order 1..15
+    starts, ends, dorsal = np.array(starts)[order], np.array(ends)[order], np.array(dorsal)[order]
+    # the knuckle: the skin farthest out along the bone's dorsal direction within 12 mm of its joint
+    knuckles = []
+    for j in range(15):
+        near = vertices[np.linalg.norm(vertices - starts[j], axis=1) < 0.012]
+        depth = ((near - starts[j]) @ dorsal[j]).max() if len(near) else 0.0
+        knuckles.append(starts[j] + depth * dorsal[j])
+    return HandFrame(starts, ends, dorsal, palm_normal, np.array(knuckles))
+
+
+@dataclass(frozen=True)
+class TexelAnatomy:
+    """Per-texel anatomical coordinates (all (N,) arrays) from which every map is painted."""
+
+    bone: np.ndarray      # nearest bone 0..14 (joint 1..15), or -1 on the palm/back/wrist
+    t: np.ndarray         # position along the nearest finger bone (0 at its joint, 1 at its end)
+    angle: np.ndarray     # angle (rad) around the bone from its dorsal direction
+    length: np.ndarray    # the bone's length (m)
+    back: np.ndarray      # in [-1, 1]: +1 facing the back of the hand, -1 facing the palm
+
+
+def texel_anatomy(surface: TexelSurface, frame: HandFrame) -> TexelAnatomy:
+    p = surface.position
+    seg = frame.ends - frame.starts
+    length = np.linalg.norm(seg, axis=1)
+    axis = seg / length[:, None]
+    rel = p[:, None, :] - frame.starts[None]                      # (N, 15, 3)
+    t = np.einsum("nbc,bc->nb", rel, axis) / length                # (N, 15)
+    closest = frame.starts[None] + np.clip(t, 0, 1)[..., None] * seg[None]
+    dist = np.linalg.norm(p[:, None] - closest, axis=2)
+    bone = dist.argmin(axis=1)
+    n = np.arange(len(p))
+    # texels beside the proximal phalanges' starts belong to the palm, not the finger
+    on_finger = t[n, bone] > -0.05
+    radial = rel[n, bone] - (t[n, bone] * length[bone])[:, None] * axis[bone]
+    d = frame.dorsal[bone]
+    side = np.cross(axis[bone], d)
+    angle = np.arctan2(np.einsum("nc,nc->n", radial, side), np.einsum("nc,nc->n", radial, d))
+    back_dir = np.where(on_finger[:, None], d, -frame.palm_normal[None])
+    back = np.einsum("nc,nc->n", surface.normal, back_dir)
+    return TexelAnatomy(np.where(on_finger, bone, -1), t[n, bone], angle, length[bone], back)
+
+
+# ---- value noise --------------------------------------------------------------------------------
+def value_noise(points: np.ndarray, cell: float, rng: np.random.Generator) -> np.ndarray:
+    """Smooth 3D noise in [-1, 1] with features of about ``cell`` metres, at points (N, 3)."""
+    lo = points.min(axis=0) - cell
+    g = (points - lo) / cell
+    shape = np.ceil(g.max(axis=0)).astype(int) + 2
+    lattice = rng.uniform(-1.0, 1.0, size=tuple(shape)).astype(np.float32)
+    i = np.floor(g).astype(int)
+    f = g - i
+    f = f * f * (3 - 2 * f)
+    out = np.zeros(len(points))
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1]) * (f[:, 2] if dz else 1 - f[:, 2])
+                out += w * lattice[i[:, 0] + dx, i[:, 1] + dy, i[:, 2] + dz]
+    return out
+
+
+def _fbm(points: np.ndarray, cell: float, octaves: int, rng: np.random.Generator) -> np.ndarray:
+    total, amp, norm = np.zeros(len(points)), 1.0, 0.0
+    for k in range(octaves):
+        total += amp * value_noise(points, cell / 2 ** k, rng)
+        norm += amp
+        amp *= 0.5
+    return total / norm
+
+
+# ---- the maps ---------------------------------------------------------------------------------
+def _joint_band(an: TexelAnatomy, bones: tuple[int, ...], at: float, width_m: float) -> np.ndarray:
+    """Closeness (0..1) to a plane across ``bones`` at fraction ``at`` of the bone, ``width_m`` wide.
+
+    ``bones`` are 0-based bone ids; ``at`` = 0 is the bone's own joint. Texels of the parent
+    bone see the same plane (at t = 1 + ...), so the band crosses the joint continuously.
+    """
+    out = np.zeros(len(an.t))
+    for b in bones:
+        for own, shift in ((b, 0.0), (b - 1 if b % 3 else None, 1.0)):
+            if own is None:
+                continue
+            sel = an.bone == own
+            offset_m = (an.t[sel] - shift - at) * an.length[sel]
+            out[sel] = np.maximum(out[sel], np.exp(-0.5 * (offset_m / width_m) ** 2))
+    return out
+
+
+@dataclass(frozen=True)
+class SkinRegions:
+    """Where each skin feature lies, per texel (N,) in [0, 1]: what every seed paints on."""
+
+    position: np.ndarray   # (N, 3) rest-pose surface point
+    palm_side: np.ndarray
+    back_side: np.ndarray
+    nail: np.ndarray
+    nail_base: np.ndarray  # lunula
+    nail_edge: np.ndarray  # free edge
+    fold: np.ndarray       # groove around the nail
+    fingertip: np.ndarray
+    knuckles: np.ndarray
+    crease: np.ndarray
+    wrinkles: np.ndarray
+
+
+def skin_regions(surface: TexelSurface, frame: HandFrame) -> SkinRegions:
+    """Nails, knuckles, creases, palm and back from the texels' anatomical coordinates."""
+    an = texel_anatomy(surface, frame)
+    p = surface.position
+    distal = np.isin(an.bone, (2, 5, 8, 11, 14))
+    palm_side = _smoothstep(0.1, -0.6, an.back)
+    back_side = _smoothstep(-0.1, 0.6, an.back)
+    # nail: an oval on the back of the distal phalanx, squarer toward the free edge
+    half_width = np.deg2rad(np.where(an.bone == 14, 55.0, 50.0))
+    along = (an.t - 0.66) / 0.27
+    across = np.abs(an.angle) / half_width
+    oval = np.abs(along) ** np.where(along > 0, 4.0, 2.0) + across ** 3
+    nail = distal * _smoothstep(1.0, 0.8, oval)
+    sigma = np.array([0.007, 0.0045, 0.0035] * 4 + [0.007, 0.005, 0.0045])  # MCP, PIP, DIP; thumb CMC, MCP, IP
+    sigma[12] = 1e-4  # the thumb's CMC lies deep: no knuckle on the skin
+    near_knuckle = np.exp(-0.5 * (np.linalg.norm(p[:, None] - frame.knuckles[None], axis=2) / sigma) ** 2)
+    interphalangeal = back_side * near_knuckle[:, [1, 2, 4, 5, 7, 8, 10, 11, 14]].max(axis=1)
+    crease = _smoothstep(-0.2, -0.7, an.back) * np.maximum.reduce([
+        _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.0, 0.0007),   # PIP / DIP / thumb IP
+        _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.06, 0.0005),  # their second line
+        _joint_band(an, (0, 3, 6, 9, 13), 0.33, 0.0008),                # base of each finger
+    ])
+    return SkinRegions(
+        position=p, palm_side=palm_side, back_side=back_side, nail=nail,
+        nail_base=nail * _smoothstep(-0.62, -0.85, along),
+        nail_edge=nail * _smoothstep(0.72, 0.9, along),
+        fold=distal * np.exp(-0.5 * ((oval - 1.05) / 0.08) ** 2) * (along < 0.5),
+        fingertip=distal * _smoothstep(0.45, 0.95, an.t),
+        knuckles=back_side * near_knuckle.max(axis=1),
+        crease=crease,
+        wrinkles=interphalangeal * (0.5 + 0.5 * np.sin(an.t * an.length / 0.0016 * np.pi)) ** 4,
+    )
+
+
+_REGIONS_CACHE: dict[tuple[str, int], SkinRegions] = {}
+
+
+def _regions_of(model, size: int) -> SkinRegions:
+    """:func:`skin_regions` of a model's right rest hand at one texture size, computed once per
+    (model digest, size): every seed paints on the same geometry."""
+    key = (str(model.identity["digest"]), size)
+    if key not in _REGIONS_CACHE:
+        layer = model.layers["right"]
+        vertices = layer.v_template.detach().cpu().numpy().astype(np.float64)
+        joints = layer.J_regressor.detach().cpu().numpy() @ vertices
+        surface = rasterize_uv(vertices, model.faces("right"), model.uv_layout("right"), size)
+        _REGIONS_CACHE.clear()  # one model and size at a time (~140 MB at 1024 texels)
+        _REGIONS_CACHE[key] = skin_regions(surface, hand_frame(vertices, joints))
+    return _REGIONS_CACHE[key]
+
+
+def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin | None = None) -> SkinTextures:
+    """Skin maps for one hand of ``model`` (a :class:`HandModel`), deterministic per ``seed``.
+
+    The texture is painted on the right hand's rest surface; the left hand is its mirror with
+    the same UV layout, so the same seed gives both hands of one person the same skin.
+    """
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', not {side!r}")
+    if size < 16:
+        raise ValueError(f"texture size {size} is too small (at least 16 texels)")
+    r = _regions_of(model, size)
+    rng = np.random.default_rng(seed)
+    tone = float(rng.uniform(0.0, 1.0))
+    undertone = float(rng.normal(0.0, 1.0))
+    freckles = float(rng.uniform(0.0, 1.0) < 0.3) * float(rng.uniform(0.2, 1.0)) * (1.0 - tone) ** 2
+    p = r.position
+    palm_side, back_side, nail, fingertip, knuckles = r.palm_side, r.back_side, r.nail, r.fingertip, r.knuckles
+    crease, wrinkles = r.crease, r.wrinkles
+
+    # -- albedo, authored in sRGB
+    base = tone_srgb(tone) * (1.0 + 0.025 * undertone * np.array([1.0, -0.3, -1.0]))
+    low = _fbm(p, 0.03, 2, rng)
+    mid = _fbm(p, 0.006, 2, rng)
+    fine = value_noise(p, 0.0007, rng)
+    spots = _smoothstep(0.35, 0.75, value_noise(p, 0.0012, rng)) * freckles * back_side
+    shade = 1.0 + 0.06 * low + 0.035 * mid + 0.02 * fine
+    rgb = base[None] * shade[:, None]
+    rgb *= 1.0 - spots[:, None] * np.array([0.12, 0.2, 0.28])[None]   # freckles: browner, not grey
+    palm_mix = palm_side * (0.15 + 0.55 * tone)
+    rgb = rgb * (1 - palm_mix[:, None]) + (PALM_SRGB * (1.0 - 0.25 * tone) * shade[:, None]) * palm_mix[:, None]
+    red = np.clip(0.45 * knuckles + 0.35 * fingertip + 0.08 * palm_side + 0.05 * np.clip(mid, 0, 1), 0, 1)
+    rgb *= (1.0 - red[:, None] * np.array([0.0, 0.18, 0.16])[None])
+    rgb *= (1.0 - 0.07 * crease - 0.04 * wrinkles)[:, None]
+    nail_rgb = 0.45 * rgb + 0.55 * NAIL_BED_SRGB * (1.0 - 0.15 * tone) + 0.03 * mid[:, None]
+    nail_rgb = nail_rgb + (NAIL_WHITE_SRGB - nail_rgb) * np.maximum(r.nail_base, r.nail_edge)[:, None]
+    rgb = rgb * (1 - nail[:, None]) + nail_rgb * nail[:, None]
+    albedo = srgb_to_linear(np.clip(rgb, 0.0, 1.0))
+
+    # -- roughness and height
+    roughness = 0.5 + 0.06 * mid + 0.03 * fine + 0.08 * palm_side - 0.06 * fingertip + 0.1 * crease
+    roughness = roughness * (1 - nail) + (0.2 + 0.03 * fine) * nail
+    bump = 0.5 + 0.05 * fine + 0.02 * mid - 0.35 * crease - 0.15 * wrinkles + 0.12 * nail - 0.25 * r.fold * (1 - nail)
+
+    if user is not None:
+        albedo = _resize(user.albedo, size).reshape(-1, 3)
+        if user.roughness is not None:
+            roughness = _resize(user.roughness[..., None], size).ravel()
+        tone = _tone_of(albedo[nail.ravel() < 0.5])
+    radius = SUBSURFACE_RADIUS_MM * rng.uniform(0.85, 1.15)
+    shape2, shape3 = (size, size), (size, size, 3)
+    return SkinTextures(
+        albedo=np.clip(albedo, 0, 1).reshape(shape3).astype(np.float32),
+        roughness=np.clip(roughness, 0.05, 1).reshape(shape2).astype(np.float32),
+        bump=np.clip(bump, 0, 1).reshape(shape2).astype(np.float32),
+        nail_mask=np.clip(nail, 0, 1).reshape(shape2).astype(np.float32),
+        subsurface_radius=radius.astype(np.float32),
+        tone=tone,
+        seed=int(seed),
+    )
+
+
+def _tone_of(albedo_linear: np.ndarray) -> float:
+    """The palette tone whose luminance matches the median skin luminance of a user's map."""
+    lum = np.median(linear_to_srgb(albedo_linear) @ np.array([0.2126, 0.7152, 0.0722]))
+    grid = np.linspace(0.0, 1.0, 101)
+    pal = np.array([tone_srgb(t) @ np.array([0.2126, 0.7152, 0.0722]) for t in grid])
+    return float(grid[np.argmin(np.abs(pal - lum))])
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of an (H, W, C) float image to (size, size, C)."""
+    h, w = image.shape[:2]
+    zoom = (size / h, size / w) + (1,) * (image.ndim - 2)
+    return ndimage.zoom(image.astype(np.float64), zoom, order=1, mode="nearest", grid_mode=True)
+
+
+def load_user_skin(albedo_png: bytes, roughness_png: bytes | None = None, where: str = "user skin") -> UserSkin:
+    """Decode a user's albedo PNG (sRGB, square, in the model's UV layout) and optional roughness PNG.
+
+    Only image data is decoded (PIL), never anything executable; ``where`` names the source
+    (e.g. the S3 key) in errors.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    def read(data: bytes, what: str) -> np.ndarray:
+        try:
+            img = Image.open(io.BytesIO(data))
+            img.load()
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{where}: {what} is not a readable image ({e})") from None
+        if img.format != "PNG":
+            raise ValueError(f"{where}: {what} must be a PNG, got {img.format}")
+        if img.width != img.height or img.width < 16:
+            raise ValueError(f"{where}: {what} must be square and at least 16 px, got {img.width}x{img.height}")
+        arr = np.asarray(img.convert("RGB" if what == "albedo" else "L"), dtype=np.float64)
+        return arr / 255.0
+
+    albedo = srgb_to_linear(read(albedo_png, "albedo"))
+    roughness = read(roughness_png, "roughness") if roughness_png is not None else None
+    return UserSkin(albedo=albedo.astype(np.float32), roughness=None if roughness is None else roughness.astype(np.float32))
+
+
+def sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of an (S, S, C) image (top row first) at OBJ-style uv (N, 2) -> (N, C)."""
+    s = image.shape[0]
+    x = np.clip(uv[:, 0] * s - 0.5, 0, s - 1)
+    y = np.clip((1.0 - uv[:, 1]) * s - 0.5, 0, s - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, s - 1), np.minimum(y0 + 1, s - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    return (image[y0, x0] * (1 - fx) * (1 - fy) + image[y0, x1] * fx * (1 - fy)
+            + image[y1, x0] * (1 - fx) * fy + image[y1, x1] * fx * fy)
+
+
+def vertex_albedo(textures: SkinTextures, layout: UVLayout, n_vertices: int) -> np.ndarray:
+    """Linear albedo (V, 3) at each vertex: the texture averaged over the vertex's UV copies.
+
+    For the fast raster preview, which colours vertices instead of sampling a texture.
+    """
+    values = sample_texture(textures.albedo, layout.uv)
+    out = np.zeros((n_vertices, 3))
+    count = np.zeros(n_vertices)
+    np.add.at(out, layout.vertex_ids, values)
+    np.add.at(count, layout.vertex_ids, 1.0)
+    return (out / np.maximum(count, 1.0)[:, None]).astype(np.float32)
 
 
 def skin_colors(rest_vertices: np.ndarray, joints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """Per-vertex RGB in [0, 1] (V, 3) and the tone (0 light .. 1 dark) for one hand."""
-    tone = float(rng.beta(1.4, 1.8))
-    base = LIGHT + (DARK - LIGHT) * tone
-    x = rest_vertices / 0.03                                            # ~3 cm features
-    noise = np.zeros(len(x))
-    for _ in range(4):
-        k = rng.normal(size=3)
-        noise += np.sin(x @ k + rng.uniform(0, 2 * np.pi))
-    variation = 1.0 + 0.04 * noise / 2.0
+    """Per-vertex sRGB colour (V, 3) and tone for the untextured preview path: one tone, smooth variation.
+
+    Kept for renderers that colour vertices without a UV layout; the tone comes from the same
+    palette as :func:`skin_textures`.
+    """
+    tone = float(rng.uniform(0.0, 1.0))
+    shade = 1.0 + 0.04 * value_noise(rest_vertices, 0.03, rng)
     near_joint = np.exp(-np.min(np.linalg.norm(rest_vertices[:, None] - joints[None, 1:], axis=2), axis=1) / 0.006)
-    tint = 1.0 + (REDDEN - 1.0) * 0.5 * near_joint[:, None]
-    return np.clip(base * variation[:, None] * tint, 0, 1), tone
+    tint = 1.0 - 0.5 * near_joint[:, None] * np.array([0.0, 0.14, 0.16])
+    return np.clip(tone_srgb(tone)[None] * shade[:, None] * tint, 0, 1), tone
