@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from handsynth import cameras, envmaps
-from handsynth.render import RenderOptions, SceneSpec, linear_to_srgb, skin, srgb_to_linear
+from handsynth.render import RenderOptions, SceneSpec, skin
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
@@ -26,6 +26,9 @@ from handsynth.render.raster import (MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRende
 from handsynth.seeds import seed_for
 
 SIDES = ("right", "left")
+
+#: Skin texture side in texels (albedo, roughness, bump per hand and image).
+TEXTURE_SIZE = 512
 
 
 @dataclass
@@ -70,12 +73,9 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
     rest, faces = {}, {}
     for s in SIDES:
         rest[s], faces[s] = subdivide(base_rest[s], base_faces[s], options.subdivision)
-    rest_joints = {s: model.rest_keypoints(s)[:16] for s in SIDES}
     face_labels = {s: np.repeat(model.face_labels[s], 4 ** options.subdivision) for s in SIDES}
     both_faces = np.concatenate([faces["right"], faces["left"] + len(rest["right"])])
-    # textured skin once the hand model has a UV layout and skin.py makes textures (the `hand`
-    # branch's contract); per-vertex skin colours otherwise
-    layouts = {s: model.uv_layout(s) for s in SIDES} if hasattr(model, "uv_layout") and hasattr(skin, "skin_textures") else None
+    layouts = {s: model.uv_layout(s) for s in SIDES}
     renderer = HandRenderer(image_size, image_size)
     cycles = None
     backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
@@ -83,9 +83,7 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
         from handsynth.render.cycles import CyclesRenderer
 
         hand_of_face = np.repeat([0, 1], [len(faces[s]) for s in SIDES])
-        uv = None
-        if layouts is not None:
-            uv = np.concatenate([subdivide_corners(layouts[s].uv[layouts[s].faces_uv], options.subdivision) for s in SIDES])
+        uv = np.concatenate([subdivide_corners(layouts[s].uv[layouts[s].faces_uv], options.subdivision) for s in SIDES])
         cycles = CyclesRenderer(image_size, image_size, both_faces, hand_of_face, samples=options.samples,
                                 denoise=options.denoise, device=options.device, uv=uv, log_fn=log_fn)
         backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
@@ -107,20 +105,17 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 rng = np.random.default_rng(seed)
                 cam = cameras.sample_camera(all_v.mean(axis=0), all_v, ranges, rng, image_size, image_size)
                 env_name = env_names[int(rng.integers(len(env_names)))]
-                hands, textures = [], []
+                skin_seed = int(rng.integers(2 ** 31))
+                # one person: both hands share the skin seed (the left texture is the right's mirror)
+                textures = [skin.skin_textures(model, s, skin_seed, size=TEXTURE_SIZE) for s in SIDES]
+                hands = []
                 for k, s in enumerate(SIDES):
-                    if layouts is None:
-                        colors, _ = skin.skin_colors(rest[s], rest_joints[s], rng)
-                    else:
-                        textures.append(skin.skin_textures(model, s, int(rng.integers(2 ** 31)), size=512))
-                        albedo = skin.vertex_albedo(textures[-1], layouts[s], len(base_rest[s]))
-                        colors = linear_to_srgb(subdivide(albedo, base_faces[s], options.subdivision)[0])
+                    albedo = skin.vertex_albedo(textures[k], layouts[s], len(base_rest[s]))
+                    colors = skin.linear_to_srgb(subdivide(albedo, base_faces[s], options.subdivision)[0])
                     hands.append(HandMesh(verts[s], faces[s], colors, face_labels[s], 1 + 16 * k))
                 env = env_library[env_name]
                 exposure = key_exposure[env_name] * float(rng.uniform(0.6, 1.5))
                 rotation = 2 * np.pi * int(rng.integers(env.shape[1])) / env.shape[1]
-                material = {"roughness": float(rng.uniform(0.35, 0.6)),
-                            "subsurface_scale_m": float(rng.uniform(0.002, 0.004))}
                 bg = envmaps.background_from_envmap(env, cam, exposure, rotation)
                 env_lights, ambient = lights[env_name]
                 result = renderer.render(hands, cam, envmaps.rotate_lights(env_lights, rotation), ambient, bg)
@@ -133,9 +128,10 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 if cycles is not None:
                     for k, tex in enumerate(textures):
                         cycles.set_skin(k, tex.albedo, tex.roughness, tex.bump)
-                    if textures:
-                        material["subsurface_radius"] = [float(x) for x in np.mean([tex.subsurface_radius for tex in textures], axis=0)]
-                    linear_hands = [HandMesh(h.vertices, h.faces, srgb_to_linear(h.colors), h.face_labels,
+                    # skin.py gives the mean free path per channel in mm; Blender: radius x scale (m)
+                    material = {"subsurface_radius": [float(x) for x in textures[0].subsurface_radius],
+                                "subsurface_scale_m": 0.001}
+                    linear_hands = [HandMesh(h.vertices, h.faces, skin.srgb_to_linear(h.colors), h.face_labels,
                                              h.label_offset) for h in hands]
                     photo = cycles.render(SceneSpec(linear_hands, cam, env_name, env, rotation, exposure, material), seed)
                     rgb, alpha_iou = photo.rgb, silhouette_iou(photo.alpha >= 0.5, mask)

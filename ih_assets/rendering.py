@@ -128,7 +128,7 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
         meta["contact_sheet"] = image(plots.image_grid(sheet, cols=5))
         meta["renderer"] = MetadataValue.json(dict(img.backend))
         if side_by_side:
-            meta["cycles_vs_raster"] = image(plots.image_grid(side_by_side, cols=4))
+            meta["cycles_vs_raster"] = image(plots.image_grid(side_by_side, cols=4, max_side=256))
             meta["min_alpha_iou"] = float(manifest["alpha_iou"].min())
         vis = np.stack(manifest["visibility"].to_numpy()).sum(axis=1)
         meta["histograms"] = image(plots.histograms({"view index": manifest["view"], "visible keypoints (of 42)": vis},

@@ -51,15 +51,3 @@ class RenderedRGB:
     rgb: np.ndarray               # (H, W, 3) uint8
     alpha: np.ndarray             # (H, W) float32 coverage of the hands
 
-
-def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
-    """sRGB-encoded colours in [0, 1] -> linear reflectance, which a path tracer needs (the raster
-    preview shades the encoded values directly)."""
-    c = np.clip(colors, 0.0, 1.0)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(colors: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`srgb_to_linear`: linear albedo -> the encoded colours the raster preview shades."""
-    c = np.clip(colors, 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
