@@ -1,11 +1,12 @@
 """RenderIH's rendering step: every kept pose seen from N cameras, lit by an HDR map, annotated.
 
-For pose p and view v, every random choice (camera, environment map and its rotation, exposure,
-skin) comes from a generator seeded by ("render", shard, pose id, view), recorded as
+For pose p and view v, every random choice (camera, environment map and its rotation, exposure)
+comes from a generator seeded by ("render", shard, pose id, view), recorded as
 ``render_seed``, and is drawn the same way whichever backend makes the RGB: re-rendering one
 image gives byte-identical PNGs, and the raster preview shows the same scene as Cycles. Labels,
 depth and visibility always come from the raster pass; with Cycles, its alpha is checked against
-the raster labels (``alpha_iou``).
+the raster labels (``alpha_iou``). The skin (textures from :mod:`handsynth.render.skin`) is one
+person's per pose, seeded by ("skin", shard, pose id).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class RenderedImage:
 
 @dataclass
 class StageTimes:
-    seconds: dict[str, float] = field(default_factory=lambda: {"pose": 0.0, "raster": 0.0, "cycles": 0.0,
+    seconds: dict[str, float] = field(default_factory=lambda: {"pose": 0.0, "skin": 0.0, "raster": 0.0, "cycles": 0.0,
                                                                             "encode": 0.0})
 
     def add(self, stage: str, since: float) -> float:
@@ -100,19 +101,21 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
             all_v = np.concatenate([verts["right"], verts["left"]])
             pid = str(row.meta["pose_id"].iloc[0])
             t = times.add("pose", t)
+            # one person per pose, seen from every view: one skin (the left hand's texture is the
+            # right's mirror through the shared UV layout, so one texture serves both)
+            texture = skin.skin_textures(model, "right", seed_for("skin", shard, pid), size=TEXTURE_SIZE)
+            colors = {s: skin.linear_to_srgb(subdivide(skin.vertex_albedo(texture, layouts[s], len(base_rest[s])),
+                                                       base_faces[s], options.subdivision)[0]) for s in SIDES}
+            if cycles is not None:
+                for k in range(len(SIDES)):
+                    cycles.set_skin(k, texture.albedo, texture.roughness, texture.bump)
+            t = times.add("skin", t)
             for view in range(n_views):
                 seed = seed_for("render", shard, pid, view)
                 rng = np.random.default_rng(seed)
                 cam = cameras.sample_camera(all_v.mean(axis=0), all_v, ranges, rng, image_size, image_size)
                 env_name = env_names[int(rng.integers(len(env_names)))]
-                skin_seed = int(rng.integers(2 ** 31))
-                # one person: both hands share the skin seed (the left texture is the right's mirror)
-                textures = [skin.skin_textures(model, s, skin_seed, size=TEXTURE_SIZE) for s in SIDES]
-                hands = []
-                for k, s in enumerate(SIDES):
-                    albedo = skin.vertex_albedo(textures[k], layouts[s], len(base_rest[s]))
-                    colors = skin.linear_to_srgb(subdivide(albedo, base_faces[s], options.subdivision)[0])
-                    hands.append(HandMesh(verts[s], faces[s], colors, face_labels[s], 1 + 16 * k))
+                hands = [HandMesh(verts[s], faces[s], colors[s], face_labels[s], 1 + 16 * k) for k, s in enumerate(SIDES)]
                 env = env_library[env_name]
                 exposure = key_exposure[env_name] * float(rng.uniform(0.6, 1.5))
                 rotation = 2 * np.pi * int(rng.integers(env.shape[1])) / env.shape[1]
@@ -126,10 +129,8 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
                 t = times.add("raster", t)
                 rgb, alpha_iou = result.rgb, None
                 if cycles is not None:
-                    for k, tex in enumerate(textures):
-                        cycles.set_skin(k, tex.albedo, tex.roughness, tex.bump)
                     # skin.py gives the mean free path per channel in mm; Blender: radius x scale (m)
-                    material = {"subsurface_radius": [float(x) for x in textures[0].subsurface_radius],
+                    material = {"subsurface_radius": [float(x) for x in texture.subsurface_radius],
                                 "subsurface_scale_m": 0.001}
                     linear_hands = [HandMesh(h.vertices, h.faces, skin.srgb_to_linear(h.colors), h.face_labels,
                                              h.label_offset) for h in hands]
