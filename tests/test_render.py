@@ -83,3 +83,22 @@ def test_exr_reader_names_the_file_on_bad_data():
         envmaps.read_envmap(b"#?RADIANCE\n", "bad.exr")
     with pytest.raises(ValueError, match="must end in"):
         envmaps.read_envmap(b"", "map.png")
+
+
+def test_a_users_folder_of_hdr_and_exr_maps_fills_the_library(tmp_path):
+    """Poly Haven downloads come as .hdr or .exr: both are read back to the same radiance."""
+    import OpenEXR
+
+    from ih_assets.rendering import _library_sources
+    from resources.settings import PipelineSettings
+
+    env = envmaps.procedural_envmap(5, 16, 32)
+    (tmp_path / "studio.hdr").write_bytes(envmaps.write_hdr(env))
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                 {"RGB": env.astype(np.float32)}).write(str(tmp_path / "sky.exr"))
+    (tmp_path / "notes.txt").write_text("not a map")
+    source, files, _ = _library_sources(PipelineSettings.from_preset("test", environment_dir=str(tmp_path)))
+    assert sorted(files) == ["sky.exr", "studio.hdr"] and str(tmp_path) in source
+    assert np.allclose(envmaps.read_envmap(files["sky.exr"], "sky.exr"), env)
+    hdr = envmaps.read_envmap(files["studio.hdr"], "studio.hdr")
+    assert np.all(np.abs(hdr - env) <= env.max(axis=-1, keepdims=True) / 128 + 1e-6)
