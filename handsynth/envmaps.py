@@ -270,14 +270,24 @@ def validate_envmap(env: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: the map is black")
 
 
+def _codec_damage(out: np.ndarray) -> np.ndarray:
+    """(H, W, 3) bool: negative or non-finite values, and whole pixels that are a bright
+    single-channel spike (two channels ~0; two npm maps have a pure-blue "sun" of 11,800)."""
+    bad = ~np.isfinite(out) | (out < 0)
+    peak = np.nan_to_num(out, nan=0.0, posinf=0.0).max(axis=-1, keepdims=True)
+    spike = (((out <= 1e-3 * peak) | bad).sum(axis=-1) >= 2) & (peak[..., 0] > 1.0)
+    return bad | spike[..., None]
+
+
 def repair_negative_radiance(env: np.ndarray, size: int = 5, max_rounds: int = 8) -> tuple[np.ndarray, int]:
     """Replace every negative or non-finite value by the median of the valid values of the same
     channel in its ``size`` x ``size`` neighbourhood (wrapping around in azimuth). Lossy DWAB
     compression rings around the sun and lamps; clamping to 0 would leave black halos, and
-    replacing whole pixels would erase a sun whose other channels are right. Returns the repaired
+    replacing whole pixels would erase a sun whose other channels are right. Bright pixels with
+    only one positive channel are replaced whole. Returns the repaired
     map and the number of pixels touched; clusters wider than the window take more rounds."""
     out = np.array(env, dtype=np.float32)
-    bad = ~np.isfinite(out) | (out < 0)
+    bad = _codec_damage(out)
     n_bad = int(bad.any(axis=-1).sum())
     r = size // 2
     for _ in range(max_rounds):
@@ -292,6 +302,7 @@ def repair_negative_radiance(env: np.ndarray, size: int = 5, max_rounds: int = 8
         has = ~np.isnan(patch).all(axis=1)
         out[rows[has], cols[has], chans[has]] = np.nanmedian(patch[has], axis=1)
         bad[rows[has], cols[has], chans[has]] = False
+        bad |= _codec_damage(out)            # medians of spiky neighbours can form a new spike
     if bad.any():
         raise ValueError(f"{int(bad.any(-1).sum())} negative pixels left after {max_rounds} rounds of {size}x{size} repair")
     return out, n_bad

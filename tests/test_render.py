@@ -54,8 +54,10 @@ def test_repair_replaces_negative_radiance_from_neighbours_and_keeps_the_sun():
     env[3:9, 8:14] = 1000.0                        # a sun (wider than the 5x5 window)
     env[5, 10, 2] = -900.0                         # DWAB ringing in one channel of a sun pixel
     env[12, 31] = [-3.0, 0.2, 0.2]                 # at the seam: neighbours wrap around
+    env[13, 3] = [0.0, -1.0, 900.0]                # a pure-blue spike: the whole pixel is damage
     repaired, n = envmaps.repair_negative_radiance(env)
-    assert n == 2 and (repaired >= 0).all()
+    assert n == 3 and (repaired >= 0).all()
+    assert np.allclose(repaired[13, 3], 0.5)
     assert repaired[5, 10, 2] == 1000.0 and repaired[5, 10, 0] == 1000.0     # still a sun, no black hole
     assert repaired[12, 31, 0] == 0.5
     with pytest.raises(ValueError, match="negative radiance"):
@@ -76,6 +78,10 @@ def test_npm_hdris_decode_to_finite_non_negative_maps_with_a_bright_sun():
     r, c = np.unravel_index(np.argmax(lum), lum.shape)
     assert lum.max() > 1000 * np.median(lum) and r < 128     # the sun: far brighter than the sky, above the horizon
     assert maps["esplanade"][1] > 1000                        # the lossy map that needed the most repair
+    for name in ("park", "sunrise"):                          # their suns came out pure blue (0, 0, 11800)
+        env = maps[name][0]
+        bright = env.max(-1) > 1.0
+        assert ((env[bright] <= 1e-3 * env[bright].max(-1, keepdims=True)).sum(-1) < 2).all(), name
 
 
 def test_exr_reader_names_the_file_on_bad_data():
