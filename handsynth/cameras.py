@@ -28,13 +28,21 @@ class Camera:
 
 @dataclass(frozen=True)
 class CameraRanges:
-    """Sampling ranges; angles in degrees, distance in metres, focal length in image widths."""
+    """Sampling ranges; angles in degrees, distance in metres, focal length in image widths.
+
+    Defaults imitate InterHand2.6M crops, RenderIH's target domain: IH2.6M's ~80 cameras sit on a
+    dome about 1 m from the hands (distance 0.8-1.2 m) with focal lengths of about 1,200-1,500 px
+    for its 512 x 334 frames (values as recalled from its released camera files, not re-checked
+    here). Training code crops around the two hands (about 0.2-0.3 m across, so 250-450 px in a
+    frame) with a margin and resizes to 256 px, which makes the effective focal length about
+    f * 256 / crop = 2.4-3.4 image widths. Views in which a hand leaves the frame are rejected.
+    """
 
     azimuth: tuple[float, float] = (0.0, 360.0)
     elevation: tuple[float, float] = (-60.0, 60.0)
-    distance: tuple[float, float] = (0.35, 0.6)
+    distance: tuple[float, float] = (0.8, 1.2)
     roll: tuple[float, float] = (-30.0, 30.0)
-    focal: tuple[float, float] = (1.2, 1.8)
+    focal: tuple[float, float] = (2.4, 3.4)
 
 
 def project(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""HDR environment maps: procedural ones, Radiance .hdr files, median-cut lights, backgrounds.
+"""HDR environment maps: procedural ones, .hdr/.exr files, the npm Poly Haven set, median-cut lights, backgrounds.
 
 RenderIH lights each image with an HDR environment map that also forms the background. A
 rasteriser cannot integrate a map per pixel, so the map is approximated by a few directional
@@ -88,25 +88,68 @@ def median_cut_lights(env: np.ndarray, n_lights: int = 8) -> tuple[list[Light], 
     return lights, ambient
 
 
+#: How linear radiance becomes 8-bit pixels, for both backends; recorded in every manifest row.
+COLOUR_MANAGEMENT = ("scene-linear Rec.709 x exposure (auto key 0.22 x random 0.6-1.5) -> Reinhard x/(1+x) "
+                     "per channel -> gamma 1/2.2 -> 8 bit")
+
+#: File types a user's environment library may hold (both read by :func:`read_envmap`).
+LIBRARY_EXTENSIONS = (".hdr", ".exr")
+
+_LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
+
+
 def tone_map(hdr: np.ndarray, exposure: float = 1.0) -> np.ndarray:
     """Reinhard + sRGB gamma -> uint8."""
-    x = hdr * exposure
+    x = np.maximum(hdr * exposure, 0.0)
     x = x / (1.0 + x)
     return np.clip(255.0 * x ** (1 / 2.2) + 0.5, 0, 255).astype(np.uint8)
 
 
-def background_from_envmap(env: np.ndarray, camera: Camera, exposure: float = 1.0) -> np.ndarray:
-    """The map seen through ``camera`` (H, W, 3) uint8: per-pixel ray -> equirect lookup."""
+def auto_exposure(env: np.ndarray, key: float = 0.22) -> float:
+    """Scale that maps the map's typical luminance to ``key`` (Reinhard's photographic key). The
+    typical luminance is the geometric mean of the log-average (what a background looks like) and
+    the arithmetic mean (what lights the hands; dominated by the sun or lamps), both solid-angle
+    weighted: a dark studio with bright softboxes is then not blown out, a sky not left black."""
+    h = env.shape[0]
+    weight = np.sin((np.arange(h) + 0.5) / h * np.pi)[:, None] * np.ones(env.shape[:2])
+    lum = np.maximum(env @ _LUMINANCE, 0.0)
+    log_avg = np.exp((weight * np.log(lum + 1e-4)).sum() / weight.sum())
+    mean = (weight * lum).sum() / weight.sum()
+    return float(key / max(np.sqrt(log_avg * mean), 1e-6))
+
+
+def rotate_lights(lights: list[Light], rotation: float) -> list[Light]:
+    """Median-cut lights of a map turned by ``rotation`` radians about world up (azimuth + rotation)."""
+    c, s = np.cos(rotation), np.sin(rotation)
+    turn = np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
+    return [Light(turn @ light.direction, light.rgb) for light in lights]
+
+
+def envmap_view(env: np.ndarray, camera: Camera, rotation: float = 0.0) -> np.ndarray:
+    """Linear radiance (H, W, 3) of the map turned by ``rotation`` seen through ``camera``, bilinear,
+    one ray per pixel centre. Turning moves a feature at azimuth phi = atan2(z, x) to phi + rotation
+    (Cycles: Mapping node rotation z = +rotation, as the world y-up -> Blender z-up map flips azimuth)."""
     h, w = camera.height, camera.width
     u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(camera.K).T @ camera.R   # world dirs
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
     theta = np.arccos(np.clip(rays[..., 1], -1, 1))
-    phi = np.arctan2(rays[..., 2], rays[..., 0])
+    phi = np.arctan2(rays[..., 2], rays[..., 0]) - rotation
     eh, ew, _ = env.shape
-    r = np.clip((theta / np.pi * eh).astype(int), 0, eh - 1)
-    c = np.clip(((phi + np.pi) / (2 * np.pi) * ew).astype(int), 0, ew - 1)
-    return tone_map(env[r, c], exposure)
+    y = theta / np.pi * eh - 0.5
+    x = np.mod((phi + np.pi) / (2 * np.pi), 1.0) * ew - 0.5
+    y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
+    r0, r1 = np.clip(y0, 0, eh - 1), np.clip(y0 + 1, 0, eh - 1)
+    c0, c1 = np.mod(x0, ew), np.mod(x0 + 1, ew)
+    top = env[r0, c0] * (1 - fx) + env[r0, c1] * fx
+    bottom = env[r1, c0] * (1 - fx) + env[r1, c1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def background_from_envmap(env: np.ndarray, camera: Camera, exposure: float = 1.0, rotation: float = 0.0) -> np.ndarray:
+    """The map seen through ``camera`` (H, W, 3) uint8, tone-mapped like the rendered hands."""
+    return tone_map(envmap_view(env, camera, rotation), exposure)
 
 
 # ---- Radiance RGBE (.hdr) -------------------------------------------------------------------------
@@ -169,3 +212,126 @@ def read_hdr(data: bytes, name: str = "<hdr>") -> np.ndarray:
     e = out[..., 3].astype(np.int32)
     scale = np.where(e > 0, np.ldexp(1.0, e - 136), 0.0)
     return (out[..., :3] * scale[..., None]).astype(np.float32)
+
+
+# ---- OpenEXR (.exr), the npm Poly Haven set, validation ------------------------------------------
+
+
+def read_exr(data: bytes, name: str = "<exr>") -> np.ndarray:
+    """Decode an OpenEXR file (any compression the OpenEXR library knows, DWAB included) into
+    (H, W, 3) float32 linear RGB. OpenEXR's Python binding opens files by name only."""
+    import tempfile
+
+    import OpenEXR
+
+    if not data.startswith(b"\x76\x2f\x31\x01"):
+        raise ValueError(f"{name}: not an OpenEXR file (bad magic number)")
+    with tempfile.NamedTemporaryFile(suffix=".exr") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            with OpenEXR.File(tmp.name) as exr:
+                channels = {k: v.pixels for k, v in exr.channels().items()}
+        except Exception as exc:  # the binding raises plain RuntimeErrors on corrupt data
+            raise ValueError(f"{name}: unreadable OpenEXR data ({exc})") from exc
+    for packed in ("RGB", "RGBA"):
+        if packed in channels:
+            return np.asarray(channels[packed][..., :3], dtype=np.float32)
+    if all(c in channels for c in "RGB"):
+        return np.stack([channels[c] for c in "RGB"], axis=-1).astype(np.float32)
+    raise ValueError(f"{name}: no R, G, B channels (has {sorted(channels)})")
+
+
+def read_envmap(data: bytes, name: str) -> np.ndarray:
+    """Read a library map by its extension (one of :data:`LIBRARY_EXTENSIONS`) and validate it."""
+    lower = name.lower()
+    if lower.endswith(".exr"):
+        env = read_exr(data, name)
+    elif lower.endswith(".hdr"):
+        env = read_hdr(data, name)
+    else:
+        raise ValueError(f"{name}: environment maps must end in one of {LIBRARY_EXTENSIONS}")
+    validate_envmap(env, name)
+    return env
+
+
+def validate_envmap(env: np.ndarray, name: str) -> None:
+    """An equirectangular map must be (H, 2H, 3), finite and non-negative (negative radiance renders
+    as black blocks in Cycles)."""
+    if env.ndim != 3 or env.shape[2] != 3 or env.shape[1] != 2 * env.shape[0]:
+        raise ValueError(f"{name}: shape {env.shape} is not an equirectangular (H, 2H, 3) map")
+    bad = ~np.isfinite(env)
+    if bad.any():
+        raise ValueError(f"{name}: {int(bad.any(-1).sum())} pixels are NaN or infinite")
+    if (env < 0).any():
+        raise ValueError(f"{name}: {int((env < 0).any(-1).sum())} pixels have negative radiance "
+                         f"(min {float(env.min()):.3g}); repair them with repair_negative_radiance")
+    if float(env.max()) <= 0:
+        raise ValueError(f"{name}: the map is black")
+
+
+def _codec_damage(out: np.ndarray) -> np.ndarray:
+    """(H, W, 3) bool: negative or non-finite values, and whole pixels that are a bright
+    single-channel spike (two channels ~0; two npm maps have a pure-blue "sun" of 11,800)."""
+    bad = ~np.isfinite(out) | (out < 0)
+    peak = np.nan_to_num(out, nan=0.0, posinf=0.0).max(axis=-1, keepdims=True)
+    spike = (((out <= 1e-3 * peak) | bad).sum(axis=-1) >= 2) & (peak[..., 0] > 1.0)
+    return bad | spike[..., None]
+
+
+def repair_negative_radiance(env: np.ndarray, size: int = 5, max_rounds: int = 8) -> tuple[np.ndarray, int]:
+    """Replace every negative or non-finite value by the median of the valid values of the same
+    channel in its ``size`` x ``size`` neighbourhood (wrapping around in azimuth). Lossy DWAB
+    compression rings around the sun and lamps; clamping to 0 would leave black halos, and
+    replacing whole pixels would erase a sun whose other channels are right. Bright pixels with
+    only one positive channel are replaced whole. Returns the repaired
+    map and the number of pixels touched; clusters wider than the window take more rounds."""
+    out = np.array(env, dtype=np.float32)
+    bad = _codec_damage(out)
+    n_bad = int(bad.any(axis=-1).sum())
+    r = size // 2
+    for _ in range(max_rounds):
+        if not bad.any():
+            return out, n_bad
+        vals = np.where(bad, np.nan, out)
+        padded = np.pad(vals, ((r, r), (0, 0), (0, 0)), mode="edge")
+        padded = np.pad(padded, ((0, 0), (r, r), (0, 0)), mode="wrap")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(0, 1))  # (H, W, 3, s, s)
+        rows, cols, chans = np.nonzero(bad)
+        patch = windows[rows, cols, chans].reshape(len(rows), -1)
+        has = ~np.isnan(patch).all(axis=1)
+        out[rows[has], cols[has], chans[has]] = np.nanmedian(patch[has], axis=1)
+        bad[rows[has], cols[has], chans[has]] = False
+        bad |= _codec_damage(out)            # medians of spiky neighbours can form a new spike
+    if bad.any():
+        raise ValueError(f"{int(bad.any(-1).sum())} negative pixels left after {max_rounds} rounds of {size}x{size} repair")
+    return out, n_bad
+
+
+def npm_hdri_exr(js_text: str, name: str) -> bytes:
+    """The EXR bytes inside one ``@pmndrs/assets`` ``hdri/*.exr.js`` module
+    (``export default 'data:application/exr;base64,...'``)."""
+    import base64
+    import binascii
+    import re
+
+    match = re.fullmatch(r"\s*export default\s*['\"]data:application/exr;base64,([A-Za-z0-9+/=]+)['\"];?\s*", js_text)
+    if not match:
+        raise ValueError(f"{name}: not an @pmndrs/assets HDRI module (expected export default 'data:application/exr;base64,...')")
+    try:
+        return base64.b64decode(match.group(1), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"{name}: bad base64 EXR data ({exc})") from exc
+
+
+def load_npm_hdris(folder) -> dict[str, tuple[np.ndarray, int]]:
+    """Every ``*.exr.js`` in ``folder`` decoded and repaired: name -> (map, pixels repaired)."""
+    from pathlib import Path
+
+    maps = {}
+    for path in sorted(Path(folder).glob("*.exr.js")):
+        name = path.name[: -len(".exr.js")]
+        env, repaired = repair_negative_radiance(read_exr(npm_hdri_exr(path.read_text(), str(path)), str(path)))
+        validate_envmap(env, str(path))
+        maps[name] = (env, repaired)
+    return maps

@@ -1,6 +1,10 @@
 """Cameras, environment maps and the renderer."""
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from handsynth import cameras, envmaps
 from handsynth.sources.procedural import generate_interacting_poses
@@ -46,3 +50,64 @@ def test_rerendering_gives_byte_identical_pngs_and_a_mask_on_the_projected_mesh(
         # depth and labels are one sampling: the same silhouette, pixel for pixel (was IoU ~0.98)
         np.testing.assert_array_equal(decode_png(a.pngs["depth"]) > 0, decode_png(a.pngs["label"]) > 0)
     assert first[0].pngs["rgb"] != first[1].pngs["rgb"]          # views differ
+
+
+def test_repair_replaces_negative_radiance_from_neighbours_and_keeps_the_sun():
+    env = np.full((16, 32, 3), 0.5, np.float32)
+    env[3:9, 8:14] = 1000.0                        # a sun (wider than the 5x5 window)
+    env[5, 10, 2] = -900.0                         # DWAB ringing in one channel of a sun pixel
+    env[12, 31] = [-3.0, 0.2, 0.2]                 # at the seam: neighbours wrap around
+    env[13, 3] = [0.0, -1.0, 900.0]                # a pure-blue spike: the whole pixel is damage
+    repaired, n = envmaps.repair_negative_radiance(env)
+    assert n == 3 and (repaired >= 0).all()
+    assert np.allclose(repaired[13, 3], 0.5)
+    assert repaired[5, 10, 2] == 1000.0 and repaired[5, 10, 0] == 1000.0     # still a sun, no black hole
+    assert repaired[12, 31, 0] == 0.5
+    with pytest.raises(ValueError, match="negative radiance"):
+        envmaps.validate_envmap(env, "x.exr")
+
+
+NPM_HDRI = Path(os.environ.get("IH_ASSETS_DIR", Path(__file__).resolve().parents[1] / ".local" / "assets")) / "pmndrs-assets-1.7.0" / "hdri"
+
+
+@pytest.mark.skipif(not NPM_HDRI.is_dir(), reason=f"npm HDRIs not fetched ({NPM_HDRI}); run scripts/fetch_assets.sh")
+def test_npm_hdris_decode_to_finite_non_negative_maps_with_a_bright_sun():
+    maps = envmaps.load_npm_hdris(NPM_HDRI)
+    assert len(maps) == 18
+    for name, (env, repaired) in maps.items():
+        assert env.shape == (256, 512, 3) and np.isfinite(env).all() and (env >= 0).all(), name
+    sky, _ = maps["sky"]
+    lum = sky @ np.array([0.2126, 0.7152, 0.0722])
+    r, c = np.unravel_index(np.argmax(lum), lum.shape)
+    assert lum.max() > 1000 * np.median(lum) and r < 128     # the sun: far brighter than the sky, above the horizon
+    assert maps["esplanade"][1] > 1000                        # the lossy map that needed the most repair
+    for name in ("park", "sunrise"):                          # their suns came out pure blue (0, 0, 11800)
+        env = maps[name][0]
+        bright = env.max(-1) > 1.0
+        assert ((env[bright] <= 1e-3 * env[bright].max(-1, keepdims=True)).sum(-1) < 2).all(), name
+
+
+def test_exr_reader_names_the_file_on_bad_data():
+    with pytest.raises(ValueError, match="bad.exr: not an OpenEXR"):
+        envmaps.read_envmap(b"#?RADIANCE\n", "bad.exr")
+    with pytest.raises(ValueError, match="must end in"):
+        envmaps.read_envmap(b"", "map.png")
+
+
+def test_a_users_folder_of_hdr_and_exr_maps_fills_the_library(tmp_path):
+    """Poly Haven downloads come as .hdr or .exr: both are read back to the same radiance."""
+    import OpenEXR
+
+    from ih_assets.rendering import _library_sources
+    from resources.settings import PipelineSettings
+
+    env = envmaps.procedural_envmap(5, 16, 32)
+    (tmp_path / "studio.hdr").write_bytes(envmaps.write_hdr(env))
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                 {"RGB": env.astype(np.float32)}).write(str(tmp_path / "sky.exr"))
+    (tmp_path / "notes.txt").write_text("not a map")
+    source, files, _ = _library_sources(PipelineSettings.from_preset("test", environment_dir=str(tmp_path)))
+    assert sorted(files) == ["sky.exr", "studio.hdr"] and str(tmp_path) in source
+    assert np.allclose(envmaps.read_envmap(files["sky.exr"], "sky.exr"), env)
+    hdr = envmaps.read_envmap(files["studio.hdr"], "studio.hdr")
+    assert np.all(np.abs(hdr - env) <= env.max(axis=-1, keepdims=True) / 128 + 1e-6)

@@ -1,0 +1,371 @@
+"""Blender Cycles worker process: one scene built once, then one render per request.
+
+Runs under Blender's own Python (``.venv-blender``: bpy 5.0.1 pins numpy<2, the pipeline needs
+numpy>=2), so it imports only numpy, bpy and the standard library. The pipeline talks to it over
+stdin/stdout with :func:`read_message` / :func:`write_message` frames: a 4-byte little-endian
+header length, a UTF-8 JSON header, then the raw little-endian bytes of the arrays the header
+lists. No pickle: nothing read from the pipe can execute code. Blender prints its own progress on
+stdout, so the protocol moves to a duplicate of file descriptor 1 and fd 1 goes to stderr.
+
+Requests (``header["op"]``):
+- ``init``: width, height, samples, denoise, device ('auto' | 'cpu' | 'cuda' | 'optix'), threads;
+  arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (one material per
+  hand), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
+- ``skin``: hand (0 right, 1 left); arrays ``albedo`` (S, S, 3) float32 linear, ``roughness`` and
+  ``bump`` (S, S) float32 in [0, 1], rows top-down: the hand's material then reads these textures
+  through the UVs instead of the per-vertex albedo.
+- ``envmap``: name; array ``pixels`` (H, W, 3) float32 linear, equirectangular, row 0 = up.
+- ``render``: seed, envmap, env_rotation (radians about world up), exposure, camera (K, R, t as
+  nested lists, OpenCV), material; arrays ``vertices`` (V, 3) float32 (project world, y up, m),
+  ``colors`` (V, 3) float32 linear albedo -> array ``rgba`` (H, W, 4) float32 linear premultiplied
+  (``transparent``: false renders the world behind the hands, for checking the world mapping).
+- ``quit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ALLOWED_DTYPES = {"<f4", "<i4", "|u1", "<u2"}
+
+#: The project's world is y-up (OpenCV cameras); Blender's is z-up: (x, y, z) -> (x, -z, y).
+WORLD_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+SENSOR_WIDTH_MM = 36.0
+
+
+# ---- framing (also imported by the pipeline-side client) -----------------------------------------
+
+
+def write_message(stream, header: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
+    """One frame: header length, JSON header (with the arrays' dtype/shape), raw array bytes."""
+    arrays = arrays or {}
+    listed = []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+        listed.append({"name": name, "dtype": dtype.str, "shape": list(arr.shape), "nbytes": int(arr.nbytes)})
+    body = json.dumps({**header, "arrays": listed}).encode("utf-8")
+    stream.write(struct.pack("<I", len(body)) + body)
+    for arr in arrays.values():
+        stream.write(np.ascontiguousarray(arr, dtype=np.dtype(arr.dtype).newbyteorder("<")).tobytes())
+    stream.flush()
+
+
+def _read_exactly(stream, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise EOFError(f"pipe closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def read_message(stream) -> tuple[dict, dict[str, np.ndarray]]:
+    """Inverse of :func:`write_message`; refuses dtypes outside a small numeric whitelist."""
+    (length,) = struct.unpack("<I", _read_exactly(stream, 4))
+    if length > 1 << 24:
+        raise ValueError(f"message header of {length} bytes: not a worker frame")
+    header = json.loads(_read_exactly(stream, length).decode("utf-8"))
+    arrays = {}
+    for spec in header.pop("arrays", []):
+        if spec["dtype"] not in ALLOWED_DTYPES:
+            raise ValueError(f"array {spec['name']!r}: dtype {spec['dtype']!r} not allowed")
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(int(s) for s in spec["shape"])
+        if int(np.prod(shape)) * dtype.itemsize != spec["nbytes"]:
+            raise ValueError(f"array {spec['name']!r}: shape {shape} does not match {spec['nbytes']} bytes")
+        arrays[spec["name"]] = np.frombuffer(_read_exactly(stream, spec["nbytes"]), dtype=dtype).reshape(shape)
+    return header, arrays
+
+
+# ---- the Blender scene ---------------------------------------------------------------------------
+
+
+def camera_matrix_world(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """OpenCV world->camera (R, t) -> Blender camera-to-world 4x4 (camera looks down its -z, y up)."""
+    pose = np.eye(4)
+    pose[:3, :3] = WORLD_TO_BLENDER @ R.T @ np.diag([1.0, -1.0, -1.0])
+    pose[:3, 3] = WORLD_TO_BLENDER @ (-R.T @ t)
+    return pose
+
+
+def camera_lens(K: np.ndarray, width: int, height: int) -> dict[str, float]:
+    """Blender lens/shift for an OpenCV K; pixel (r, c) covers [c, c+1) x [r, r+1) as in the raster path."""
+    if abs(K[0, 0] - K[1, 1]) > 1e-6 * K[0, 0] or abs(K[0, 1]) > 1e-9:
+        raise ValueError(f"camera K with fx={K[0, 0]}, fy={K[1, 1]}, skew={K[0, 1]}: Blender needs square pixels")
+    return {"lens": float(K[0, 0] / width * SENSOR_WIDTH_MM),
+            "shift_x": float((width / 2.0 - K[0, 2]) / width),
+            "shift_y": float((K[1, 2] - height / 2.0) / max(width, height))}
+
+
+class CyclesScene:
+    """Both hands as one smooth-shaded mesh (subdivided by the pipeline, so that the raster labels
+    see the same surface) with a skin material, a world with an
+    environment texture (light and background) and a camera: built once, updated per image."""
+
+    def __init__(self, header: dict, faces: np.ndarray, hand_of_face: np.ndarray, uv: np.ndarray | None) -> None:
+        import bpy
+
+        self.bpy = bpy
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        scene = bpy.context.scene
+        self.scene = scene
+        self.width, self.height = int(header["width"]), int(header["height"])
+        scene.render.engine = "CYCLES"
+        scene.render.resolution_x, scene.render.resolution_y = self.width, self.height
+        scene.render.resolution_percentage = 100
+        scene.render.film_transparent = True          # alpha for the label check; background composited outside
+        scene.render.use_persistent_data = True       # keep BVH/shaders between renders of the same scene
+        if header.get("threads"):
+            scene.render.threads_mode, scene.render.threads = "FIXED", int(header["threads"])
+        cyc = scene.cycles
+        cyc.samples = int(header["samples"])
+        cyc.use_adaptive_sampling = False
+        cyc.use_animated_seed = False
+        cyc.max_bounces, cyc.diffuse_bounces, cyc.glossy_bounces = 4, 2, 2
+        cyc.transmission_bounces, cyc.transparent_max_bounces, cyc.volume_bounces = 2, 4, 0
+        cyc.sample_clamp_indirect = 10.0              # fireflies at low sample counts
+        cyc.use_denoising = bool(header["denoise"])
+        if cyc.use_denoising:
+            cyc.denoiser = "OPENIMAGEDENOISE"
+            cyc.denoising_prefilter = "FAST"          # ~0.7 s instead of ~2 s per image on 2 cores
+            cyc.denoising_quality = "BALANCED"
+            cyc.denoising_input_passes = "RGB_ALBEDO_NORMAL"
+        scene.view_settings.view_transform = "Standard"
+        scene.view_settings.look = "None"
+        scene.view_settings.exposure, scene.view_settings.gamma = 0.0, 1.0
+        self.device, self.device_note = self._select_device(str(header.get("device", "auto")))
+
+        mesh = bpy.data.meshes.new("hands")
+        mesh.from_pydata(np.zeros((int(faces.max()) + 1, 3)).tolist(), [], faces.tolist())
+        mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
+        mesh.polygons.foreach_set("material_index", hand_of_face.astype(np.int32))
+        self.colors = mesh.color_attributes.new("albedo", "FLOAT_COLOR", "POINT")
+        if uv is not None:
+            mesh.uv_layers.new(name="uv").data.foreach_set("uv", np.ascontiguousarray(uv, np.float32).ravel())
+        mesh.update()
+        self.mesh = mesh
+        obj = bpy.data.objects.new("hands", mesh)
+        scene.collection.objects.link(obj)
+        self.skins = [self._skin_material(k) for k in range(int(hand_of_face.max()) + 1)]
+        for skin in self.skins:
+            obj.data.materials.append(skin["material"])
+
+        cam_data = bpy.data.cameras.new("camera")
+        cam_data.sensor_fit, cam_data.sensor_width = "HORIZONTAL", SENSOR_WIDTH_MM
+        cam_data.clip_start, cam_data.clip_end = 0.01, 100.0
+        self.camera = bpy.data.objects.new("camera", cam_data)
+        scene.collection.objects.link(self.camera)
+        scene.camera = self.camera
+        self._build_world()
+        self.envmaps: dict[str, object] = {}
+        self.tmp = tempfile.mkdtemp(prefix="ih-cycles-")
+
+    def _select_device(self, wanted: str) -> tuple[str, str]:
+        """GPU (OptiX, then CUDA) when asked or 'auto' and present; else CPU, saying why."""
+        scene = self.scene
+        scene.cycles.device = "CPU"
+        if wanted == "cpu":
+            return "CPU", "CPU requested"
+        kinds = {"auto": ["OPTIX", "CUDA"], "cuda": ["CUDA", "OPTIX"], "optix": ["OPTIX", "CUDA"]}.get(wanted)
+        if kinds is None:
+            raise ValueError(f"device {wanted!r}: choose auto, cpu, cuda or optix")
+        prefs = self.bpy.context.preferences.addons["cycles"].preferences
+        for kind in kinds:
+            try:
+                prefs.compute_device_type = kind
+                prefs.get_devices()
+            except (TypeError, ValueError):
+                continue
+            gpus = [d for d in prefs.devices if d.type == kind]
+            if gpus:
+                for d in prefs.devices:
+                    d.use = d.type == kind
+                scene.cycles.device = "GPU"
+                return f"{kind}:{gpus[0].name}", f"{len(gpus)} {kind} device(s)"
+        note = f"device {wanted!r} requested but no CUDA/OptiX GPU found: falling back to CPU"
+        print(f"[cycles-worker] {note}", file=sys.stderr, flush=True)
+        return "CPU", note
+
+    def _skin_material(self, hand: int) -> dict:
+        """Principled BSDF skin with subsurface scattering (red scatters furthest): per-vertex
+        albedo until :meth:`set_skin` gives the hand albedo/roughness/bump textures."""
+        bpy = self.bpy
+        mat = bpy.data.materials.new(f"skin_{hand}")
+        mat.use_nodes = True
+        nodes, links = mat.node_tree.nodes, mat.node_tree.links
+        bsdf = nodes["Principled BSDF"]
+        attr = nodes.new("ShaderNodeAttribute")
+        attr.attribute_name = "albedo"
+        links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
+        bsdf.subsurface_method = "RANDOM_WALK_SKIN"
+        return {"material": mat, "bsdf": bsdf, "images": {}}
+
+    def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray) -> None:
+        """Texture the hand: albedo (linear), roughness and bump maps through the UV layer."""
+        if not self.mesh.uv_layers:
+            raise ValueError("skin textures need UVs: send 'uv' with init")
+        skin = self.skins[hand]
+        mat, bsdf, images = skin["material"], skin["bsdf"], skin["images"]
+        nodes, links = mat.node_tree.nodes, mat.node_tree.links
+        maps = {"albedo": albedo, "roughness": np.repeat(roughness[..., None], 3, -1), "bump": np.repeat(bump[..., None], 3, -1)}
+        for kind, pixels in maps.items():
+            h, w, _ = pixels.shape
+            if kind not in images:
+                img = self.bpy.data.images.new(f"{kind}_{hand}", w, h, alpha=False, float_buffer=True)
+                img.colorspace_settings.name = "Linear Rec.709" if kind == "albedo" else "Non-Color"
+                node = nodes.new("ShaderNodeTexImage")
+                node.image = img
+                uvmap = nodes.new("ShaderNodeUVMap")
+                uvmap.uv_map = "uv"
+                links.new(uvmap.outputs["UV"], node.inputs["Vector"])
+                images[kind] = node
+                if kind == "albedo":
+                    links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+                elif kind == "roughness":
+                    links.new(node.outputs["Color"], bsdf.inputs["Roughness"])
+                else:
+                    bump_node = nodes.new("ShaderNodeBump")
+                    bump_node.inputs["Distance"].default_value = 0.0005      # metres: pores and creases
+                    links.new(node.outputs["Color"], bump_node.inputs["Height"])
+                    links.new(bump_node.outputs["Normal"], bsdf.inputs["Normal"])
+            img = images[kind].image
+            if tuple(img.size) != (w, h):
+                img.scale(w, h)
+            rgba = np.concatenate([pixels[::-1], np.ones((h, w, 1), np.float32)], axis=-1)
+            img.pixels.foreach_set(np.ascontiguousarray(rgba, dtype=np.float32).ravel())
+            img.update()
+
+    def _build_world(self) -> None:
+        bpy = self.bpy
+        world = bpy.data.worlds.new("environment")
+        world.use_nodes = True
+        nodes, links = world.node_tree.nodes, world.node_tree.links
+        coord = nodes.new("ShaderNodeTexCoord")
+        mapping = nodes.new("ShaderNodeMapping")
+        mapping.vector_type = "POINT"
+        self.env_node = nodes.new("ShaderNodeTexEnvironment")
+        self.env_node.interpolation = "Linear"
+        links.new(coord.outputs["Generated"], mapping.inputs["Vector"])
+        links.new(mapping.outputs["Vector"], self.env_node.inputs["Vector"])
+        links.new(self.env_node.outputs["Color"], nodes["Background"].inputs["Color"])
+        self.mapping = mapping
+        self.scene.world = world
+
+    def add_envmap(self, name: str, pixels: np.ndarray) -> None:
+        """A float image from linear (H, W, 3) radiance; Blender stores rows bottom-up."""
+        h, w, _ = pixels.shape
+        img = self.bpy.data.images.new(f"env_{name}", w, h, alpha=False, float_buffer=True)
+        img.colorspace_settings.name = "Linear Rec.709"
+        rgba = np.concatenate([pixels[::-1], np.ones((h, w, 1), np.float32)], axis=-1)
+        img.pixels.foreach_set(np.ascontiguousarray(rgba, dtype=np.float32).ravel())
+        img.pack()
+        self.envmaps[name] = img
+
+    def render(self, header: dict, vertices: np.ndarray, colors: np.ndarray) -> np.ndarray:
+        bpy, scene = self.bpy, self.scene
+        verts = np.asarray(vertices, np.float64) @ WORLD_TO_BLENDER.T
+        self.mesh.vertices.foreach_set("co", verts.astype(np.float32).ravel())
+        rgba = np.concatenate([colors, np.ones((len(colors), 1), np.float32)], axis=1).astype(np.float32)
+        self.colors.data.foreach_set("color", rgba.ravel())
+        self.mesh.update()
+        mat = header.get("material", {})
+        for skin in self.skins:
+            inputs = skin["bsdf"].inputs
+            inputs["Roughness"].default_value = float(mat.get("roughness", 0.45))
+            inputs["Subsurface Weight"].default_value = float(mat.get("subsurface_weight", 1.0))
+            inputs["Subsurface Radius"].default_value = [float(x) for x in mat.get("subsurface_radius", (1.0, 0.35, 0.2))]
+            inputs["Subsurface Scale"].default_value = float(mat.get("subsurface_scale_m", 0.003))
+            inputs["Specular IOR Level"].default_value = float(mat.get("specular", 0.5))
+
+        if header["envmap"] not in self.envmaps:
+            raise KeyError(f"envmap {header['envmap']!r} was never sent (have {sorted(self.envmaps)})")
+        self.env_node.image = self.envmaps[header["envmap"]]
+        self.mapping.inputs["Rotation"].default_value = (0.0, 0.0, float(header.get("env_rotation", 0.0)))
+        self.scene.world.node_tree.nodes["Background"].inputs["Strength"].default_value = float(header.get("exposure", 1.0))
+
+        cam = header["camera"]
+        K, R, t = np.asarray(cam["K"], float), np.asarray(cam["R"], float), np.asarray(cam["t"], float)
+        from mathutils import Matrix
+
+        self.camera.matrix_world = Matrix(camera_matrix_world(R, t).tolist())
+        for key, value in camera_lens(K, self.width, self.height).items():
+            setattr(self.camera.data, key, value)
+        scene.cycles.seed = int(header["seed"]) % (2 ** 31)
+        scene.render.film_transparent = bool(header.get("transparent", True))
+
+        path = os.path.join(self.tmp, "frame.exr")
+        settings = scene.render.image_settings
+        settings.file_format, settings.color_mode, settings.color_depth = "OPEN_EXR", "RGBA", "32"
+        settings.exr_codec = "NONE"
+        scene.render.filepath = path
+        bpy.ops.render.render(write_still=True)
+        img = bpy.data.images.load(path, check_existing=False)
+        try:
+            pixels = np.empty(self.width * self.height * 4, np.float32)
+            img.pixels.foreach_get(pixels)
+        finally:
+            bpy.data.images.remove(img)
+        return pixels.reshape(self.height, self.width, 4)[::-1].copy()
+
+
+def serve(inp, out) -> None:
+    """Answer requests until ``quit`` or end of input; an error is answered, not fatal."""
+    scene = None
+    while True:
+        try:
+            header, arrays = read_message(inp)
+        except EOFError:
+            return
+        op = header.get("op")
+        try:
+            if op == "quit":
+                write_message(out, {"ok": True})
+                return
+            if op == "init":
+                t0 = time.perf_counter()
+                scene = CyclesScene(header, arrays["faces"].astype(np.int64), arrays["hand_of_face"], arrays.get("uv"))
+                import bpy
+
+                write_message(out, {"ok": True, "device": scene.device, "device_note": scene.device_note,
+                                    "blender": bpy.app.version_string, "seconds": time.perf_counter() - t0})
+            elif scene is None:
+                raise RuntimeError(f"request {op!r} before init")
+            elif op == "skin":
+                scene.set_skin(int(header["hand"]), arrays["albedo"], arrays["roughness"], arrays["bump"])
+                write_message(out, {"ok": True})
+            elif op == "envmap":
+                scene.add_envmap(header["name"], arrays["pixels"])
+                write_message(out, {"ok": True})
+            elif op == "render":
+                t0 = time.perf_counter()
+                rgba = scene.render(header, arrays["vertices"], arrays["colors"])
+                write_message(out, {"ok": True, "seconds": time.perf_counter() - t0}, {"rgba": rgba})
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except Exception as exc:  # answered so that the client raises it with context
+            write_message(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def main() -> None:
+    # run as a script, this folder comes first on sys.path, and its cycles.py would shadow
+    # Blender's own ``cycles`` add-on
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                                   # Blender's own prints go to stderr
+    sys.stdout = sys.stderr
+    serve(sys.stdin.buffer, protocol_out)
+
+
+if __name__ == "__main__":
+    main()

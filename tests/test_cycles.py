@@ -1,0 +1,192 @@
+"""Cycles backend: alignment with the raster labels, seeded determinism, world mapping, device
+fallback, worker protocol and errors. Tiny images and few samples; skipped only without bpy."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from handsynth import cameras, envmaps
+from handsynth.render import RenderOptions, SceneSpec
+from handsynth.render.cycles import CyclesRenderer, WorkerError, cycles_available
+from handsynth.render.cycles_worker import camera_lens, read_message, write_message
+from handsynth.sources.procedural import generate_interacting_poses
+from handsynth.views import render_pose_views
+
+HAVE_BLENDER, WHY = cycles_available()
+needs_blender = pytest.mark.skipif(not HAVE_BLENDER, reason=f"Cycles backend not installed: {WHY}")
+
+
+def test_worker_frames_round_trip_arrays_and_refuse_foreign_dtypes():
+    buf = io.BytesIO()
+    arrays = {"v": np.arange(12, dtype=np.float32).reshape(4, 3), "f": np.array([[0, 1, 2]], np.int32)}
+    write_message(buf, {"op": "render", "seed": 3}, arrays)
+    buf.seek(0)
+    header, back = read_message(buf)
+    assert header == {"op": "render", "seed": 3}
+    assert all(np.array_equal(back[k], arrays[k]) and back[k].dtype == arrays[k].dtype for k in arrays)
+    buf = io.BytesIO()
+    write_message(buf, {"op": "x"}, {"o": np.array([1 + 2j])})     # complex: not on the whitelist
+    buf.seek(0)
+    with pytest.raises(ValueError, match="dtype"):
+        read_message(buf)
+
+
+def test_camera_lens_follows_the_principal_point():
+    K = np.array([[300.0, 0, 40.0], [0, 300.0, 20.0], [0, 0, 1]])
+    lens = camera_lens(K, 64, 48)
+    assert lens["lens"] == pytest.approx(300 / 64 * 36)
+    assert lens["shift_x"] == pytest.approx((32 - 40) / 64) and lens["shift_y"] == pytest.approx((20 - 24) / 64)
+    with pytest.raises(ValueError, match="square pixels"):
+        camera_lens(np.diag([300.0, 310.0, 1.0]), 64, 48)
+
+
+@needs_blender
+def test_cycles_rgb_aligns_with_raster_labels_and_repeats_exactly(hand_model):
+    """Alpha of the Cycles render vs the raster label mask for a known pose and camera; the same
+    seed gives the same PNG bytes."""
+    poses = generate_interacting_poses(hand_model, 1, seed=0)
+    library = {"sky": envmaps.procedural_envmap(0, 32, 64)}
+    options = RenderOptions(backend="cycles", samples=8, denoise=False, device="cpu", subdivision=1)
+    first = list(render_pose_views(hand_model, poses, "shard=00000", 2, 96, library, options=options))
+    second = list(render_pose_views(hand_model, poses.take([0]), "shard=00000", 1, 96, library, options=options))
+    for img in first:
+        assert img.backend["renderer"] == "cycles" and img.backend["device"] == "CPU"
+        assert img.alpha_iou >= 0.98, img.alpha_iou
+    assert second[0].pngs["rgb"] == first[0].pngs["rgb"]
+    assert first[0].pngs["rgb"] != first[1].pngs["rgb"]
+    assert first[0].pngs["label"] == second[0].pngs["label"]
+
+
+@needs_blender
+def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
+    """Cycles' own rendering of the world (film not transparent, nothing else in view) against the
+    numpy view of the rotated map that is composited behind the hands: checks the y-up -> z-up
+    mapping and the rotation sign."""
+    from handsynth.render.raster import HandMesh
+
+    env = np.full((32, 64, 3), 0.05, np.float32)
+    env[10:14, 20:24] = [4.0, 1.0, 0.2]               # a distinct warm patch
+    faces = np.array([[0, 1, 2]], np.int32)
+    speck = np.array([[0.0, -50.0, 0.0], [0.01, -50.0, 0.0], [0.0, -50.0, 0.01]])   # far below, out of view
+    renderer = CyclesRenderer(48, 48, faces, [0], samples=16, denoise=False, device="cpu")
+    try:
+        for rotation in (0.0, 1.0):
+            c, s = np.cos(rotation), np.sin(rotation)
+            d = np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]]) @ envmaps.pixel_directions(32, 64)[12, 22]
+            # look_at puts the camera at azimuth/elevation of -d, looking along d toward the patch
+            R, t = cameras.look_at(np.zeros(3), np.rad2deg(np.arctan2(-d[2], -d[0])), np.rad2deg(np.arcsin(-d[1])), 1.0, 0.0)
+            cam = cameras.Camera(np.array([[40.0, 0, 24], [0, 40.0, 24], [0, 0, 1]]), R, t, 48, 48)
+            # render() sends the map (and composites); then ask the worker for the visible world itself
+            renderer.render(SceneSpec([HandMesh(speck, faces, np.full((3, 3), 0.5), np.zeros(1, int), 1)],
+                                      cam, "patch", env, rotation, 1.0), seed=0)
+            _, raw = renderer._call({"op": "render", "seed": 0, "envmap": "patch", "env_rotation": rotation,
+                                     "exposure": 1.0, "transparent": False, "material": {},
+                                     "camera": {"K": cam.K.tolist(), "R": R.tolist(), "t": t.tolist()}},
+                                    {"vertices": speck.astype(np.float32), "colors": np.full((3, 3), 0.5, np.float32)})
+            world = raw["rgba"][..., :3]
+            expected = envmaps.envmap_view(env, cam, rotation)
+            assert expected[22:26, 22:26, 0].mean() > 2.0     # the patch is in the centre of the numpy view
+            hot_c, hot_e = world[..., 0] > 1.0, expected[..., 0] > 1.0
+            assert hot_c.sum() > 0 and (hot_c & hot_e).sum() / (hot_c | hot_e).sum() > 0.8
+            assert np.abs(world - expected).mean() < 0.1
+    finally:
+        renderer.close()
+
+
+@needs_blender
+def test_device_request_without_gpu_falls_back_to_cpu():
+    faces = np.array([[0, 1, 2]], np.int32)
+    renderer = CyclesRenderer(16, 16, faces, [0], samples=1, denoise=False, device="cuda")
+    try:
+        assert renderer.device == "CPU" or renderer.device.startswith(("CUDA", "OPTIX"))
+        note = renderer._stderr_tail()
+        if renderer.device == "CPU":
+            assert "falling back to CPU" in note
+    finally:
+        renderer.close()
+
+
+@needs_blender
+def test_worker_errors_are_raised_with_context():
+    faces = np.array([[0, 1, 2]], np.int32)
+    renderer = CyclesRenderer(16, 16, faces, [0], samples=1, denoise=False, device="cpu")
+    try:
+        with pytest.raises(WorkerError, match="never sent"):
+            renderer._call({"op": "render", "seed": 0, "envmap": "missing", "camera": {}, "material": {}},
+                           {"vertices": np.zeros((3, 3), np.float32), "colors": np.zeros((3, 3), np.float32)})
+        renderer._proc.kill()
+        renderer._proc.wait()
+        with pytest.raises(WorkerError, match="exited"):
+            renderer._call({"op": "quit"})
+    finally:
+        renderer.close(kill=True)
+
+
+@needs_blender
+def test_skin_textures_reach_the_surface_through_the_uvs():
+    """A square facing the camera, UVs spanning the texture: a texture red on its left half and
+    green on its right must come out red left, green right (UV orientation and row order)."""
+    from handsynth.render.raster import HandMesh
+
+    v = np.array([[-0.1, -0.1, 0.0], [0.1, -0.1, 0.0], [0.1, 0.1, 0.0], [-0.1, 0.1, 0.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 0], [1, 1], [0, 1]], np.float32).reshape(2, 3, 2)
+    albedo = np.zeros((8, 8, 3), np.float32)
+    albedo[:, :4, 0] = 0.8
+    albedo[:, 4:, 1] = 0.8
+    albedo[:2] = 0.8                                   # top rows white: texture row 0 is the top (v = 1)
+    env = np.full((16, 32, 3), 1.0, np.float32)
+    R, t = cameras.look_at(np.zeros(3), 90.0, 0.0, 1.0, 0.0)     # on +z, looking at the square's front
+    cam = cameras.Camera(np.array([[150.0, 0, 16], [0, 150.0, 16], [0, 0, 1]]), R, t, 32, 32)
+    renderer = CyclesRenderer(32, 32, faces, [0, 0], samples=16, denoise=False, device="cpu", uv=uv)
+    try:
+        renderer.set_skin(0, albedo, np.full((8, 8), 0.5, np.float32), np.zeros((8, 8), np.float32))
+        hand = HandMesh(v, faces, np.full((4, 3), 0.5), np.zeros(2, int), 1)
+        rgb = renderer.render(SceneSpec([hand], cam, "white", env, 0.0, 1.0, {"subsurface_weight": 0.0}), seed=0).rgb
+    finally:
+        renderer.close()
+    u_right = cameras.project(np.array([[0.05, 0.0, 0.0]]), cam.K, cam.R, cam.t)[0]
+    left, right = rgb[16, int(32 - u_right[0])], rgb[16, int(u_right[0])]
+    top = rgb[int(cameras.project(np.array([[0.0, 0.09, 0.0]]), cam.K, cam.R, cam.t)[0, 1]), 16]
+    assert left[0] > 2 * left[1] and right[1] > 2 * right[0], (left, right)
+    assert top.min() > 0.8 * top.max(), top            # white band at the top of the texture
+
+
+def test_corner_values_follow_loop_subdivision_face_order(hand_model):
+    """Per-corner values (here the rest positions themselves) carried through subdivide_corners
+    must match subdivide()'s faces: a corner on an original vertex carries that vertex's value,
+    and every corner on the same new (edge) vertex carries one value, its edge midpoint."""
+    from handsynth.views import subdivide, subdivide_corners
+
+    v = hand_model.layers["right"].v_template.detach().cpu().numpy().astype(np.float64)
+    f = hand_model.faces("right")
+    _, sf = subdivide(v, f, 1)
+    corners = subdivide_corners(v[f], 1)
+    assert corners.shape == (4 * len(f), 3, 3)
+    idx, vals = sf.ravel(), corners.reshape(-1, 3)
+    even = idx < len(v)
+    assert np.allclose(vals[even], v[idx[even]])
+    order = np.argsort(idx[~even], kind="stable")
+    odd_idx, odd_vals = idx[~even][order], vals[~even][order]
+    first = np.searchsorted(odd_idx, odd_idx)
+    assert np.allclose(odd_vals, odd_vals[first])
+
+
+def test_cycles_setting_falls_back_to_raster_without_blender(monkeypatch, tmp_path):
+    from resources.renderer import render_options
+    from resources.settings import settings_from_env
+
+    settings = settings_from_env({"IH_PRESET": "demo", "IH_DENOISE": "false", "IH_RENDER_SAMPLES": "3"})
+    assert settings.renderer == "cycles" and settings.denoise is False and settings.render_samples == 3
+    monkeypatch.setenv("IH_BLENDER_PYTHON", str(tmp_path / "no-python"))
+    said = []
+    options = render_options(settings, said.append)
+    assert options.backend == "raster" and "no-python" in said[0]
+    monkeypatch.setenv("IH_DEVICE", "cuda:0")
+    monkeypatch.setenv("IH_BLENDER_PYTHON", str(tmp_path))              # exists: Cycles kept
+    assert render_options(settings).device == "cuda" and render_options(settings).backend == "cycles"
+    with pytest.raises(ValueError, match="IH_DENOISE"):
+        settings_from_env({"IH_DENOISE": "maybe"})
