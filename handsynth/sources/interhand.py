@@ -31,6 +31,7 @@ import ijson
 import numpy as np
 import pandas as pd
 
+from handsynth.ids import escape_part
 from handsynth.pose_table import SIDES, PoseTable, from_hands
 
 Source = Union[str, "os.PathLike[str]", BinaryIO]
@@ -314,13 +315,14 @@ def _mano_table(
     arrays: dict[str, np.ndarray], captures: np.ndarray, frames: np.ndarray, split: str, where: str
 ) -> PoseTable:
     n = len(captures)
-    capture = pd.Series(captures, dtype="string")
-    frame = pd.Series(frames, dtype="string")
+    # escaped: capture "1_2"/frame "3" and capture "1"/frame "2_3" (or "1/2", "3") stay distinct
+    capture = pd.Series([escape_part(c) for c in captures], dtype="string")
+    frame = pd.Series([escape_part(f) for f in frames], dtype="string")
     meta = pd.DataFrame(
         {
-            "pose_id": f"ih26m/{split}/" + capture + "/" + frame,
+            "pose_id": f"ih26m/{escape_part(split)}/" + capture + "/" + frame,
             "source": pd.Series([SOURCE_NAME] * n, dtype="string"),
-            "source_ref": "capture=" + capture + ";frame=" + frame + f";file={where}",
+            "source_ref": "capture=" + capture + ";frame=" + frame + f";file={where}",  # the last field: may hold anything
             "seed": np.zeros(n, dtype=np.int64),
         }
     )
