@@ -11,7 +11,7 @@ import os
 from typing import Any, Literal
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: for asset tests with in-memory IO managers
@@ -29,29 +29,55 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class PipelineSettings(ConfigurableResource):
-    """Sizes of every stage. Defaults are the ``demo`` preset."""
+#: Largest square image side: one 8192² view already needs ~1 GB for colour, labels and depth.
+MAX_IMAGE_SIZE = 8192
 
-    preset: Literal["test", "demo", "paper", "custom"] = Field(default="demo", description="Name recorded in manifests.")
-    seed: int = Field(default=0, description="Root seed; every random choice derives from it and the pose id.")
-    n_procedural_poses: int = Field(default=PRESETS["demo"]["n_procedural_poses"], description="Raw poses from the generator.")
-    dedup_threshold_mm: float = Field(default=PRESETS["demo"]["dedup_threshold_mm"], description="Poses closer than this are duplicates.")
-    shard_size: int = Field(default=PRESETS["demo"]["shard_size"], description="Distinct poses per partition (shard).")
-    n_augmentations: int = Field(default=PRESETS["demo"]["n_augmentations"], description="Augmentations per distinct pose (paper: 30).")
-    optimize_iterations: int = Field(default=PRESETS["demo"]["optimize_iterations"], description="Optimizer iterations (paper: 215).")
+
+class PipelineSettings(ConfigurableResource):
+    """Sizes of every stage. Defaults are the ``demo`` preset.
+
+    Every field carries its valid range (``ge``/``le``): a value outside it is refused when the
+    resource is built, naming the field, instead of producing an empty "successful" dataset or
+    failing after hours of optimization. ``n_augmentations`` must be >= 1 because the augmented
+    copies are the only poses that go on (0 would leave every later stage empty).
+    """
+
+    preset: Literal["test", "demo", "paper", "custom"] = Field(
+        default="demo", description="Name recorded in manifests; 'custom' when a field differs from its preset.")
+    base_preset: Literal["test", "demo", "paper"] = Field(
+        default="demo", description="The preset the sizes started from (differs from 'preset' when overridden).")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Root seed; every random choice derives from it and the pose id.")
+    n_procedural_poses: int = Field(default=PRESETS["demo"]["n_procedural_poses"], ge=1, le=10_000_000,
+                                    description="Raw poses from the generator.")
+    dedup_threshold_mm: float = Field(default=PRESETS["demo"]["dedup_threshold_mm"], ge=0.0, le=1000.0,
+                                      allow_inf_nan=False, description="Poses closer than this are duplicates.")
+    shard_size: int = Field(default=PRESETS["demo"]["shard_size"], ge=1, le=100_000,
+                            description="Distinct poses per partition (shard).")
+    n_augmentations: int = Field(default=PRESETS["demo"]["n_augmentations"], ge=1, le=1000,
+                                 description="Augmentations per distinct pose (paper: 30).")
+    optimize_iterations: int = Field(default=PRESETS["demo"]["optimize_iterations"], ge=0, le=100_000,
+                                     description="Optimizer iterations (paper: 215).")
     optimize_schedule: Literal["renderih", "reference"] = Field(default="renderih", description="Loss-weight schedule preset.")
-    optimize_batch_size: int = Field(default=PRESETS["demo"]["optimize_batch_size"], description="Poses optimized together.")
-    n_views: int = Field(default=PRESETS["demo"]["n_views"], description="Camera views per kept pose (paper: 10).")
-    image_size: int = Field(default=PRESETS["demo"]["image_size"], description="Square image side in pixels.")
-    n_anchors_per_hand: int = Field(default=PRESETS["demo"]["n_anchors_per_hand"], description="Contact anchors per hand.")
-    discriminator_epochs: int = Field(default=PRESETS["demo"]["discriminator_epochs"], description="Training epochs.")
-    n_environment_maps: int = Field(default=PRESETS["demo"]["n_environment_maps"], description="Procedural HDR maps when no library is set.")
+    optimize_batch_size: int = Field(default=PRESETS["demo"]["optimize_batch_size"], ge=1, le=65_536,
+                                     description="Poses optimized together.")
+    n_views: int = Field(default=PRESETS["demo"]["n_views"], ge=1, le=1000, description="Camera views per kept pose (paper: 10).")
+    image_size: int = Field(default=PRESETS["demo"]["image_size"], ge=16, le=MAX_IMAGE_SIZE,
+                            description="Square image side in pixels.")
+    n_anchors_per_hand: int = Field(default=PRESETS["demo"]["n_anchors_per_hand"], ge=1, le=778,
+                                    description="Contact anchors per hand (of MANO's 778 vertices).")
+    discriminator_epochs: int = Field(default=PRESETS["demo"]["discriminator_epochs"], ge=1, le=10_000,
+                                      description="Training epochs.")
+    n_environment_maps: int = Field(default=PRESETS["demo"]["n_environment_maps"], ge=1, le=1024,
+                                    description="Procedural HDR maps when no library is set.")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "PipelineSettings":
+        """A preset's sizes with ``overrides``; recorded as ``preset='custom'`` if any value changed."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(preset=name, **{**PRESETS[name], **overrides})
+        base = cls(preset=name, base_preset=name, **PRESETS[name])
+        changed = {k for k, v in overrides.items() if getattr(base, k) != v}
+        return cls(preset="custom" if changed else name, base_preset=name, **{**PRESETS[name], **overrides})
 
     def record(self) -> dict[str, Any]:
         """The settings as a plain dict, for manifests and asset metadata."""
@@ -65,10 +91,15 @@ def settings_from_env(environ: dict[str, str] | None = None) -> PipelineSettings
     overrides: dict[str, Any] = {}
     for name, field in PipelineSettings.model_fields.items():
         raw = env.get(f"IH_{name.upper()}")
-        if raw is None or name == "preset":
+        if raw is None or name in ("preset", "base_preset"):
             continue
         try:
             overrides[name] = field.annotation(raw) if field.annotation in (int, float) else raw
         except ValueError as exc:
             raise ValueError(f"environment variable IH_{name.upper()}={raw!r}: {exc}") from exc
-    return PipelineSettings.from_preset(preset, **overrides)
+    try:
+        return PipelineSettings.from_preset(preset, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"IH_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(f"invalid pipeline settings (preset {preset!r}): {problems}") from exc
