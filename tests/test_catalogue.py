@@ -39,6 +39,7 @@ from resources.hand_model import HandModelResource
 from resources.settings import PipelineSettings, settings_from_env
 from resources.sources import PoseSourceResource
 from resources.storage import MemoryStorage, io_manager_for
+from tests.s3_fixtures import s3_storage, seaweed_server  # noqa: F401 (fixture)
 
 MANO_JSON = "InterHand2.6M_train_MANO_NeuralAnnot.json"
 MARKER = "catalogue-code-ran"
@@ -547,19 +548,22 @@ def _materialize(k: Kind, spec: dict, tmp: Path):
     instance = DagsterInstance.ephemeral()
     asset = {"raw_poses": raw_poses, "environment_maps": environment_maps}[k.asset]
     result = materialize([asset], resources=resources, instance=instance, raise_on_error=False)
-    failures = result.get_step_failure_events()
+    return result, instance, "\n".join(_error_messages(result)), storage
+
+
+def _error_messages(result) -> list[str]:
+    """Each failed step's error and its causes (the reader's own exception)."""
     messages = []
-    for failure in failures:  # the step error and its causes (the reader's own exception)
+    for failure in result.get_step_failure_events():
         error = failure.event_specific_data.error
         while error is not None:
             messages.append(error.message)
             error = error.cause
-    message = "\n".join(messages)
-    return result, instance, message, storage
+    return messages
 
 
 def test_the_catalogue_holds_at_least_90_kinds():
-    names = [k.name for k in KINDS]
+    names = [k.name for k in KINDS] + [k[0] for k in S3_KINDS]
     assert len(set(names)) == len(names) >= 90, len(names)
 
 
@@ -580,3 +584,29 @@ def test_bad_input_is_refused_naming_what_is_wrong(k: Kind, tmp_path: Path):
         assert written == [], written
     assert re.search(k.match, message, re.DOTALL), f"{k.name}: {message[:2000]}"
     assert not (tmp_path / MARKER).exists(), f"{k.name}: code from the input ran"
+
+
+# ---- s3:// sources (a real SeaweedFS; through raw_poses) ---------------------------------------
+
+S3_KINDS = [
+    ("s3 object missing", lambda bucket: f"s3://{bucket}/nope/{MANO_JSON}", r"s3://{bucket}/nope/.*: cannot read the S3 object"),
+    ("s3 bucket missing", lambda bucket: f"s3://{bucket}-gone/{MANO_JSON}", r"s3://{bucket}-gone/.*: cannot read the S3 object"),
+    ("s3 URI without a key", lambda bucket: f"s3://{bucket}", r"s3://{bucket}: an S3 URI must be s3://bucket/key"),
+]
+
+
+@pytest.mark.parametrize("name, uri, match", S3_KINDS, ids=[k[0] for k in S3_KINDS])
+def test_bad_s3_source_is_refused_naming_the_uri(name, uri, match, seaweed_server):  # noqa: F811
+    s3 = s3_storage(seaweed_server)
+    s3.client().create_bucket(Bucket=s3.bucket)
+    storage = MemoryStorage(name=f"catalogue-s3-{name}", prefix="")
+    resources = {"settings": PipelineSettings.from_preset("test"), "hand_model": HandModelResource(),
+                 "pose_source": PoseSourceResource(kind="interhand", interhand_mano_files=[uri(s3.bucket)], s3=s3),
+                 "storage": storage, "io_manager": io_manager_for(storage)}
+    instance = DagsterInstance.ephemeral()
+    result = materialize([raw_poses], resources=resources, instance=instance, raise_on_error=False)
+    assert not result.success
+    assert instance.get_latest_materialization_event(AssetKey("raw_poses")) is None
+    assert storage.object_store().list_keys("") == []
+    message = "\n".join(_error_messages(result))
+    assert re.search(match.format(bucket=re.escape(s3.bucket)), message), message
