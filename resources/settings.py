@@ -43,9 +43,7 @@ class PipelineSettings(ConfigurableResource):
     """
 
     preset: Literal["test", "demo", "paper", "custom"] = Field(
-        default="demo", description="Name recorded in manifests; 'custom' when a field differs from its preset.")
-    base_preset: Literal["test", "demo", "paper"] = Field(
-        default="demo", description="The preset the sizes started from (differs from 'preset' when overridden).")
+        default="demo", description="The preset the sizes start from; manifests record 'custom' when a field differs.")
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Root seed; every random choice derives from it and the pose id.")
     n_procedural_poses: int = Field(default=PRESETS["demo"]["n_procedural_poses"], ge=1, le=10_000_000,
                                     description="Raw poses from the generator.")
@@ -72,16 +70,26 @@ class PipelineSettings(ConfigurableResource):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "PipelineSettings":
-        """A preset's sizes with ``overrides``; recorded as ``preset='custom'`` if any value changed."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        base = cls(preset=name, base_preset=name, **PRESETS[name])
-        changed = {k for k, v in overrides.items() if getattr(base, k) != v}
-        return cls(preset="custom" if changed else name, base_preset=name, **{**PRESETS[name], **overrides})
+        return cls(preset=name, **{**PRESETS[name], **overrides})
+
+    def overridden(self) -> list[str]:
+        """Fields whose value differs from the preset's (set in the launchpad or by ``IH_<FIELD>``)."""
+        base = PRESETS.get(self.preset, {})
+        return sorted(k for k, v in base.items() if getattr(self, k) != v)
 
     def record(self) -> dict[str, Any]:
-        """The settings as a plain dict, for manifests and asset metadata."""
-        return self.model_dump() if hasattr(self, "model_dump") else dict(self)
+        """The settings as a plain dict, for manifests and asset metadata.
+
+        ``preset`` is recorded as ``"custom"`` when any size differs from the named preset, so a
+        manifest never claims ``"test"`` for a run with other sizes; ``base_preset`` and
+        ``overridden`` say where the sizes started and what changed.
+        """
+        out = self.model_dump() if hasattr(self, "model_dump") else dict(self)
+        changed = self.overridden()
+        out.update(preset="custom" if changed else self.preset, base_preset=self.preset, overridden=changed)
+        return out
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> PipelineSettings:
@@ -91,7 +99,7 @@ def settings_from_env(environ: dict[str, str] | None = None) -> PipelineSettings
     overrides: dict[str, Any] = {}
     for name, field in PipelineSettings.model_fields.items():
         raw = env.get(f"IH_{name.upper()}")
-        if raw is None or name in ("preset", "base_preset"):
+        if raw is None or name == "preset":
             continue
         try:
             overrides[name] = field.annotation(raw) if field.annotation in (int, float) else raw
