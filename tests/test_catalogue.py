@@ -610,3 +610,8 @@ def test_bad_s3_source_is_refused_naming_the_uri(name, uri, match, seaweed_serve
     assert storage.object_store().list_keys("") == []
     message = "\n".join(_error_messages(result))
     assert re.search(match.format(bucket=re.escape(s3.bucket)), message), message
+
+
+def test_image_key_uniqueness_check_blocks_the_shard():
+    spec = next(iter(image_keys_unique.check_specs))
+    assert spec.blocking and spec.asset_key == AssetKey("rendered_views")
