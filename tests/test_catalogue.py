@@ -291,6 +291,16 @@ def _(tmp):
     return mano_folder(tmp, right=body, ext=".pkl")
 
 
+@kind("mano sparse J_regressor with indices past its shape", r"MANO_RIGHT\.pkl: sparse array 'J_regressor' is malformed \(indices must be < 16\)", "raw_poses")
+def _(tmp):
+    import scipy.sparse
+    a = standin_arrays()["right"]
+    jreg = scipy.sparse.csc_matrix(a["J_regressor"])
+    jreg.indices = jreg.indices.copy()
+    jreg.indices[0] = 10_000_000  # scipy's densifier would write far outside the array
+    return mano_folder(tmp, right=pickle.dumps(dict(a, J_regressor=jreg), protocol=2), ext=".pkl")
+
+
 @kind("stand-in cache with a planted object array", r"MANO_LEFT\.npz: not a readable MANO model file.*allow_pickle")
 def _(tmp):
     folder = tmp / "cache" / STANDIN_VERSION

@@ -60,13 +60,14 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 
     import scipy.sparse
 
+    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 / numpy 1
     allowed: dict[tuple[str, str], Any] = {}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = np._core.multiarray._reconstruct
-        allowed[(mod, "scalar")] = np._core.multiarray.scalar
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
-    for fmt in ("csc", "csr", "coo"):
+    for fmt in ("csc", "csr"):  # compressed formats: check_format(full_check=True) validates them
         cls = getattr(scipy.sparse, f"{fmt}_matrix")
         for mod in ("scipy.sparse", f"scipy.sparse.{fmt}", f"scipy.sparse._{fmt}"):
             allowed[(mod, f"{fmt}_matrix")] = cls
@@ -77,6 +78,10 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     for mod in ("__builtin__", "builtins"):  # plain containers chumpy objects keep in their state
         allowed.update({(mod, "object"): object, (mod, "set"): set, (mod, "frozenset"): frozenset})
     return allowed
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a callable outside the allow-list; nothing was called."""
 
 
 class _ChumpyFreeUnpickler(pickle.Unpickler):
@@ -96,10 +101,6 @@ class _ChumpyFreeUnpickler(pickle.Unpickler):
         return found
 
 
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A pickle named a callable outside the allow-list; nothing was called."""
-
-
 def _to_array(value: Any, key: str, where: str) -> Any:
     """Turn chumpy placeholders and scipy sparse matrices into numpy arrays."""
     if isinstance(value, _ChumpyPlaceholder):
@@ -109,6 +110,12 @@ def _to_array(value: Any, key: str, where: str) -> Any:
                 return np.asarray(_to_array(state[field], key, where))
         raise ManoModelError(f"{where}: array {key!r} is a chumpy object without stored values")
     if hasattr(value, "toarray") and "scipy.sparse" in type(value).__module__:
+        # the unpickled index arrays are the file's: scipy's C++ densifier trusts them, so an
+        # index past the shape would write outside the array. Check every index first.
+        try:
+            value.check_format(full_check=True)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ManoModelError(f"{where}: sparse array {key!r} is malformed ({exc})") from exc
         return np.asarray(value.toarray())
     return value
 
