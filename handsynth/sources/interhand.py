@@ -112,7 +112,7 @@ def _iter_frames(
     """Yield ``(capture, frame, value, has_bool)`` for a ``{capture: {frame: value}}`` document.
 
     Only the current frame's value is ever built as Python objects, and at most ``max_values``
-    scalars of it. The builder is inlined (a stack of the open containers) because it handles
+    parser events of it. The builder is inlined (a stack of the open containers) because it handles
     every number of a multi-GB file: this is ~1.5x faster than ``ijson.ObjectBuilder``.
     ``has_bool`` says whether the frame holds a JSON ``true``/``false`` anywhere: numpy turns
     ``true`` into 1.0 without complaint, so callers check booleans only in frames that have one.
@@ -351,13 +351,20 @@ def _refuse_booleans(value: object, at: str) -> None:
             raise InterHandFormatError(f"{at} value {v!r} at flat index {i} is a boolean, not a number")
 
 
+def _escaped(keys: np.ndarray) -> np.ndarray:
+    """:func:`escape_part` of each key, computed once per distinct key (1.4M frames, few captures)."""
+    distinct, inverse = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
+    return np.array([escape_part(k) for k in distinct], dtype=object)[inverse] if len(keys) else np.array([], object)
+
+
 def _mano_table(
     arrays: dict[str, np.ndarray], captures: np.ndarray, frames: np.ndarray, split: str, where: str
 ) -> PoseTable:
     n = len(captures)
-    # escaped: capture "1_2"/frame "3" and capture "1"/frame "2_3" (or "1/2", "3") stay distinct
-    capture = pd.Series([escape_part(c) for c in captures], dtype="string")
-    frame = pd.Series([escape_part(f) for f in frames], dtype="string")
+    # escaped, so a "/" or ";" inside a key cannot fake a boundary: capture "1/2" frame "3" and
+    # capture "1" frame "2/3" keep distinct ids and references
+    capture = pd.Series(_escaped(captures), dtype="string")
+    frame = pd.Series(_escaped(frames), dtype="string")
     meta = pd.DataFrame(
         {
             "pose_id": f"ih26m/{escape_part(split)}/" + capture + "/" + frame,
