@@ -168,50 +168,101 @@ def write_hdr(env: np.ndarray) -> bytes:
     return header + rgbe.tobytes()
 
 
-def read_hdr(data: bytes, name: str = "<hdr>") -> np.ndarray:
-    """Decode a Radiance .hdr (flat or new-style RLE scanlines) into (H, W, 3) float32."""
+#: Limits on a map's size: a header may claim any dimensions, and decoding allocates them first.
+MAX_HDR_SIDE = 32768
+MAX_HDR_PIXELS = 2**27  # 16k x 8k, the largest HDRIs published; ~0.5 GB while decoding
+#: Smallest map median cut can split into 8 lights (``MAX_DIRECTIONAL_LIGHTS``).
+MIN_HDR_HEIGHT, MIN_HDR_WIDTH = 4, 8
+
+
+class EnvironmentMapError(ValueError):
+    """An environment map file is malformed; the message names the file and what is wrong."""
+
+
+def read_hdr_header(data: bytes, name: str = "<hdr>") -> tuple[int, int, int]:
+    """Validate a Radiance .hdr header: ``(height, width, offset of the pixel data)``.
+
+    Cheap (no pixels decoded), so a library can be checked when it is listed. The dimensions are
+    checked against sane bounds and against the file length: every scanline needs at least
+    ``4 + 8 * ceil(width / 128)`` bytes (RLE) or ``4 * width`` (flat), so a header that claims
+    more than the file holds is refused before anything is allocated.
+    """
     buf = io.BytesIO(data)
     if not buf.readline().startswith(b"#?"):
-        raise ValueError(f"{name}: not a Radiance HDR file (missing '#?' header)")
+        raise EnvironmentMapError(f"{name}: not a Radiance HDR file (missing '#?' header)")
     while True:
         line = buf.readline()
         if not line:
-            raise ValueError(f"{name}: truncated header")
+            raise EnvironmentMapError(f"{name}: truncated header (no blank line before the resolution)")
         if line.strip() == b"":
             break
         if line.startswith(b"FORMAT=") and b"32-bit_rle_rgbe" not in line:
-            raise ValueError(f"{name}: unsupported format {line.strip().decode(errors='replace')}")
+            raise EnvironmentMapError(f"{name}: unsupported format {line.strip().decode(errors='replace')}")
     size = buf.readline().split()
     if len(size) != 4 or size[0] != b"-Y" or size[2] != b"+X":
-        raise ValueError(f"{name}: unsupported resolution line {b' '.join(size)!r}")
+        raise EnvironmentMapError(f"{name}: unsupported resolution line {b' '.join(size)!r} (expected '-Y H +X W')")
+    if not (size[1].isdigit() and size[3].isdigit()):
+        raise EnvironmentMapError(f"{name}: resolution {size[1]!r} x {size[3]!r} is not two positive integers")
     h, w = int(size[1]), int(size[3])
-    rest = np.frombuffer(buf.read(), dtype=np.uint8)
+    if not (MIN_HDR_HEIGHT <= h <= MAX_HDR_SIDE and MIN_HDR_WIDTH <= w <= MAX_HDR_SIDE) or h * w > MAX_HDR_PIXELS:
+        raise EnvironmentMapError(
+            f"{name}: resolution {h} x {w} is outside {MIN_HDR_HEIGHT}..{MAX_HDR_SIDE} x "
+            f"{MIN_HDR_WIDTH}..{MAX_HDR_SIDE} (at most {MAX_HDR_PIXELS} pixels)")
+    offset = buf.tell()
+    per_line = min(4 * w, 4 + 8 * -(-w // 128)) if 8 <= w < 32768 else 4 * w
+    if len(data) - offset < h * per_line:
+        raise EnvironmentMapError(
+            f"{name}: {len(data) - offset} bytes of pixel data cannot hold {h} x {w} pixels "
+            f"(at least {h * per_line}); the file is truncated or its resolution is wrong")
+    return h, w, offset
+
+
+def read_hdr(data: bytes, name: str = "<hdr>") -> np.ndarray:
+    """Decode a Radiance .hdr (flat or new-style RLE scanlines) into (H, W, 3) float32.
+
+    Every malformed input is an :class:`EnvironmentMapError` naming the file and scanline:
+    runs of length 0 (which would never advance) or past the scanline end, and data that ends
+    early. A map without any light is refused too: it would render black images.
+    """
+    h, w, offset = read_hdr_header(data, name)
+    rest = np.frombuffer(data, dtype=np.uint8, offset=offset)
     out = np.zeros((h, w, 4), dtype=np.uint8)
-    pos = 0
+    pos, n = 0, len(rest)
     for y in range(h):
-        if w >= 8 and w < 32768 and pos + 4 <= len(rest) and rest[pos] == 2 and rest[pos + 1] == 2 and rest[pos + 2] < 128:
+        if 8 <= w < 32768 and pos + 4 <= n and rest[pos] == 2 and rest[pos + 1] == 2 and rest[pos + 2] < 128:
+            if (int(rest[pos + 2]) << 8 | int(rest[pos + 3])) != w:
+                raise EnvironmentMapError(f"{name}: scanline {y} is encoded for width "
+                                          f"{int(rest[pos + 2]) << 8 | int(rest[pos + 3])}, the header says {w}")
             pos += 4
             for ch in range(4):
                 x = 0
                 while x < w:
+                    if pos >= n:
+                        raise EnvironmentMapError(f"{name}: run-length data ends inside scanline {y}")
                     count = int(rest[pos])
                     pos += 1
-                    if count > 128:
-                        count -= 128
-                        out[y, x:x + count, ch] = rest[pos]
-                        pos += 1
-                    else:
-                        out[y, x:x + count, ch] = rest[pos:pos + count]
-                        pos += count
+                    run = count > 128
+                    count = count - 128 if run else count
+                    if count == 0 or count > w - x:
+                        raise EnvironmentMapError(
+                            f"{name}: scanline {y} channel {ch} has a run of {count} pixels at x={x} (width {w})")
+                    take = 1 if run else count
+                    if pos + take > n:
+                        raise EnvironmentMapError(f"{name}: run-length data ends inside scanline {y}")
+                    out[y, x:x + count, ch] = rest[pos] if run else rest[pos:pos + count]
+                    pos += take
                     x += count
         else:
-            if pos + 4 * w > len(rest):
-                raise ValueError(f"{name}: truncated pixel data at scanline {y}")
+            if pos + 4 * w > n:
+                raise EnvironmentMapError(f"{name}: truncated pixel data at scanline {y}")
             out[y] = rest[pos:pos + 4 * w].reshape(w, 4)
             pos += 4 * w
     e = out[..., 3].astype(np.int32)
     scale = np.where(e > 0, np.ldexp(1.0, e - 136), 0.0)
-    return (out[..., :3] * scale[..., None]).astype(np.float32)
+    env = (out[..., :3] * scale[..., None]).astype(np.float32)
+    if not env.any():
+        raise EnvironmentMapError(f"{name}: every pixel is black; the map holds no light")
+    return env
 
 
 # ---- OpenEXR (.exr), the npm Poly Haven set, validation ------------------------------------------

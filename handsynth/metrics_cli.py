@@ -57,6 +57,8 @@ def load_joints(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise MetricsInputError(f"{path}: cannot read joints ({exc})") from exc
     if joints.ndim != 3 or joints.shape[1:] != (NUM_JOINTS, 3):
         raise MetricsInputError(f"{path}: joints have shape {joints.shape}, expected (N, {NUM_JOINTS}, 3)")
+    if len(joints) == 0:
+        raise MetricsInputError(f"{path}: holds 0 samples; there is nothing to score")
     if not np.isfinite(joints).all():
         row = int(np.argwhere(~np.isfinite(joints))[0, 0])
         raise MetricsInputError(f"{path}: sample {row} has non-finite coordinates")
@@ -64,6 +66,8 @@ def load_joints(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         if valid.size != len(joints) * NUM_JOINTS:  # (N, 42) or IH2.6M's (N, 42, 1)
             raise MetricsInputError(f"{path}: valid has shape {valid.shape}, expected ({len(joints)}, {NUM_JOINTS})")
         valid = valid.reshape(len(joints), NUM_JOINTS)
+        if not valid.any():  # every score would be NaN: an empty evaluation, not a result
+            raise MetricsInputError(f"{path}: the 'valid' mask marks no joint of any sample as valid")
     return joints, valid
 
 
@@ -93,15 +97,21 @@ def main(argv: list[str] | None = None) -> int:
         gt, valid = load_joints(args.gt)
         if pred.shape != gt.shape:
             raise MetricsInputError(f"{args.pred}: {len(pred)} samples, but {args.gt} has {len(gt)}")
+        if args.json_out and not Path(args.json_out).resolve().parent.is_dir():
+            raise MetricsInputError(f"{args.json_out}: the folder for the --json output does not exist")
     except MetricsInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scores = evaluate(pred, gt, valid)
     print(format_table(scores))
     if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps({k: (None if math.isnan(v) else v) for k, v in scores.items()}, indent=2)
-        )
+        try:
+            Path(args.json_out).write_text(
+                json.dumps({k: (None if math.isnan(v) else v) for k, v in scores.items()}, indent=2)
+            )
+        except OSError as exc:
+            print(f"error: {args.json_out}: cannot write the scores ({exc.strerror})", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from handsynth import cameras, envmaps
+from handsynth import cameras, envmaps, ids
 from handsynth.render import RenderOptions, SceneSpec, skin
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
@@ -58,8 +58,8 @@ class StageTimes:
 
 
 def image_key(prefix: str, shard: str, pose_id: str, view: int, kind: str) -> str:
-    safe = pose_id.replace("/", "_")
-    return f"{prefix}/render/{shard}/{safe}_v{view:02d}_{kind}.png".lstrip("/")
+    """Object key of one image; injective in ``(pose_id, view, kind)`` (see :func:`ids.id_to_filename`)."""
+    return f"{prefix}/render/{shard}/{ids.id_to_filename(pose_id)}_v{view:02d}_{kind}.png".lstrip("/")
 
 
 def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: int, image_size: int,

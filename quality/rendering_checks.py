@@ -60,3 +60,16 @@ def masks_match_projected_mesh(rendered_views: pd.DataFrame) -> AssetCheckResult
 def annotation_expectations(settings: PipelineSettings, annotations: pd.DataFrame) -> AssetCheckResult:
     ok, failures = validate_annotations(annotations, settings.image_size)
     return AssetCheckResult(passed=ok, metadata={"failed_expectations": failures, "rows": len(annotations)})
+
+
+@asset_check(asset="rendered_views", blocking=True, partitions_def=pose_shards,
+             description="Every image key (rgb, label, depth) of the shard is used by exactly one image: "
+                         "two poses mapping to one key would overwrite each other's renders.")
+def image_keys_unique(rendered_views: pd.DataFrame) -> AssetCheckResult:
+    keys = pd.Series(rendered_views[["rgb_key", "label_key", "depth_key"]].to_numpy().ravel()
+                     if len(rendered_views) else [], dtype="string")
+    repeated = keys[keys.duplicated(keep=False)]
+    ids = rendered_views["image_id"] if len(rendered_views) else pd.Series([], dtype="string")
+    return AssetCheckResult(passed=repeated.empty and not ids.duplicated().any(), metadata={
+        "keys": len(keys), "repeated_keys": int(repeated.nunique()), "repeated_image_ids": int(ids.duplicated().sum()),
+        "first_repeated": str(repeated.iloc[0]) if len(repeated) else ""})

@@ -11,7 +11,11 @@ Command line (used by the demo script)::
 
     python -m resources.seaweed serve --dir DIR --s3-port 8333
 
-runs in the foreground until SIGTERM / SIGINT and writes ``DIR/seaweed.pid``.
+runs in the foreground until SIGTERM / SIGINT and writes ``DIR/seaweed.pid``. It listens on
+loopback only and, by default, accepts any request, signed or not. ``--auth-from-env`` makes it
+accept only the key pair in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (read from the
+environment, so the secret never appears in a process list); ``--s3-config FILE`` hands SeaweedFS
+an identities file (several keys, per-identity actions) instead.
 """
 
 from __future__ import annotations
@@ -112,9 +116,13 @@ class SeaweedServer:
         access_key: str | None = None,
         secret_key: str | None = None,
         startup_timeout: float = 30.0,
+        s3_config: str | os.PathLike[str] | None = None,
     ) -> None:
         if (access_key is None) != (secret_key is None):
             raise ValueError("SeaweedServer: give both access_key and secret_key, or neither")
+        if s3_config is not None and not Path(s3_config).is_file():
+            raise SeaweedError(f"{s3_config}: S3 identities file not found")
+        self.s3_config = None if s3_config is None else Path(s3_config).resolve()
         self.data_dir = Path(data_dir).resolve()
         self.access_key, self.secret_key = access_key, secret_key
         self.startup_timeout = startup_timeout
@@ -134,6 +142,8 @@ class SeaweedServer:
         cmd = [str(weed), "mini", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
                "-master.telemetry=false", "-volume.preStopSeconds=0"]
         cmd += [f"-{flag}={port}" for flag, port in self.ports.items()]
+        if self.s3_config is not None:
+            cmd.append(f"-s3.config={self.s3_config}")
         env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV}
         if self.access_key is not None:
             env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=str(self.secret_key))
@@ -248,7 +258,12 @@ class SeaweedServer:
                 client = client or self.client()
                 client.list_buckets()
                 return
-            except (OSError, BotoCoreError, ClientError) as exc:
+            except ClientError as exc:
+                if _is_auth_refusal(exc):  # an identities file without our key: the API answers
+                    return
+                last = exc
+                time.sleep(0.1)
+            except (OSError, BotoCoreError) as exc:
                 last = exc
                 time.sleep(0.1)
         raise SeaweedError(
@@ -257,16 +272,38 @@ class SeaweedServer:
         )
 
 
-def serve(data_dir: str, s3_port: int | None, pid_file: str | None) -> int:
-    """Run a server in the foreground until SIGTERM / SIGINT; write our pid to ``pid_file``."""
+def _is_auth_refusal(exc: ClientError) -> bool:
+    """Whether S3 refused the request's credentials (the server is up and enforcing auth)."""
+    return exc.response.get("Error", {}).get("Code") in AUTH_ERROR_CODES
+
+
+#: S3 error codes meaning "who are you?" rather than "not ready".
+AUTH_ERROR_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+
+
+def serve(data_dir: str, s3_port: int | None, pid_file: str | None, auth_from_env: bool = False,
+          s3_config: str | None = None) -> int:
+    """Run a server in the foreground until SIGTERM / SIGINT; write our pid to ``pid_file``.
+
+    ``auth_from_env``: only the key pair in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` gets
+    in; ``s3_config``: SeaweedFS's identities file. Without either, any request gets in.
+    """
+    keys: dict[str, str] = {}
+    if auth_from_env:
+        missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(k)]
+        if missing:
+            raise SeaweedError(f"--auth-from-env needs {' and '.join(missing)} set in the environment")
+        keys = {"access_key": os.environ["AWS_ACCESS_KEY_ID"], "secret_key": os.environ["AWS_SECRET_ACCESS_KEY"]}
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     pid_path = Path(pid_file) if pid_file else Path(data_dir) / "seaweed.pid"
-    with SeaweedServer(data_dir, s3_port=s3_port) as server:
+    with SeaweedServer(data_dir, s3_port=s3_port, s3_config=s3_config, **keys) as server:
         pid_path.write_text(f"{os.getpid()}\n")
+        auth = ("identities file " + str(s3_config) if s3_config else
+                "access key from AWS_ACCESS_KEY_ID" if keys else "none: any request is accepted")
         print(f"SeaweedFS S3 endpoint {server.endpoint_url} (pid {os.getpid()}, weed pid {server.pid}, "
-              f"log {server.log_path})", flush=True)
+              f"log {server.log_path}; authentication: {auth})", flush=True)
         try:
             while not stop.is_set():
                 if not server.running:
@@ -290,7 +327,13 @@ def ping(endpoint: str, wait: float = 0.0) -> bool:
         try:
             client.list_buckets()
             return True
-        except (BotoCoreError, ClientError):
+        except ClientError as exc:
+            if _is_auth_refusal(exc):  # a server that enforces credentials answers too
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        except BotoCoreError:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.2)
@@ -303,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, help="data directory (also holds weed.log and the pid file)")
     p.add_argument("--s3-port", type=int, default=None, help="S3 port (default: a free one)")
     p.add_argument("--pid-file", default=None, help="where to write our pid (default DIR/seaweed.pid)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--auth-from-env", action="store_true",
+                      help="accept only the key pair in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    auth.add_argument("--s3-config", default=None, help="SeaweedFS identities JSON (keys and allowed actions)")
     q = sub.add_parser("ping", help="exit 0 when an S3 API answers at the endpoint")
     q.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:8333")
     q.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying")
@@ -313,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no S3 API at {args.endpoint} after {args.wait:.0f} s", file=sys.stderr)
         return 0 if ok else 1
     try:
-        return serve(args.dir, args.s3_port, args.pid_file)
+        return serve(args.dir, args.s3_port, args.pid_file, args.auth_from_env, args.s3_config)
     except SeaweedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import os
 from typing import Any, Literal
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: for asset tests with in-memory IO managers
@@ -33,25 +33,46 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class PipelineSettings(ConfigurableResource):
-    """Sizes of every stage. Defaults are the ``demo`` preset."""
+#: Largest square image side: one 8192² view already needs ~1 GB for colour, labels and depth.
+MAX_IMAGE_SIZE = 8192
 
-    preset: Literal["test", "demo", "paper", "custom"] = Field(default="demo", description="Name recorded in manifests.")
-    seed: int = Field(default=0, description="Root seed; every random choice derives from it and the pose id.")
-    n_procedural_poses: int = Field(default=PRESETS["demo"]["n_procedural_poses"], description="Raw poses from the generator.")
-    dedup_threshold_mm: float = Field(default=PRESETS["demo"]["dedup_threshold_mm"], description="Poses closer than this are duplicates.")
-    shard_size: int = Field(default=PRESETS["demo"]["shard_size"], description="Distinct poses per partition (shard).")
-    n_augmentations: int = Field(default=PRESETS["demo"]["n_augmentations"], description="Augmentations per distinct pose (paper: 30).")
-    optimize_iterations: int = Field(default=PRESETS["demo"]["optimize_iterations"], description="Optimizer iterations (paper: 215).")
+
+class PipelineSettings(ConfigurableResource):
+    """Sizes of every stage. Defaults are the ``demo`` preset.
+
+    Every field carries its valid range (``ge``/``le``): a value outside it is refused when the
+    resource is built, naming the field, instead of producing an empty "successful" dataset or
+    failing after hours of optimization. ``n_augmentations`` must be >= 1 because the augmented
+    copies are the only poses that go on (0 would leave every later stage empty).
+    """
+
+    preset: Literal["test", "demo", "paper", "custom"] = Field(
+        default="demo", description="The preset the sizes start from; manifests record 'custom' when a field differs.")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Root seed; every random choice derives from it and the pose id.")
+    n_procedural_poses: int = Field(default=PRESETS["demo"]["n_procedural_poses"], ge=1, le=10_000_000,
+                                    description="Raw poses from the generator.")
+    dedup_threshold_mm: float = Field(default=PRESETS["demo"]["dedup_threshold_mm"], ge=0.0, le=1000.0,
+                                      allow_inf_nan=False, description="Poses closer than this are duplicates.")
+    shard_size: int = Field(default=PRESETS["demo"]["shard_size"], ge=1, le=100_000,
+                            description="Distinct poses per partition (shard).")
+    n_augmentations: int = Field(default=PRESETS["demo"]["n_augmentations"], ge=1, le=1000,
+                                 description="Augmentations per distinct pose (paper: 30).")
+    optimize_iterations: int = Field(default=PRESETS["demo"]["optimize_iterations"], ge=0, le=100_000,
+                                     description="Optimizer iterations (paper: 215).")
     optimize_schedule: Literal["renderih", "reference"] = Field(default="renderih", description="Loss-weight schedule preset.")
-    optimize_batch_size: int = Field(default=PRESETS["demo"]["optimize_batch_size"], description="Poses optimized together.")
-    n_views: int = Field(default=PRESETS["demo"]["n_views"], description="Camera views per kept pose (paper: 10).")
-    image_size: int = Field(default=PRESETS["demo"]["image_size"], description="Square image side in pixels.")
-    n_anchors_per_hand: int = Field(default=PRESETS["demo"]["n_anchors_per_hand"], description="Contact anchors per hand.")
-    discriminator_epochs: int = Field(default=PRESETS["demo"]["discriminator_epochs"], description="Training epochs.")
-    n_environment_maps: int = Field(default=PRESETS["demo"]["n_environment_maps"], description="Procedural HDR maps, only when the npm HDRIs are unavailable.")
+    optimize_batch_size: int = Field(default=PRESETS["demo"]["optimize_batch_size"], ge=1, le=65_536,
+                                     description="Poses optimized together.")
+    n_views: int = Field(default=PRESETS["demo"]["n_views"], ge=1, le=1000, description="Camera views per kept pose (paper: 10).")
+    image_size: int = Field(default=PRESETS["demo"]["image_size"], ge=16, le=MAX_IMAGE_SIZE,
+                            description="Square image side in pixels.")
+    n_anchors_per_hand: int = Field(default=PRESETS["demo"]["n_anchors_per_hand"], ge=1, le=778,
+                                    description="Contact anchors per hand (of MANO's 778 vertices).")
+    discriminator_epochs: int = Field(default=PRESETS["demo"]["discriminator_epochs"], ge=1, le=10_000,
+                                      description="Training epochs.")
+    n_environment_maps: int = Field(default=PRESETS["demo"]["n_environment_maps"], ge=1, le=1024,
+                                    description="Procedural HDR maps, only when the npm HDRIs are unavailable.")
     renderer: Literal["cycles", "raster"] = Field(default=PRESETS["demo"]["renderer"], description="RGB backend: Blender Cycles (photoreal) or pyrender (fast preview); labels/depth are always raster.")
-    render_samples: int = Field(default=PRESETS["demo"]["render_samples"], description="Cycles path samples per pixel (paper preset: production 256).")
+    render_samples: int = Field(default=PRESETS["demo"]["render_samples"], ge=1, le=65_536, description="Cycles path samples per pixel (paper preset: production 256).")
     denoise: bool = Field(default=PRESETS["demo"]["denoise"], description="Cycles OpenImageDenoise (prefilter FAST, quality BALANCED).")
     render_device: Literal["auto", "cpu", "cuda", "optix"] = Field(default="auto", description="Cycles device; 'auto' follows IH_DEVICE (torch's) when set, else any GPU found; a missing GPU falls back to CPU (logged, recorded).")
     environment_dir: str = Field(default="", description="Folder of your own .hdr/.exr maps (e.g. Poly Haven 2K/4K) copied into the library; empty: the npm Poly Haven set.")
@@ -62,9 +83,22 @@ class PipelineSettings(ConfigurableResource):
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(preset=name, **{**PRESETS[name], **overrides})
 
+    def overridden(self) -> list[str]:
+        """Fields whose value differs from the preset's (set in the launchpad or by ``IH_<FIELD>``)."""
+        base = PRESETS.get(self.preset, {})
+        return sorted(k for k, v in base.items() if getattr(self, k) != v)
+
     def record(self) -> dict[str, Any]:
-        """The settings as a plain dict, for manifests and asset metadata."""
-        return self.model_dump() if hasattr(self, "model_dump") else dict(self)
+        """The settings as a plain dict, for manifests and asset metadata.
+
+        ``preset`` is recorded as ``"custom"`` when any size differs from the named preset, so a
+        manifest never claims ``"test"`` for a run with other sizes; ``base_preset`` and
+        ``overridden`` say where the sizes started and what changed.
+        """
+        out = self.model_dump() if hasattr(self, "model_dump") else dict(self)
+        changed = self.overridden()
+        out.update(preset="custom" if changed else self.preset, base_preset=self.preset, overridden=changed)
+        return out
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> PipelineSettings:
@@ -85,4 +119,9 @@ def settings_from_env(environ: dict[str, str] | None = None) -> PipelineSettings
                 overrides[name] = field.annotation(raw) if field.annotation in (int, float) else raw
         except ValueError as exc:
             raise ValueError(f"environment variable IH_{name.upper()}={raw!r}: {exc}") from exc
-    return PipelineSettings.from_preset(preset, **overrides)
+    try:
+        return PipelineSettings.from_preset(preset, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"IH_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(f"invalid pipeline settings (preset {preset!r}): {problems}") from exc

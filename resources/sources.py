@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Literal
 
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -26,13 +27,22 @@ def open_uri(uri: str, s3: S3Storage | None) -> Iterator[Any]:
         if s3 is None:
             raise ValueError(f"{uri}: an S3 URI needs the S3 storage settings (endpoint, credentials)")
         bucket, _, key = uri[5:].partition("/")
-        body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
+        if not bucket or not key:
+            raise ValueError(f"{uri}: an S3 URI must be s3://bucket/key")
+        try:
+            body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
+        except (ClientError, BotoCoreError) as exc:  # the boto message names neither bucket nor key
+            raise FileNotFoundError(f"{uri}: cannot read the S3 object ({exc})") from exc
         try:
             yield body
         finally:
             body.close()
     else:
-        with open(uri, "rb") as fh:
+        try:
+            fh = open(uri, "rb")
+        except OSError as exc:
+            raise FileNotFoundError(f"{uri}: cannot open the InterHand2.6M file ({exc.strerror})") from exc
+        with fh:
             yield fh
 
 

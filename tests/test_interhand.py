@@ -293,3 +293,44 @@ def test_unknown_order_and_wrong_size_raise():
         order_index("mano", "openpose")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="expected 21 keypoints"):
         convert_keypoints(np.zeros((20, 3)), "mano", "ih26m")
+
+
+def test_colliding_capture_and_frame_keys_stay_distinct_through_ids_and_image_keys(tmp_path):
+    """Capture '1_2'/frame '3' and capture '1'/frame '2_3' (and '1/2'/'3' vs '1'/'2/3') once shared an image key."""
+    from handsynth.ids import filename_to_id
+    from handsynth.views import image_key
+
+    rng = np.random.default_rng(11)
+    doc = {"1_2": {"3": {"right": _hand(rng), "left": _hand(rng)}},
+           "1": {"2_3": {"right": _hand(rng), "left": _hand(rng)}, "2/3": {"right": _hand(rng), "left": _hand(rng)}},
+           "1/2": {"3": {"right": _hand(rng), "left": _hand(rng)}}}
+    table = load_interhand_mano(_write(tmp_path, MANO_NAME, doc))
+    ids = list(table.meta["pose_id"])
+    assert len(set(ids)) == 4 and len(set(table.meta["source_ref"])) == 4
+    keys = [image_key("p", "shard=00000", f"{pid}/aug00", 0, "rgb") for pid in ids]
+    assert len(set(keys)) == 4, keys
+    for pid, key in zip(ids, keys):  # the key names its pose: decodable, hence injective
+        name = key.rsplit("/", 1)[-1]
+        assert filename_to_id(name[: -len("_v00_rgb.png")]) == f"{pid}/aug00"
+    assert ids[0] == "ih26m/train/1_2/3"  # IH2.6M's decimal keys keep their readable ids
+
+
+def test_mano_boolean_is_not_a_number(tmp_path):
+    doc = _mano_doc(np.random.default_rng(12))
+    doc["0"]["12"]["left"]["pose"][7] = True
+    with pytest.raises(InterHandFormatError, match=r"capture '0' frame '12' hand 'left' field 'pose' value True at "
+                                                   r"flat index 7 is a boolean, not a number"):
+        load_interhand_mano(_write(tmp_path, MANO_NAME, doc))
+
+
+def test_mano_oversized_record_is_refused_while_streaming(tmp_path):
+    doc = _mano_doc(np.random.default_rng(13))
+    doc["0"]["11"]["left"] = {"pose": [0.0] * 200_000}  # in a frame that would be skipped
+    with pytest.raises(InterHandFormatError, match=r"capture '0' frame '11' holds more than 10000 values"):
+        load_interhand_mano(_write(tmp_path, MANO_NAME, doc))
+
+
+def test_mano_file_without_two_hand_frames_is_refused(tmp_path):
+    doc = {"0": {"1": {"right": None, "left": None}, "2": {"left": None}}}
+    with pytest.raises(InterHandFormatError, match=r"no frame has both hands \(2 frames read, 2 without"):
+        load_interhand_mano(_write(tmp_path, MANO_NAME, doc))

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse
 import torch
 
-from handsynth.hand_model import mano_files
+from handsynth.hand_model import mano_files, standin
 from handsynth.hand_model.model import HandModel
 
 
@@ -97,3 +97,56 @@ def test_garbage_file_is_reported_as_unreadable(tmp_path):
     (tmp_path / "MANO_RIGHT.pkl").write_bytes(b"not a pickle at all")
     with pytest.raises(mano_files.ManoModelError, match="not a readable MANO model file"):
         mano_files.read_mano_file(tmp_path / "MANO_RIGHT.pkl")
+
+
+class _Payload:
+    """Unpickling this calls ``os.system`` (what a hostile model file would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, standin_arrays):
+    marker = tmp_path / "pwned"
+    data = dict(standin_arrays["right"], hands_mean=_Payload(marker))
+    with open(tmp_path / "MANO_RIGHT.pkl", "wb") as fh:
+        pickle.dump(data, fh, protocol=2)
+    with pytest.raises(mano_files.ManoModelError, match=r"MANO_RIGHT.pkl: .*refused to load global (posix|os)\.system"):
+        mano_files.read_mano_file(tmp_path / "MANO_RIGHT.pkl")
+    assert not marker.exists()
+    # the same through the model folder, as a user's IH_MANO_DIR would be read
+    np.savez(tmp_path / "MANO_LEFT.npz", **standin_arrays["left"])
+    with pytest.raises(mano_files.ManoModelError, match="refused to load global"):
+        HandModel.from_mano_folder(tmp_path)
+    assert not marker.exists()
+
+
+def test_malicious_npz_planted_in_the_standin_cache_is_refused_and_nothing_runs(tmp_path, standin_arrays):
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "cache" / standin.STANDIN_VERSION
+    folder.mkdir(parents=True)
+    np.savez(folder / "MANO_RIGHT.npz", **standin_arrays["right"])
+    evil = np.empty(1, dtype=object)
+    evil[0] = _Payload(marker)
+    np.savez(folder / "MANO_LEFT.npz", **dict(standin_arrays["left"], hands_mean=evil))
+    with pytest.raises(mano_files.ManoModelError, match=r"MANO_LEFT.npz: not a readable MANO model file.*allow_pickle"):
+        HandModel.standin(tmp_path / "cache")
+    assert not marker.exists()
+
+
+def test_left_file_is_validated_and_in_the_digest(tmp_path, hand_model, standin_arrays):
+    np.savez(tmp_path / "MANO_RIGHT.npz", **standin_arrays["right"])
+    bad = dict(standin_arrays["left"], kintree_table=np.zeros((2, 16), dtype=np.int64))
+    np.savez(tmp_path / "MANO_LEFT.npz", **bad)
+    with pytest.raises(mano_files.ManoModelError, match=r"MANO_LEFT.npz: array 'kintree_table' row 1"):
+        HandModel.from_mano_folder(tmp_path)
+    np.savez(tmp_path / "MANO_LEFT.npz", **standin_arrays["left"])
+    same = HandModel.from_mano_folder(tmp_path).identity["digest"]
+    moved = dict(standin_arrays["left"], v_template=standin_arrays["left"]["v_template"] + 0.001)
+    np.savez(tmp_path / "MANO_LEFT.npz", **moved)
+    assert HandModel.from_mano_folder(tmp_path).identity["digest"] != same
+    assert same == hand_model.identity["digest"]  # same arrays as the stand-in: same identity

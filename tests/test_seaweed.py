@@ -115,3 +115,54 @@ def test_fixed_s3_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         port = held.getsockname()[1]
         with pytest.raises(SeaweedError, match=f"S3 port {port}"):
             SeaweedServer(tmp_path, s3_port=port).start()
+
+
+def _anonymous(method: str, url: str, data: bytes | None = None) -> int:
+    """HTTP status of an unsigned request (what anyone on the machine could send)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_cli_auth_from_env_refuses_anonymous_and_wrong_keys(tmp_path: Path) -> None:
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="cli-key", AWS_SECRET_ACCESS_KEY="cli-secret-value")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resources.seaweed", "serve", "--dir", str(tmp_path / "auth"), "--auth-from-env"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "authentication: access key from AWS_ACCESS_KEY_ID" in line, line + proc.stderr.read()
+        assert "cli-secret-value" not in line
+        endpoint = "http://127.0.0.1:" + line.split("http://127.0.0.1:")[1].split()[0]
+        good = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="cli-key",
+                            aws_secret_access_key="cli-secret-value")
+        good.create_bucket(Bucket="authbucket")
+        good.put_object(Bucket="authbucket", Key="k", Body=b"data")
+        assert _anonymous("PUT", f"{endpoint}/authbucket/anon", b"x") == 403
+        assert _anonymous("GET", f"{endpoint}/authbucket/k") == 403
+        assert _anonymous("DELETE", f"{endpoint}/authbucket/k") == 403
+        wrong = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="cli-key",
+                             aws_secret_access_key="guess")
+        with pytest.raises(ClientError):
+            wrong.get_object(Bucket="authbucket", Key="k")
+        assert good.get_object(Bucket="authbucket", Key="k")["Body"].read() == b"data"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_auth_from_env_without_keys_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    done = subprocess.run([sys.executable, "-m", "resources.seaweed", "serve", "--dir", str(tmp_path / "x"),
+                           "--auth-from-env"], cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2 and "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in done.stderr

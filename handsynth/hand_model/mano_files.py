@@ -4,6 +4,11 @@ The official pickles store several arrays as chumpy ``Ch`` objects, and chumpy n
 on current Python/numpy. :class:`_ChumpyFreeUnpickler` maps every chumpy class to a placeholder
 that keeps the pickled state; :func:`_to_array` then reads the array out of it (``x`` for ``Ch``,
 ``a``/``r`` for derived nodes).
+
+A pickle can name any importable callable and have it called (``os.system`` in ``__reduce__``),
+so the unpickler resolves only an allow-list: numpy's array reconstruction, scipy's sparse
+matrices and the chumpy placeholders. Anything else is a :class:`ManoModelError` naming the file
+and the refused global; ``.npz`` files are read with ``allow_pickle=False`` for the same reason.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ MANO_SCHEMA: dict[str, tuple[int | None, ...]] = {
 }
 
 
+#: Parent of each joint in MANO's kinematic tree (wrist, then index, middle, pinky, ring, thumb chains).
+MANO_PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14])
+
+
 class ManoModelError(ValueError):
     """A MANO model file is missing, unreadable or holds arrays of the wrong shape."""
 
@@ -44,11 +53,52 @@ class _ChumpyPlaceholder:
         self.state = state
 
 
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    """``(module, name) -> object`` a MANO pickle may refer to, under old and new module names."""
+    import codecs
+    import copyreg
+
+    import scipy.sparse
+
+    multiarray = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2 / numpy 1
+    allowed: dict[tuple[str, str], Any] = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    for fmt in ("csc", "csr"):  # compressed formats: check_format(full_check=True) validates them
+        cls = getattr(scipy.sparse, f"{fmt}_matrix")
+        for mod in ("scipy.sparse", f"scipy.sparse.{fmt}", f"scipy.sparse._{fmt}"):
+            allowed[(mod, f"{fmt}_matrix")] = cls
+    # protocol-2 pickles encode bytes via _codecs.encode and old-style objects via copy_reg
+    allowed[("_codecs", "encode")] = codecs.encode
+    for mod in ("copy_reg", "copyreg"):
+        allowed[(mod, "_reconstructor")] = copyreg._reconstructor
+    for mod in ("__builtin__", "builtins"):  # plain containers chumpy objects keep in their state
+        allowed.update({(mod, "object"): object, (mod, "set"): set, (mod, "frozenset"): frozenset})
+    return allowed
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a callable outside the allow-list; nothing was called."""
+
+
 class _ChumpyFreeUnpickler(pickle.Unpickler):
+    """Unpickles MANO files resolving only allow-listed globals; chumpy classes become placeholders."""
+
+    _allowed: dict[tuple[str, str], Any] | None = None
+
     def find_class(self, module: str, name: str) -> Any:
         if module == "chumpy" or module.startswith("chumpy."):
             return _ChumpyPlaceholder
-        return super().find_class(module, name)
+        if _ChumpyFreeUnpickler._allowed is None:
+            _ChumpyFreeUnpickler._allowed = _allowed_globals()
+        found = _ChumpyFreeUnpickler._allowed.get((module, name))
+        if found is None:
+            raise _RefusedGlobal(f"refused to load global {module}.{name} (only numpy arrays, scipy sparse "
+                                 "matrices and chumpy placeholders may appear in a MANO pickle)")
+        return found
 
 
 def _to_array(value: Any, key: str, where: str) -> Any:
@@ -60,6 +110,12 @@ def _to_array(value: Any, key: str, where: str) -> Any:
                 return np.asarray(_to_array(state[field], key, where))
         raise ManoModelError(f"{where}: array {key!r} is a chumpy object without stored values")
     if hasattr(value, "toarray") and "scipy.sparse" in type(value).__module__:
+        # the unpickled index arrays are the file's: scipy's C++ densifier trusts them, so an
+        # index past the shape would write outside the array. Check every index first.
+        try:
+            value.check_format(full_check=True)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ManoModelError(f"{where}: sparse array {key!r} is malformed ({exc})") from exc
         return np.asarray(value.toarray())
     return value
 
@@ -96,9 +152,35 @@ def validate_mano_arrays(arrays: Mapping[str, Any], where: str) -> None:
             raise ManoModelError(f"{where}: array {key!r} has shape {arr.shape}, expected {want}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ManoModelError(f"{where}: array {key!r} holds NaN or inf")
+    for key in MANO_SCHEMA:
+        if np.asarray(arrays[key]).dtype.kind not in "biuf":
+            raise ManoModelError(f"{where}: array {key!r} has dtype {np.asarray(arrays[key]).dtype}, expected numbers")
     faces = np.asarray(arrays["f"])
     if faces.min() < 0 or faces.max() >= 778:
         raise ManoModelError(f"{where}: array 'f' indexes vertices outside 0..777")
+    _validate_kinematic_tree(np.asarray(arrays["kintree_table"]), where)
+    weights = np.asarray(arrays["weights"], dtype=np.float64)
+    sums = weights.sum(axis=1)
+    if weights.min() < -1e-6 or np.abs(sums - 1.0).max() > 1e-3:
+        v = int(np.argmax(np.abs(sums - 1.0) + (weights.min(axis=1) < -1e-6)))
+        raise ManoModelError(f"{where}: array 'weights' row {v} sums to {sums[v]:.4f} or is negative; "
+                             "skinning weights must be >= 0 and sum to 1")
+
+
+def _validate_kinematic_tree(kintree: np.ndarray, where: str) -> None:
+    """Row 1 must number the joints 0..15 and row 0 give MANO's parents (the root's entry is free).
+
+    smplx accepts any table, e.g. an all-zero one, and then poses a broken skeleton silently;
+    the fingertip keypoints (``model.TIP_PARENT_JOINTS``) also assume MANO's tree.
+    """
+    if not np.array_equal(kintree[1], np.arange(16)):
+        raise ManoModelError(f"{where}: array 'kintree_table' row 1 is {kintree[1].tolist()}, expected joints 0..15")
+    parents = kintree[0, 1:].astype(np.int64)
+    bad = np.flatnonzero(parents != MANO_PARENTS[1:])
+    if len(bad):
+        j = int(bad[0]) + 1
+        raise ManoModelError(f"{where}: array 'kintree_table' gives joint {j} the parent {int(parents[j - 1])}, "
+                             f"MANO's kinematic tree has {int(MANO_PARENTS[j])}")
 
 
 def fix_left_shapedirs(left: dict[str, Any], right: Mapping[str, Any]) -> bool:

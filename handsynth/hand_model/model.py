@@ -1,8 +1,10 @@
 """Two MANO hands behind one interface, for real MANO files and the generated stand-in alike.
 
-Both sources end in ``smplx.MANO``: real files are unpickled without chumpy and handed over as a
-``data_struct``; the stand-in is written as ``MANO_RIGHT.npz`` / ``MANO_LEFT.npz`` and loaded from
-its folder exactly as a user's ``.npz`` MANO files would be.
+Both sources end in ``smplx.MANO``: files are read by :mod:`mano_files` (pickles through an
+allow-list unpickler, ``.npz`` with ``allow_pickle=False``), validated, and handed over as a
+``data_struct``. smplx never opens a file itself, because its own loader calls ``pickle.load`` /
+``np.load(allow_pickle=True)``, which run code planted in a model file. The stand-in is written
+as ``MANO_RIGHT.npz`` / ``MANO_LEFT.npz`` and read back exactly as a user's ``.npz`` files are.
 """
 
 from __future__ import annotations
@@ -43,12 +45,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HANDSYNTH_CACHE", Path.home() / ".cache" / "handsynth"))
 
 
-def _digest(arrays: dict[str, Any]) -> str:
+def _digest(arrays: dict[str, dict[str, Any]]) -> str:
+    """Hash of both hands' model arrays: a changed left file must change the model's identity too."""
     h = hashlib.sha256()
-    for key in sorted(mano_files.MANO_SCHEMA):
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(np.asarray(arrays[key], dtype=np.float64)).tobytes())
+    for side in SIDES:
+        h.update(side.encode())
+        for key in sorted(mano_files.MANO_SCHEMA):
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(np.asarray(arrays[side][key], dtype=np.float64)).tobytes())
     return h.hexdigest()[:16]
+
+
+def _mano_layers(folder: Path, arrays: dict[str, dict[str, Any]]) -> dict[str, smplx.MANO]:
+    """smplx layers built from already read and validated arrays (smplx opens no file)."""
+    return {
+        side: smplx.MANO(str(folder), is_rhand=side == "right", data_struct=Struct(**arrays[side]),
+                         use_pca=False, flat_hand_mean=False)
+        for side in SIDES
+    }
 
 
 @dataclass
@@ -79,11 +93,8 @@ class HandModel:
             right = standin.generate_standin_model()
             mano_files.write_npz(folder / "MANO_LEFT.npz", standin.mirror_model(right))
             mano_files.write_npz(folder / "MANO_RIGHT.npz", right)
-        arrays = mano_files.read_mano_file(folder / "MANO_RIGHT.npz")
-        layers = {
-            side: smplx.MANO(str(folder), is_rhand=side == "right", use_pca=False, flat_hand_mean=False, ext="npz")
-            for side in SIDES
-        }
+        arrays = {side: mano_files.read_mano_file(folder / f"MANO_{side.upper()}.npz") for side in SIDES}
+        layers = _mano_layers(folder, arrays)
         identity = {
             "kind": "standin",
             "is_standin": True,
@@ -108,17 +119,13 @@ class HandModel:
                 raise mano_files.ManoModelError(f"{folder}: no {name}.pkl or {name}.npz in the MANO model folder")
             arrays[side] = mano_files.read_mano_file(path)
         fixed = mano_files.fix_left_shapedirs(arrays["left"], arrays["right"])
-        layers = {
-            side: smplx.MANO(str(folder), is_rhand=side == "right", data_struct=Struct(**arrays[side]),
-                             use_pca=False, flat_hand_mean=False)
-            for side in SIDES
-        }
+        layers = _mano_layers(folder, arrays)
         identity = {
             "kind": "mano",
             "is_standin": False,
             "name": "MANO",
             "version": "mano-files",
-            "digest": _digest(arrays["right"]),
+            "digest": _digest(arrays),
             "source": str(folder),
             "left_shapedirs_fixed": fixed,
         }

@@ -31,6 +31,7 @@ import ijson
 import numpy as np
 import pandas as pd
 
+from handsynth.ids import escape_part
 from handsynth.pose_table import SIDES, PoseTable, from_hands
 
 Source = Union[str, "os.PathLike[str]", BinaryIO]
@@ -99,20 +100,39 @@ def _opened(source: Source, name: str | None) -> Iterator[tuple[BinaryIO, str]]:
         yield source, name or str(getattr(source, "name", "") or "<stream>")
 
 
-def _iter_frames(fh: BinaryIO, name: str) -> Iterator[tuple[str, str, object]]:
-    """Yield ``(capture, frame, value)`` for a ``{capture: {frame: value}}`` document.
+#: Most parser events (values, keys, brackets) one frame may hold. A MANO frame has ~140 and a
+#: joint frame ~360; a record far beyond that is malformed, and building it would cost memory
+#: without bound (a 20M-value ``pose`` needed 0.9 GB), so it is refused while streaming.
+MAX_FRAME_VALUES = 10_000
 
-    Only the current frame's value is ever built as Python objects. The builder is inlined
-    (a stack of the open containers) because it handles every number of a multi-GB file:
-    this is ~1.5x faster than ``ijson.ObjectBuilder``.
+
+def _iter_frames(
+    fh: BinaryIO, name: str, max_values: int = MAX_FRAME_VALUES
+) -> Iterator[tuple[str, str, object, bool]]:
+    """Yield ``(capture, frame, value, has_bool)`` for a ``{capture: {frame: value}}`` document.
+
+    Only the current frame's value is ever built as Python objects, and at most ``max_values``
+    parser events of it. The builder is inlined (a stack of the open containers) because it handles
+    every number of a multi-GB file: this is ~1.5x faster than ``ijson.ObjectBuilder``.
+    ``has_bool`` says whether the frame holds a JSON ``true``/``false`` anywhere: numpy turns
+    ``true`` into 1.0 without complaint, so callers check booleans only in frames that have one.
     """
     depth, capture, frame = 0, None, None  # depth: open maps above the frame level
     stack: list = []  # open containers of the current frame's value
     key = None  # last map key inside the frame's value (each map value directly follows its key)
+    n_values, has_bool = 0, False
     try:
         for event, value in ijson.basic_parse(fh, use_float=True):
             if stack:
+                n_values += 1  # every event counts: 20M empty lists are as oversized as 20M numbers
+                if n_values > max_values:
+                    raise InterHandFormatError(
+                        f"{name}: capture {capture!r} frame {frame!r} holds more than {max_values} values "
+                        "(an oversized record)"
+                    )
                 if event == "number" or event == "string" or event == "boolean" or event == "null":
+                    if event == "boolean":
+                        has_bool = True
                     top = stack[-1]
                     if top.__class__ is list:
                         top.append(value)
@@ -131,7 +151,8 @@ def _iter_frames(fh: BinaryIO, name: str) -> Iterator[tuple[str, str, object]]:
                 else:  # end_array / end_map
                     done = stack.pop()
                     if not stack:
-                        yield capture, frame, done
+                        yield capture, frame, done, has_bool
+                        n_values, has_bool = 0, False
             elif event == "map_key":
                 if depth == 1:
                     capture, frame = value, None
@@ -145,7 +166,7 @@ def _iter_frames(fh: BinaryIO, name: str) -> Iterator[tuple[str, str, object]]:
                 if event == "start_map" or event == "start_array":
                     stack.append([] if event == "start_array" else {})
                 else:
-                    yield capture, frame, value
+                    yield capture, frame, value, event == "boolean"
             elif depth == 0:
                 raise InterHandFormatError(f"{name}: the top level must be an object of captures, found {event}")
             else:
@@ -179,6 +200,10 @@ def _row_problem(value: object, shape: tuple[int, ...], kinds: str) -> str | Non
         arr = np.array(value)
     except ValueError:
         return f"is ragged, expected shape {shape}"
+    if "b" not in kinds and arr.dtype.kind in "fi":  # numpy reads true as 1.0: look for booleans
+        for i, v in enumerate(np.array(value, dtype=object).ravel()):
+            if isinstance(v, bool):
+                return f"value {v!r} at flat index {i} is a boolean, not a number"
     if arr.dtype.kind in kinds:
         if arr.shape == shape:
             return None
@@ -277,7 +302,7 @@ def load_interhand_mano(
     }
     with _opened(source, name) as (fh, where):
         blocks = _RowBlocks(where, columns, chunk_rows)
-        for capture, frame, value in _iter_frames(fh, where):
+        for capture, frame, value, has_bool in _iter_frames(fh, where):
             stats.frames_read += 1
             if not isinstance(value, dict):
                 raise InterHandFormatError(
@@ -303,24 +328,48 @@ def load_interhand_mano(
                         raise InterHandFormatError(
                             f"{where}: capture {capture!r} frame {frame!r} hand {side!r} field {fld!r} is missing"
                         )
+                    if has_bool:
+                        _refuse_booleans(hand[fld], f"{where}: capture {capture!r} frame {frame!r} hand {side!r} "
+                                                    f"field {fld!r}")
                     row[f"{side}_{fld}"] = hand[fld]
             blocks.add((capture, frame), row)
             stats.frames_kept += 1
         arrays, captures, frames = blocks.finish()
+    if stats.frames_kept == 0:
+        raise InterHandFormatError(
+            f"{where}: no frame has both hands ({stats.frames_read} frames read, {stats.frames_skipped} without "
+            f"the right or left hand); RenderIH needs two-hand frames"
+        )
     return _mano_table(arrays, captures, frames, split_name, where)
+
+
+def _refuse_booleans(value: object, at: str) -> None:
+    """Raise if a numeric field holds a JSON ``true``/``false`` (numpy would read it as 1.0 / 0.0)."""
+    flat = np.array(value, dtype=object).ravel() if isinstance(value, list) else [value]
+    for i, v in enumerate(flat):
+        if isinstance(v, bool):
+            raise InterHandFormatError(f"{at} value {v!r} at flat index {i} is a boolean, not a number")
+
+
+def _escaped(keys: np.ndarray) -> np.ndarray:
+    """:func:`escape_part` of each key, computed once per distinct key (1.4M frames, few captures)."""
+    distinct, inverse = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
+    return np.array([escape_part(k) for k in distinct], dtype=object)[inverse] if len(keys) else np.array([], object)
 
 
 def _mano_table(
     arrays: dict[str, np.ndarray], captures: np.ndarray, frames: np.ndarray, split: str, where: str
 ) -> PoseTable:
     n = len(captures)
-    capture = pd.Series(captures, dtype="string")
-    frame = pd.Series(frames, dtype="string")
+    # escaped, so a "/" or ";" inside a key cannot fake a boundary: capture "1/2" frame "3" and
+    # capture "1" frame "2/3" keep distinct ids and references
+    capture = pd.Series(_escaped(captures), dtype="string")
+    frame = pd.Series(_escaped(frames), dtype="string")
     meta = pd.DataFrame(
         {
-            "pose_id": f"ih26m/{split}/" + capture + "/" + frame,
+            "pose_id": f"ih26m/{escape_part(split)}/" + capture + "/" + frame,
             "source": pd.Series([SOURCE_NAME] * n, dtype="string"),
-            "source_ref": "capture=" + capture + ";frame=" + frame + f";file={where}",
+            "source_ref": "capture=" + capture + ";frame=" + frame + f";file={where}",  # the last field: may hold anything
             "seed": np.zeros(n, dtype=np.int64),
         }
     )
@@ -397,13 +446,15 @@ def load_interhand_joints(source: Source, *, name: str | None = None, chunk_rows
     }
     with _opened(source, name) as (fh, where):
         blocks = _RowBlocks(where, columns, chunk_rows)
-        for capture, frame, value in _iter_frames(fh, where):
+        for capture, frame, value, has_bool in _iter_frames(fh, where):
             at = f"{where}: capture {capture!r} frame {frame!r}"
             if not isinstance(value, dict):
                 raise InterHandFormatError(f"{at} must be an object, got {type(value).__name__}")
             for fld in columns:
                 if fld not in value:
                     raise InterHandFormatError(f"{at} field {fld!r} is missing")
+            if has_bool:
+                _refuse_booleans(value["world_coord"], f"{at} field 'world_coord'")
             if value["hand_type"] not in HAND_TYPES:
                 raise InterHandFormatError(
                     f"{at} field 'hand_type' is {value['hand_type']!r}, expected one of {HAND_TYPES}"
