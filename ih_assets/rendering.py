@@ -10,6 +10,7 @@ from handsynth import annotate, envmaps, exports, plots
 from handsynth.annotate import ImageRecord
 from handsynth.pose_table import PoseTable
 from handsynth.views import StageTimes, render_pose_views
+from ih_assets import versions
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
 from resources.partitions import pose_shards
@@ -19,7 +20,7 @@ from resources.storage import StorageResource
 SIDES = ("right", "left")
 
 
-@asset(group_name="rendering", kinds={"hdr", "json"})
+@asset(code_version="1", group_name="rendering", kinds={"hdr", "json"})
 def environment_maps(context: AssetExecutionContext, settings: PipelineSettings, storage: StorageResource) -> Output[dict]:
     """The HDR library: every .hdr under ``<prefix>/library/envmaps/``; if there are none, a few
     procedurally generated maps are written there first (nothing has to be downloaded)."""
@@ -35,11 +36,12 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
             generated += 1
     library = {k.rsplit("/", 1)[-1][:-4]: k for k in sorted(keys)}
     previews = [envmaps.tone_map(envmaps.read_hdr(store.get_bytes(k), k)) for k in list(library.values())[:8]]
+    versions.record(context, library, settings)
     return Output(library, metadata={"maps": len(library), "generated": generated,
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 
 
-@asset(group_name="rendering", partitions_def=pose_shards, kinds={"png", "pyrender"}, pool="render",
+@asset(code_version="1", group_name="rendering", partitions_def=pose_shards, kinds={"png", "pyrender"}, pool="render",
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                    storage: StorageResource, optimized_poses: PoseTable, environment_maps: dict) -> Output[pd.DataFrame]:
@@ -77,10 +79,11 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
         vis = np.stack(manifest["visibility"].to_numpy()).sum(axis=1)
         meta["histograms"] = image(plots.histograms({"view index": manifest["view"], "visible keypoints (of 42)": vis},
                                                     "views and visibility"))
+    versions.record(context, manifest, settings)
     return Output(manifest, metadata=meta)
 
 
-@asset(group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
+@asset(code_version="1", group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def annotations(context: AssetExecutionContext, hand_model: HandModelResource, optimized_poses: PoseTable,
                 rendered_views: pd.DataFrame) -> Output[pd.DataFrame]:
@@ -105,11 +108,12 @@ def annotations(context: AssetExecutionContext, hand_model: HandModelResource, o
                 keys={"rgb": v.rgb_key, "label": v.label_key, "depth": v.depth_key})
             rows.append(annotate.annotation_row(record, model.name))
     table = annotate.annotation_table(rows)
+    versions.record(context, table)
     return Output(table, metadata={"images": len(table), "hand_model": model.name,
                                    "visible_keypoints_mean": float(table["visible_keypoints"].mean()) if len(table) else 0.0})
 
 
-@asset(group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
+@asset(code_version="1", group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
 def dataset_manifest(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                      annotations: dict) -> Output[dict]:
     """Counts, configuration, hand-model identity and code version of the whole dataset."""
@@ -124,11 +128,12 @@ def dataset_manifest(context: AssetExecutionContext, settings: PipelineSettings,
         "units": {"keypoints3d": "mm", "keypoints2d": "px", "transl": "m", "depth_png": "mm (uint16)"},
         "label_png": "0 background, 1..16 right-hand parts, 17..32 left-hand parts",
     }
+    versions.record(context, manifest, settings)
     return Output(manifest, metadata={"images": manifest["images"], "hand_model": model.name,
                                       "manifest": MetadataValue.json(json.loads(json.dumps(manifest, default=str)))})
 
 
-@asset(group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
+@asset(code_version="1", group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
 def dataset_exports(context: AssetExecutionContext, storage: StorageResource, annotations: dict) -> Output[dict]:
     """The dataset in the InterHand2.6M layout (existing IH2.6M loaders read it) and as wrist-first
     per-image files for IntagHand-style training code, under ``<prefix>/exports/``."""
@@ -144,5 +149,6 @@ def dataset_exports(context: AssetExecutionContext, storage: StorageResource, an
     intag = exports.write_intaghand_dataset(images, put_under("intaghand")) if images else []
     written = {"interhand26m": {k: f"{root}/interhand26m/{v}" for k, v in (ih.paths.items() if ih else [])},
                "intaghand_files": len(intag), "images": len(images)}
+    versions.record(context, written)
     return Output(written, metadata={"images": len(images), "interhand_frames": ih.frames if ih else 0,
                                      "files": MetadataValue.json(written)})

@@ -20,6 +20,52 @@ from tests.s3_fixtures import seaweed_server  # noqa: F401  (fixture)
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _session_members(sid: int) -> set[int]:
+    """Live (non-zombie) processes of session ``sid``: ``dagster dev`` and everything it started."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, _ppid, _pgrp, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+            except (OSError, ValueError):
+                continue
+            if int(session) == sid and state != "Z":
+                members.add(int(entry.name))
+    return members
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 30.0) -> set[int]:
+    """Stop a process started with ``start_new_session=True`` and all it started: SIGINT (what
+    Ctrl-C sends; ``dagster dev`` shuts its webserver, daemon and code servers down on it), then
+    SIGKILL to the whole group for whatever lingers after ``grace`` seconds. Returns the pids that
+    still live afterwards (none, unless a child left the session)."""
+    os.killpg(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    while _session_members(proc.pid) and time.monotonic() < deadline:
+        proc.poll()  # reap our direct child so it does not linger as a zombie
+        time.sleep(0.2)
+    if _session_members(proc.pid):
+        for pid in _session_members(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)   # killpg misses members that moved to another group
+            except ProcessLookupError:
+                pass
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)  # orphans are reaped by init asynchronously
+    return _session_members(proc.pid)
+
+
+def test_stop_process_group_kills_what_ignores_sigint():
+    proc = subprocess.Popen(["sh", "-c", "trap '' INT; sleep 300 & sleep 300 & wait"], start_new_session=True)
+    time.sleep(0.5)
+    assert len(_session_members(proc.pid)) == 3
+    started = time.monotonic()
+    assert stop_process_group(proc, grace=1.0) == set()
+    assert time.monotonic() - started < 15 and proc.returncode == -signal.SIGKILL
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,9 +106,9 @@ def dagster_dev(seaweed_server, tmp_path_factory):  # noqa: F811
                 time.sleep(1)
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        survivors = stop_process_group(proc)
         log.close()
+        assert survivors == set(), f"processes of dagster dev outlived the test: {sorted(survivors)}"
 
 
 def test_graphql_lists_every_asset_and_check(dagster_dev):
