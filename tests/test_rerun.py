@@ -123,3 +123,27 @@ def test_planner_rules_on_a_toy_graph(case, tmp_path):
             STATE["value"] = 5
             assert materialize([assets[0], *checks], instance=instance, selection=["a"]).success
             assert _plan(instance) == {"b": ["upstream a changed"]}
+
+
+def test_dagster_stale_status_misses_settings_changes(tmp_path):
+    """Why the main job plans with :mod:`ih_assets.versions`: Dagster's own stale status sees code
+    and data versions but not a changed resource setting, so it calls an outdated render fresh."""
+    from dagster import AssetExecutionContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    @asset(code_version="1", name="rendered_views")
+    def toy_render(context: AssetExecutionContext, settings: PipelineSettings) -> dict:
+        made = {"n_views": settings.n_views}
+        versions.record(context, made, settings)
+        return made
+
+    before, after = PipelineSettings.from_preset("test"), PipelineSettings.from_preset("test", n_views=3)
+    with instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert materialize([toy_render], instance=instance, resources={"settings": before}).success
+        graph = Definitions(assets=[toy_render], resources={"settings": after}).resolve_asset_graph()
+        key = AssetKey("rendered_views")
+        assert CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance)).get_status(key) == StaleStatus.FRESH
+        plan = versions.reasons_to_materialize(instance, graph, [key], None, after)
+        assert plan == {key: [f"settings changed: n_views {before.n_views} -> 3"]}
+        assert versions.recorded_settings(instance, key, [None])[None]["n_views"] == before.n_views

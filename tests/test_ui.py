@@ -95,7 +95,7 @@ def dagster_dev(seaweed_server, tmp_path_factory):  # noqa: F811
                              "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a loaded 2-core machine needs minutes
         while True:
             try:
                 if _graphql(port, "{ version }"):
