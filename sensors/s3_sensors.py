@@ -21,7 +21,7 @@ import json
 import os
 
 from dagster import (AssetKey, DagsterInstance, DagsterRunStatus, RunRequest, RunsFilter, SensorEvaluationContext,
-                     SensorResult, SkipReason, sensor)
+                     SensorResult, sensor)
 
 from handsynth.envmaps import LIBRARY_EXTENSIONS
 from resources.storage import StorageResource
