@@ -30,6 +30,7 @@ from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetRecords
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG, DataProvenance
 from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.execution.context.invocation import BaseDirectExecutionContext
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from resources.codecs import encode
@@ -75,8 +76,10 @@ def content_version(value: Any) -> DataVersion:
 
 def record(context: AssetExecutionContext, value: Any, settings: PipelineSettings | None = None) -> None:
     """Record on the materialization being made: the content hash as its data version and,
-    with ``settings``, the values and digest of the settings this asset depends on."""
-    context.set_data_version(context.asset_key, content_version(value))
+    with ``settings``, the values and digest of the settings this asset depends on. A direct
+    call of the asset function (``build_asset_context()``) stores nothing, so it gets no version."""
+    if not isinstance(context, BaseDirectExecutionContext):
+        context.set_data_version(context.asset_key, content_version(value))
     if settings is not None:
         used = relevant_settings(settings, context.asset_key.to_user_string())
         context.add_output_metadata({"settings": MetadataValue.json(used), "settings_digest": settings_digest(used)})
