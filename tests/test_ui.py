@@ -174,9 +174,14 @@ def test_screenshot_of_the_asset_graph(dagster_dev):
     browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
         browser.get(f"http://127.0.0.1:{dagster_dev}/asset-groups")
-        time.sleep(4)
-        for button in browser.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
-            button.click()       # the first-visit community dialog
+        # the first-visit community dialog: on a loaded machine it appears only after seconds
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            buttons = browser.find_elements(By.XPATH, "//button[normalize-space()='Skip']")
+            if buttons:
+                buttons[0].click()
+                break
+            time.sleep(1)
         time.sleep(3)
         out = ROOT / "docs/asset_graph.png"
         browser.save_screenshot(str(out))
