@@ -16,6 +16,10 @@ import numpy as np
 
 from handsynth.cameras import Camera
 
+#: File types of the environment-map library (under ``library/envmaps/``) that ``environment_maps`` reads
+#: and the library sensor watches.
+LIBRARY_EXTENSIONS: tuple[str, ...] = (".hdr", ".exr")
+
 
 def pixel_directions(height: int, width: int) -> np.ndarray:
     """Unit direction (H, W, 3) of each equirectangular pixel centre."""

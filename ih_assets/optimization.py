@@ -9,25 +9,27 @@ from handsynth import augment, discriminator, optimize, plots
 from handsynth.joint_limits import AnatomicalFrames
 from handsynth.penetration import PenetrationField
 from handsynth.pose_table import PoseTable
+from ih_assets import versions
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
 from resources.partitions import pose_shards
 from resources.settings import PipelineSettings
 
 
-@asset(group_name="optimization", kinds={"json"})
+@asset(code_version="1", group_name="optimization", kinds={"json"})
 def hand_anchors(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                  raw_poses: PoseTable) -> Output[dict]:
     """Contact anchors: vertices most often near the other hand with opposing normals, per hand."""
     anchors = anchor_ops.select_anchors(hand_model.get(), raw_poses, settings.n_anchors_per_hand)
     freq = {f"{s} anchor contact frequency": anchors.frequency[s] for s in ("right", "left")}
+    versions.record(context, anchors.to_json(), settings)
     return Output(anchors.to_json(), metadata={
         "anchors_per_hand": len(anchors.face_ids["right"]), "poses_used": len(raw_poses),
         "frequency": image(plots.histograms(freq, "share of raw poses in contact at each anchor")),
     })
 
 
-@asset(group_name="optimization", kinds={"torch", "safetensors"})
+@asset(code_version="1", group_name="optimization", kinds={"torch", "safetensors"})
 def pose_discriminator(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                        deduped_poses: PoseTable) -> Output[dict]:
     """Naturalness discriminator trained on the deduped real poses vs jittered copies."""
@@ -39,6 +41,7 @@ def pose_discriminator(context: AssetExecutionContext, settings: PipelineSetting
                                                     log_fn=context.log.info)
     _, card = discriminator.save_discriminator(net, report)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    versions.record(context, state, settings)
     return Output(state, metadata={
         "holdout_auc": report.holdout_auc, "holdout_accuracy": report.holdout_accuracy,
         "real_hands": report.n_real, "card": MetadataValue.json(card),
@@ -46,7 +49,7 @@ def pose_discriminator(context: AssetExecutionContext, settings: PipelineSetting
     })
 
 
-@asset(group_name="optimization", partitions_def=pose_shards, kinds={"parquet", "torch"}, pool="optimize",
+@asset(code_version="1", group_name="optimization", partitions_def=pose_shards, kinds={"parquet", "torch"}, pool="optimize",
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def optimized_poses(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                     augmented_poses: PoseTable, hand_anchors: dict, pose_discriminator: dict) -> Output[PoseTable]:
@@ -67,6 +70,7 @@ def optimized_poses(context: AssetExecutionContext, settings: PipelineSettings, 
     summary = optimize.summary(result.stats, keep)
     context.log.info(f"{context.partition_key}: kept {keep.sum()}/{len(keep)} poses; {summary}")
     st = result.stats
+    versions.record(context, table, settings)
     return Output(table, metadata={
         "poses": len(table), "kept": int(keep.sum()), "retention": float(keep.mean()) if len(keep) else 0.0,
         "summary": MetadataValue.json(summary), "config": MetadataValue.json(optimize.config_record(config)),

@@ -12,6 +12,7 @@ from handsynth import annotate, envmaps, exports, plots
 from handsynth.annotate import ImageRecord
 from handsynth.pose_table import PoseTable
 from handsynth.views import StageTimes, render_pose_views
+from ih_assets import versions
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
 from resources.partitions import pose_shards
@@ -49,7 +50,7 @@ def _library_sources(settings: PipelineSettings) -> tuple[str, dict[str, bytes],
     return "procedural (npm HDRIs not found: run scripts/fetch_assets.sh)", {}, {}
 
 
-@asset(group_name="rendering", kinds={"hdr", "json"})
+@asset(code_version="1", group_name="rendering", kinds={"hdr", "json"})
 def environment_maps(context: AssetExecutionContext, settings: PipelineSettings, storage: StorageResource) -> Output[dict]:
     """The HDR library: every .hdr/.exr under ``<prefix>/library/envmaps/``. An empty library (or
     one holding only procedural maps) is filled from ``environment_dir`` or the npm Poly Haven
@@ -80,12 +81,13 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
         raise ValueError(f"{folder}: two maps share a name with different extensions: {sorted(keys)}")
     maps = {name: envmaps.read_envmap(store.get_bytes(key), key) for name, key in library.items()}  # validates all
     previews = [envmaps.tone_map(env, envmaps.auto_exposure(env)) for env in list(maps.values())[:8]]
+    versions.record(context, library, settings)
     return Output(library, metadata={"maps": len(library), "generated": generated, "source": source,
                                      "max_radiance": MetadataValue.json({n: round(float(e.max()), 1) for n, e in maps.items()}),
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 
 
-@asset(group_name="rendering", partitions_def=pose_shards, kinds={"png", "blender"}, pool="render",
+@asset(code_version="1", group_name="rendering", partitions_def=pose_shards, kinds={"png", "blender"}, pool="render",
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                    storage: StorageResource, optimized_poses: PoseTable, environment_maps: dict) -> Output[pd.DataFrame]:
@@ -133,10 +135,11 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
         vis = np.stack(manifest["visibility"].to_numpy()).sum(axis=1)
         meta["histograms"] = image(plots.histograms({"view index": manifest["view"], "visible keypoints (of 42)": vis},
                                                     "views and visibility"))
+    versions.record(context, manifest, settings)
     return Output(manifest, metadata=meta)
 
 
-@asset(group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
+@asset(code_version="1", group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def annotations(context: AssetExecutionContext, hand_model: HandModelResource, optimized_poses: PoseTable,
                 rendered_views: pd.DataFrame) -> Output[pd.DataFrame]:
@@ -161,11 +164,12 @@ def annotations(context: AssetExecutionContext, hand_model: HandModelResource, o
                 keys={"rgb": v.rgb_key, "label": v.label_key, "depth": v.depth_key})
             rows.append(annotate.annotation_row(record, model.name))
     table = annotate.annotation_table(rows)
+    versions.record(context, table)
     return Output(table, metadata={"images": len(table), "hand_model": model.name,
                                    "visible_keypoints_mean": float(table["visible_keypoints"].mean()) if len(table) else 0.0})
 
 
-@asset(group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
+@asset(code_version="1", group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
 def dataset_manifest(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                      annotations: dict) -> Output[dict]:
     """Counts, configuration, hand-model identity and code version of the whole dataset."""
@@ -180,11 +184,12 @@ def dataset_manifest(context: AssetExecutionContext, settings: PipelineSettings,
         "units": {"keypoints3d": "mm", "keypoints2d": "px", "transl": "m", "depth_png": "mm (uint16)"},
         "label_png": "0 background, 1..16 right-hand parts, 17..32 left-hand parts",
     }
+    versions.record(context, manifest, settings)
     return Output(manifest, metadata={"images": manifest["images"], "hand_model": model.name,
                                       "manifest": MetadataValue.json(json.loads(json.dumps(manifest, default=str)))})
 
 
-@asset(group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
+@asset(code_version="1", group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
 def dataset_exports(context: AssetExecutionContext, storage: StorageResource, annotations: dict) -> Output[dict]:
     """The dataset in the InterHand2.6M layout (existing IH2.6M loaders read it) and as wrist-first
     per-image files for IntagHand-style training code, under ``<prefix>/exports/``."""
@@ -200,5 +205,6 @@ def dataset_exports(context: AssetExecutionContext, storage: StorageResource, an
     intag = exports.write_intaghand_dataset(images, put_under("intaghand")) if images else []
     written = {"interhand26m": {k: f"{root}/interhand26m/{v}" for k, v in (ih.paths.items() if ih else [])},
                "intaghand_files": len(intag), "images": len(images)}
+    versions.record(context, written)
     return Output(written, metadata={"images": len(images), "interhand_frames": ih.frames if ih else 0,
                                      "files": MetadataValue.json(written)})
