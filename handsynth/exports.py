@@ -389,15 +389,22 @@ class _PortableArrayPickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
             return np.array, (obj.tolist(), obj.dtype.str)
-        if isinstance(obj, np.generic):
-            return type(obj.item()), (obj.item(),)
         return NotImplemented
+
+
+def _plain(obj: Any) -> Any:
+    """NumPy scalars -> Python numbers inside dicts/lists (they would pickle as NumPy globals)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 def portable_pickle(obj: Any) -> bytes:
     """Pickle bytes of plain dicts/lists/str/numbers/arrays (protocol 2, readable by Python 3.x)."""
     buf = io.BytesIO()
-    _PortableArrayPickler(buf, protocol=2).dump(obj)
+    _PortableArrayPickler(buf, protocol=2).dump(_plain(obj))
     return buf.getvalue()
 
 
