@@ -173,7 +173,7 @@ class RenderIHDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.table.iloc[i]
         rgb = self._png(str(row["rgb_key"]))
-        item: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).permute(2, 0, 1).float() / 255.0,
+        item: dict[str, Any] = {"image": torch.from_numpy(np.array(rgb[..., :3])).permute(2, 0, 1).float() / 255.0,
                                 "image_id": str(row["image_id"])}
         for name, arr in self._arrays.items():
             item[name] = torch.as_tensor(arr[i], dtype=torch.float32)
