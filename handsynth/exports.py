@@ -76,7 +76,7 @@ class ExportImage:
     Hand axes are ``(right, left)`` as in :data:`handsynth.pose_table.SIDES`.
     """
 
-    file_name: str  # image path relative to the split's image folder
+    file_name: str  # the rendered image's file name (names the image in errors)
     width: int
     height: int
     K: np.ndarray  # (3, 3) intrinsics, pixels (zero skew)

@@ -12,7 +12,9 @@ import pandas as pd
 from dagster import (AssetExecutionContext, AssetIn, AssetKey, BackfillPolicy, Config, Failure, MetadataValue, Output,
                      asset)
 
-from handsynth import exports, training
+from handsynth import exports, plots, training
+from handsynth.annotate import stack
+from handsynth.render.raster import decode_png
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
 from resources.partitions import POSE_SHARDS_NAME, pose_shards
@@ -133,10 +135,8 @@ def webdataset_shards(context: AssetExecutionContext, storage: StorageResource, 
     store.put_bytes(key, data)
     meta = {"samples": len(annotations), "bytes": len(data), "key": key}
     if len(annotations):
-        from handsynth import plots
-
         row = annotations.iloc[0]
-        rgb = training.decode_png(store.get_bytes(str(row["rgb_key"])))
-        uv = training.stack(annotations.iloc[:1], "keypoints2d_px", (42, 2))[0]
+        rgb = decode_png(store.get_bytes(str(row["rgb_key"])))
+        uv = stack(annotations.iloc[:1], "keypoints2d_px", (42, 2))[0]
         meta["first_sample"] = image(plots.image_grid([plots.draw_keypoints(rgb, uv, row["visibility"])], cols=1))
     return Output({"key": key, "samples": len(annotations), "bytes": len(data)}, metadata=meta)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import os.path as osp
@@ -46,7 +45,7 @@ from handsynth.exports import (
     write_intaghand_dataset,
     write_interhand_dataset,
 )
-from handsynth.keypoints import convert_keypoints, from_ih26m_42
+from handsynth.keypoints import convert_keypoints
 from handsynth.render.raster import encode_png
 from handsynth.sources.interhand import load_interhand_mano
 

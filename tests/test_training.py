@@ -3,7 +3,6 @@ README's training snippet run as written."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
