@@ -40,9 +40,10 @@ import io
 import json
 import os
 import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,7 @@ import pandas as pd
 from handsynth.keypoints import KEYPOINT_NAMES, convert_keypoints, to_ih26m_42
 from handsynth.pose_table import SIDES
 
+T = TypeVar("T")
 Put = Callable[[str, bytes], None]
 #: ``place_image(relative_path, source_key)``: link, copy or record one image of the layout.
 PlaceImage = Callable[[str, str], None]
@@ -574,6 +576,17 @@ def pca_inverses(model_folder: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         components = np.asarray(read_mano_file(path)["hands_components"], np.float64)
         out[side] = np.linalg.inv(components)
     return out
+
+
+def logged(items: list[T], log: Callable[[str], None], what: str, every: int = 1000) -> Iterator[T]:
+    """Yield ``items``, logging count, rate and ETA every ``every`` items (long exports in a
+    Dagster run, where no progress bar is seen)."""
+    start = time.monotonic()
+    for i, item in enumerate(items, start=1):
+        yield item
+        if i % every == 0 or i == len(items):
+            rate = i / max(time.monotonic() - start, 1e-9)
+            log(f"{what}: {i}/{len(items)} images, {rate:.0f}/s, ETA {(len(items) - i) / rate:.0f} s")
 
 
 # ---- local folders -----------------------------------------------------------------------

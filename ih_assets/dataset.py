@@ -80,7 +80,8 @@ class ExportConfig(Config):
     splits: str = "train=0.8,val=0.1,test=0.1"
 
 
-def export_to_store(store, root: str, table: pd.DataFrame, pca_inverse: dict, splits: dict[str, float]) -> dict:
+def export_to_store(store, root: str, table: pd.DataFrame, pca_inverse: dict, splits: dict[str, float],
+                    log=lambda message: None) -> dict:
     """Write both layouts under ``root`` in an object store and delete what a previous run left.
 
     Object stores have no links, so images are not copied: each layout gets ``image_index.json``
@@ -93,12 +94,13 @@ def export_to_store(store, root: str, table: pd.DataFrame, pca_inverse: dict, sp
         index: dict[str, str] = {}
         put = lambda path, data, folder=folder: store.put_bytes(f"{folder}/{path}", data)  # noqa: E731
         if name == "interhand26m":
-            result = exports.write_interhand_dataset(images, put, index.__setitem__, splits=splits)
+            result = exports.write_interhand_dataset(exports.logged(images, log, name), put, index.__setitem__,
+                                                     splits=splits)
             out[name] = {"paths": {s: {k: f"{folder}/{v}" for k, v in p.items()} for s, p in result.paths.items()},
                          "images": result.images, "frames": result.frames}
         else:
-            result = exports.write_intaghand_dataset(images, put, index.__setitem__, store.get_bytes, pca_inverse,
-                                                     splits=splits)
+            result = exports.write_intaghand_dataset(exports.logged(images, log, name), put, index.__setitem__,
+                                                     store.get_bytes, pca_inverse, splits=splits)
             out[name] = {"images": result.images}
         put("image_index.json", json.dumps(index, sort_keys=True).encode())
         written = {f"{folder}/{p}" for p in result.files if p not in index} | {f"{folder}/image_index.json"}
@@ -117,7 +119,8 @@ def dataset_exports(context: AssetExecutionContext, config: ExportConfig, storag
     store = storage.object_store()
     root = "/".join(p for p in (storage.prefix, "exports") if p)
     table = pd.concat([df for _, df in sorted(annotations.items())], ignore_index=True)
-    written = export_to_store(store, root, table, exports.pca_inverses(hand_model.get().identity["source"]), splits)
+    written = export_to_store(store, root, table, exports.pca_inverses(hand_model.get().identity["source"]), splits,
+                              log=context.log.info)
     ih = written["interhand26m"]
     return Output(written, metadata={"images": len(table), "interhand_frames": ih["frames"],
                                      "images_per_split": MetadataValue.json(ih["images"]),

@@ -36,6 +36,7 @@ from handsynth.exports import (
     local_files,
     local_place_image,
     local_put,
+    logged,
     parse_splits,
     pca_inverses,
     portable_pickle,
@@ -333,3 +334,11 @@ def test_intaghand_needs_square_images_with_labels(tmp_path):
     with pytest.raises(ExportError, match=r"'pose000_v00_rgb.png': IntagHand expects square images, got 300x256"):
         write_intaghand_dataset([image], local_put(tmp_path), lambda p, k: None, lambda k: b"",
                                 {"right": np.eye(45), "left": np.eye(45)})
+
+
+def test_long_exports_log_count_rate_and_eta():
+    lines: list[str] = []
+    assert list(logged(list(range(2500)), lines.append, "intaghand")) == list(range(2500))
+    assert [line.split(",")[0] for line in lines] == ["intaghand: 1000/2500 images", "intaghand: 2000/2500 images",
+                                                      "intaghand: 2500/2500 images"]
+    assert all("/s, ETA " in line for line in lines) and lines[-1].endswith("ETA 0 s")
