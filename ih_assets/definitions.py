@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, load_asset_checks_from_modules, load_assets_from_modules
 
-from ih_assets import optimization, poses, rendering
+from ih_assets import dataset, optimization, poses, rendering
 from resources.partitions import pose_shards
 from quality import optimization_checks, pose_checks, rendering_checks
 from resources.environments import resources_for
@@ -19,9 +19,9 @@ UNPARTITIONED_JOB = "prepare_sources"
 PARTITIONED_JOB = "generate_shard"
 FINAL_JOB = "finalize_dataset"
 #: Unpartitioned assets that summarise every shard, so they run after the shards.
-_FINAL = [rendering.dataset_manifest.key, rendering.dataset_exports.key]
+_FINAL = [dataset.dataset_manifest.key, dataset.dataset_exports.key]
 
-all_assets = load_assets_from_modules([poses, optimization, rendering])
+all_assets = load_assets_from_modules([poses, optimization, rendering, dataset])
 all_checks = load_asset_checks_from_modules([pose_checks, optimization_checks, rendering_checks])
 
 _partitioned = [a.key for a in all_assets if a.partitions_def is not None]

@@ -1,14 +1,13 @@
-"""Rendering stages: environment_maps, rendered_views[shard], annotations[shard], dataset_manifest, dataset_exports."""
+"""Rendering stages: environment_maps, rendered_views[shard], annotations[shard] (dataset-level outputs: dataset.py)."""
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 
-from handsynth import annotate, envmaps, exports, plots
+from handsynth import annotate, envmaps, plots
 from handsynth.annotate import ImageRecord
 from handsynth.pose_table import PoseTable
 from handsynth.views import StageTimes, render_pose_views
@@ -167,44 +166,3 @@ def annotations(context: AssetExecutionContext, hand_model: HandModelResource, o
     versions.record(context, table)
     return Output(table, metadata={"images": len(table), "hand_model": model.name,
                                    "visible_keypoints_mean": float(table["visible_keypoints"].mean()) if len(table) else 0.0})
-
-
-@asset(code_version="1", group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
-def dataset_manifest(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
-                     annotations: dict) -> Output[dict]:
-    """Counts, configuration, hand-model identity and code version of the whole dataset."""
-    from importlib.metadata import version
-
-    model = hand_model.get()
-    counts = {shard: int(len(df)) for shard, df in sorted(annotations.items())}
-    manifest = {
-        "images": sum(counts.values()), "images_per_shard": counts, "settings": settings.record(),
-        "hand_model": model.identity, "code_version": version("renderih-pipeline"),
-        "keypoint_order": "per hand: 16 MANO joints then tips (thumb, index, middle, ring, pinky); right then left",
-        "units": {"keypoints3d": "mm", "keypoints2d": "px", "transl": "m", "depth_png": "mm (uint16)"},
-        "label_png": "0 background, 1..16 right-hand parts, 17..32 left-hand parts",
-    }
-    versions.record(context, manifest, settings)
-    return Output(manifest, metadata={"images": manifest["images"], "hand_model": model.name,
-                                      "manifest": MetadataValue.json(json.loads(json.dumps(manifest, default=str)))})
-
-
-@asset(code_version="1", group_name="rendering", kinds={"json"}, ins={"annotations": AssetIn(metadata={"allow_missing_partitions": True})})
-def dataset_exports(context: AssetExecutionContext, storage: StorageResource, annotations: dict) -> Output[dict]:
-    """The dataset in the InterHand2.6M layout (existing IH2.6M loaders read it) and as wrist-first
-    per-image files for IntagHand-style training code, under ``<prefix>/exports/``."""
-    store = storage.object_store()
-    root = "/".join(p for p in (storage.prefix, "exports") if p)
-    table = pd.concat([df for _, df in sorted(annotations.items())], ignore_index=True) if annotations else pd.DataFrame()
-    images = exports.export_images(table)
-
-    def put_under(folder: str):
-        return lambda path, data: store.put_bytes(f"{root}/{folder}/{path}", data)
-
-    ih = exports.write_interhand_dataset(images, put_under("interhand26m")) if images else None
-    intag = exports.write_intaghand_dataset(images, put_under("intaghand")) if images else []
-    written = {"interhand26m": {k: f"{root}/interhand26m/{v}" for k, v in (ih.paths.items() if ih else [])},
-               "intaghand_files": len(intag), "images": len(images)}
-    versions.record(context, written)
-    return Output(written, metadata={"images": len(images), "interhand_frames": ih.frames if ih else 0,
-                                     "files": MetadataValue.json(written)})

@@ -46,11 +46,12 @@ SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
     "hand_anchors": ("n_anchors_per_hand",),
     "pose_discriminator": ("seed", "discriminator_*"),
     "optimized_poses": ("seed", "optimize_*"),
-    "environment_maps": ("seed", "n_environment_maps", "envmap_*"),
-    "rendered_views": ("n_views", "image_size", "renderer", "samples", "render_*", "cycles_*", "camera_*"),
+    "environment_maps": ("seed", "n_environment_maps", "environment_dir", "envmap_*"),
+    "rendered_views": ("n_views", "image_size", "renderer", "render_*", "denoise", "cycles_*", "camera_*"),
     "annotations": (),
     "dataset_manifest": ("*",),   # it records the whole configuration
     "dataset_exports": ("export_*",),
+    "webdataset_shards": (),
 }
 #: Fields that change no output: the preset only names a set of values.
 UNVERSIONED_SETTINGS = ("preset",)

@@ -11,7 +11,8 @@ from handsynth.render.raster import decode_png
 from handsynth.sources.interhand import load_interhand_joints, load_interhand_mano
 from ih_assets.optimization import hand_anchors, optimized_poses, pose_discriminator
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
-from ih_assets.rendering import annotations, dataset_exports, dataset_manifest, environment_maps, rendered_views
+from ih_assets.dataset import dataset_exports, dataset_manifest
+from ih_assets.rendering import annotations, environment_maps, rendered_views
 from quality.rendering_checks import (annotation_expectations, keypoints_inside_image, keypoints_reproject,
                                       masks_match_projected_mesh)
 from resources.hand_model import HandModelResource
@@ -51,10 +52,11 @@ def test_shard_renders_annotated_images_that_pass_their_checks():
     depth = decode_png(store.get_bytes(table["depth_key"].iloc[0]))
     assert rgb.shape == (96, 96, 3) and labels.shape == (96, 96) and depth.dtype == np.uint16
     assert ((labels > 0) == (depth > 0)).mean() > 0.99
-    final = materialize(assets, resources=resources, instance=instance, selection=[dataset_manifest, dataset_exports])
+    final = materialize(assets, resources=resources, instance=instance, selection=[dataset_manifest, dataset_exports],
+                        run_config={"ops": {"dataset_exports": {"config": {"splits": "train=1.0"}}}})
     assert final.output_for_node("dataset_manifest")["images"] == len(table)
     # the IH2.6M export, read back with the IH2.6M loader, gives the same 3D keypoints and MANO poses
-    paths = final.output_for_node("dataset_exports")["interhand26m"]
+    paths = final.output_for_node("dataset_exports")["interhand26m"]["paths"]["train"]
     joints = load_interhand_joints(io.BytesIO(store.get_bytes(paths["joint_3d"])), name="joint_3d.json")
     world = stack(table, "keypoints3d_world_mm", (2, 21, 3))
     expected = to_ih26m_42(world[:, 0], world[:, 1])

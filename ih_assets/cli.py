@@ -1,0 +1,139 @@
+"""``ih-pipeline``: run the pipeline, export the data for training, preview it, score predictions.
+
+    ih-pipeline run [--refresh] [--shard KEY]          the main job (ih_assets.main_job)
+    ih-pipeline export --source SRC --to DIR [--formats interhand26m,intaghand,webdataset] [--splits ...]
+    ih-pipeline preview --source SRC --out sheet.png [-n 20]
+    ih-pipeline metrics --pred P.npz --gt G.npz        (handsynth.metrics_cli)
+
+``SRC`` is ``s3://bucket/prefix`` (endpoint ``IH_S3_ENDPOINT``) or a local folder holding the
+pipeline's keys (a local store's root or a copy of the bucket). ``export`` builds complete
+folders the real loaders read: images are hard-linked from a local source (no second copy) and
+downloaded from S3; files a previous export left and this one did not write are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
+
+from tqdm import tqdm
+
+from handsynth import exports, plots, training
+
+T = TypeVar("T")
+FORMATS = ("interhand26m", "intaghand", "webdataset")
+
+
+def _progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
+    """A progress bar with rate and ETA on stderr (tqdm's default format)."""
+    return iter(tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, mininterval=0.5))
+
+
+def _pca_inverses(mano_dir: str) -> dict:
+    """IntagHand's PCA basis: real MANO files in ``mano_dir`` or the cached stand-in."""
+    if mano_dir:
+        return exports.pca_inverses(mano_dir)
+    from handsynth.hand_model.model import HandModel
+
+    return exports.pca_inverses(HandModel.standin().identity["source"])
+
+
+def _local_path(reader: training.Reader):
+    """Where a key lives on this machine (for hard links), or None for remote sources."""
+    root = getattr(reader, "root", None)
+    return (lambda key: Path(root, key)) if root is not None else (lambda key: None)
+
+
+def export(source: str, out: str, formats: list[str], splits: dict[str, float], mano_dir: str = "") -> dict[str, dict]:
+    """Write the chosen layouts below ``out/<format>/``; return counts per format."""
+    reader, prefix = training.open_source(source)
+    table = training.load_annotation_tables(reader, prefix)
+    summary: dict[str, dict] = {}
+    for fmt in formats:
+        root = Path(out, fmt)
+        put, place = exports.local_put(root), exports.local_place_image(root, reader.get_bytes, _local_path(reader))
+        if fmt == "interhand26m":
+            images = exports.export_images(table)
+            result = exports.write_interhand_dataset(_progress(images, len(images), fmt), put, place, splits=splits)
+            files, summary[fmt] = result.files, {"images": result.images, "frames": result.frames}
+        elif fmt == "intaghand":
+            images = exports.export_images(table)
+            result = exports.write_intaghand_dataset(_progress(images, len(images), fmt), put, place,
+                                                     reader.get_bytes, _pca_inverses(mano_dir), splits=splits)
+            files, summary[fmt] = result.files, {"images": result.images}
+        else:
+            files = []
+            shards = list(table.groupby("shard", sort=True))
+            for shard, rows in tqdm(shards, desc=fmt, unit="shard", file=sys.stderr):
+                put(f"{shard}.tar", training.webdataset_tar(rows, reader.get_bytes))
+                files.append(f"{shard}.tar")
+            summary[fmt] = {"shards": len(files), "samples": len(table)}
+        removed = exports.remove_orphans(exports.local_files(root), files, lambda p, r=root: (r / p).unlink())
+        summary[fmt]["orphans_removed"] = len(removed)
+    return summary
+
+
+def preview(source: str, out: str, n: int = 20) -> int:
+    """A contact sheet of the first ``n`` images with their 2D keypoints (right red, left blue)."""
+    reader, prefix = training.open_source(source)
+    dataset = training.RenderIHDataset(reader, prefix)
+    tiles = []
+    for i in _progress(range(min(n, len(dataset))), min(n, len(dataset)), "preview"):
+        item = dataset[i]
+        rgb = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        tiles.append(plots.draw_keypoints(rgb, item["keypoints2d"].numpy(), item["visibility"].numpy()))
+    if not tiles:
+        raise SystemExit(f"{source}: no images to preview")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_bytes(plots.image_grid(tiles, cols=5, max_side=192))
+    return len(tiles)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ih-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="materialize the pipeline (all arguments go to ih_assets.main_job)", add_help=False)
+    ex = sub.add_parser("export", help="bucket or local folder -> local IH2.6M / IntagHand / WebDataset folders")
+    ex.add_argument("--source", required=True, help="s3://bucket/prefix or a local folder")
+    ex.add_argument("--to", required=True, help="output folder (one sub-folder per format)")
+    ex.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
+    ex.add_argument("--splits", default="train=0.8,val=0.1,test=0.1", help="fractions of distinct poses per split")
+    ex.add_argument("--mano-dir", default=os.environ.get("IH_MANO_DIR", ""), help="MANO files (default: stand-in)")
+    pv = sub.add_parser("preview", help="contact sheet of images with keypoints")
+    pv.add_argument("--source", required=True)
+    pv.add_argument("--out", required=True, help="PNG to write")
+    pv.add_argument("-n", type=int, default=20)
+    sub.add_parser("metrics", help="MPJPE etc. of predictions (arguments go to handsynth.metrics_cli)", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "run":
+        from ih_assets.main_job import main as run_main
+
+        return run_main(rest)
+    if args.command == "metrics":
+        from handsynth.metrics_cli import main as metrics_main
+
+        return metrics_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "export":
+        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown:
+            parser.error(f"unknown format(s) {unknown}; choose from {list(FORMATS)}")
+        try:
+            splits = exports.parse_splits(args.splits)
+        except exports.ExportError as exc:
+            parser.error(str(exc))
+        for fmt, counts in export(args.source, args.to, formats, splits, args.mano_dir).items():
+            print(f"{fmt}: {counts} -> {Path(args.to, fmt)}")
+        return 0
+    shown = preview(args.source, args.out, args.n)
+    print(f"{shown} images -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""``ih-pipeline``: export to the loaders' folders (with progress, no orphans), preview, delegation."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ih_assets import cli
+from tests.pipeline_output import PREFIX, pipeline_output
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def output():
+    return pipeline_output()
+
+
+def test_export_builds_every_layout_with_linked_images(output, tmp_path, capsys):
+    root, _ = output
+    assert cli.main(["export", "--source", str(root), "--to", str(tmp_path), "--splits", "train=0.5,val=0.5"]) == 0
+    out, err = capsys.readouterr()
+    assert "interhand26m:" in out and "intaghand:" in out and "webdataset:" in out
+    assert "img/s" in err or "it/s" in err or "s/img" in err  # tqdm's rate (and ETA) on stderr
+    ih = tmp_path / "interhand26m"
+    assert (ih / "annotations" / "skeleton.txt").is_file()
+    n_images = 0
+    for split in ("train", "val", "test"):
+        data = json.loads((ih / "annotations" / split / f"InterHand2.6M_{split}_data.json").read_text())
+        for img in data["images"]:
+            path = ih / "images" / split / img["file_name"]
+            source = root / img["renderih_source"]
+            assert os.stat(path).st_ino == os.stat(source).st_ino  # hard link into the store
+            n_images += 1
+    tars = sorted((tmp_path / "webdataset").glob("*.tar"))
+    assert n_images > 0 and len(tars) == len(list((root / PREFIX / "annotations").glob("*.parquet")))
+    anno = sorted((tmp_path / "intaghand").rglob("anno/*.pkl"))
+    assert len(anno) == n_images
+
+
+def test_reexport_with_fewer_images_removes_orphans(output, tmp_path):
+    root, _ = output
+    out = tmp_path / "exp"
+    assert cli.main(["export", "--source", str(root), "--to", str(out), "--formats", "intaghand",
+                     "--splits", "train=1.0"]) == 0
+    before = len(list((out / "intaghand" / "train" / "anno").glob("*.pkl")))
+    stale = out / "intaghand" / "train" / "anno" / f"{before + 5}.pkl"
+    stale.write_bytes(b"left by an older export")
+    summary = cli.export(str(root), str(out), ["intaghand"], {"train": 1.0, "val": 0.0, "test": 0.0})
+    assert summary["intaghand"]["orphans_removed"] == 1 and not stale.exists()
+    assert len(list((out / "intaghand" / "train" / "anno").glob("*.pkl"))) == before
+
+
+def test_preview_writes_a_contact_sheet(output, tmp_path):
+    root, _ = output
+    sheet = tmp_path / "sheet.png"
+    assert cli.main(["preview", "--source", str(root), "--out", str(sheet), "-n", "4"]) == 0
+    img = np.asarray(Image.open(sheet))
+    assert img.shape == (192, 5 * 192, 3)
+    assert (img[:, :4 * 192] != 255).any(axis=-1).mean() > 0.5  # four tiles drawn, the fifth slot blank
+    assert (img[:, 4 * 192:] == 255).all()
+
+
+def test_metrics_and_run_delegate(monkeypatch, tmp_path):
+    calls = {}
+    monkeypatch.setattr("handsynth.metrics_cli.main", lambda argv: calls.setdefault("metrics", argv) and 0)
+    monkeypatch.setattr("ih_assets.main_job.main", lambda argv: calls.setdefault("run", argv) and 0)
+    cli.main(["metrics", "--pred", "p.npz", "--gt", "g.npz"])
+    cli.main(["run", "--refresh", "--shard", "shard=00000"])
+    assert calls == {"metrics": ["--pred", "p.npz", "--gt", "g.npz"], "run": ["--refresh", "--shard", "shard=00000"]}
+
+
+def test_bad_arguments_are_named(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--source", "x", "--to", "y", "--formats", "coco"])
+    assert "unknown format(s) ['coco']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--source", "x", "--to", "y", "--splits", "train=0.5"])
+    assert "sum to 1" in capsys.readouterr().err
+
+
+def test_console_script_is_declared():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    module, func = project["project"]["scripts"]["ih-pipeline"].split(":")
+    assert module == "ih_assets.cli" and getattr(sys.modules[module], func) is cli.main
