@@ -29,7 +29,7 @@ from handsynth.render.cycles import cycles_available
 from handsynth.sources.procedural import generate_interacting_poses
 from handsynth.views import StageTimes, render_pose_views
 from resources.settings import PRESETS
-from ih_assets.rendering import NPM_HDRI_PACKAGE, assets_dir
+from handsynth.assets import NPM_HDRI_PACKAGE, assets_dir
 
 
 def _silhouette_per_triangle(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarray:

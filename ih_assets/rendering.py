@@ -1,6 +1,5 @@
 """Rendering stages: environment_maps, rendered_views[shard], annotations[shard] (dataset-level outputs: dataset.py)."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +7,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 
 from handsynth import annotate, envmaps, plots
+from handsynth.assets import NPM_HDRI_PACKAGE, assets_dir
 from handsynth.annotate import ImageRecord
 from handsynth.pose_table import PoseTable
 from handsynth.views import StageTimes, render_pose_views
@@ -20,14 +20,6 @@ from resources.settings import PipelineSettings
 from resources.storage import StorageResource
 
 SIDES = ("right", "left")
-
-
-NPM_HDRI_PACKAGE = "pmndrs-assets-1.7.0"
-
-
-def assets_dir() -> Path:
-    """Where scripts/fetch_assets.sh put the npm packages: ``IH_ASSETS_DIR`` or ``<repo>/.local/assets``."""
-    return Path(os.environ.get("IH_ASSETS_DIR", Path(__file__).resolve().parents[1] / ".local" / "assets"))
 
 
 def _library_sources(settings: PipelineSettings) -> tuple[str, dict[str, bytes], dict[str, bytes]]:

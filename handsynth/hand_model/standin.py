@@ -35,13 +35,14 @@ like real MANO.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import nnls
+
+from handsynth.assets import NPM_HAND_PACKAGE, assets_dir
 
 #: Version of the generator; part of the model identity recorded in every manifest.
 STANDIN_VERSION = "standin-hand-4"
@@ -56,7 +57,7 @@ TIP_VERTEX_IDS = {"thumb": 744, "index": 320, "middle": 443, "ring": 554, "pinky
 FINGER_CHAINS = {"index": 1, "middle": 4, "pinky": 7, "ring": 10, "thumb": 13}
 
 #: Where the glb lies below the assets folder (``IH_ASSETS_DIR``, default ``<repo>/.local/assets``).
-GLB_PATH = "webxr-input-profiles-assets-1.0.20/dist/profiles/generic-hand/right.glb"
+GLB_PATH = f"{NPM_HAND_PACKAGE}/dist/profiles/generic-hand/right.glb"
 #: Wrist joint to the middle fingertip of the adult stand-in (mm); adults measure about 180-190.
 HAND_LENGTH_MM = 186.0
 #: WebXR joint (glTF node name) that each of MANO's 16 joints sits at.
@@ -75,12 +76,6 @@ TIP_NODES = {"thumb": "thumb-tip", "index": "index-finger-tip", "middle": "middl
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def assets_dir() -> Path:
-    """Third-party assets folder: ``$IH_ASSETS_DIR`` or ``<repo>/.local/assets``."""
-    default = Path(__file__).resolve().parents[2] / ".local" / "assets"
-    return Path(os.environ.get("IH_ASSETS_DIR", default))
 
 
 @dataclass(frozen=True)
