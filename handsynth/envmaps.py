@@ -131,10 +131,11 @@ def rotate_lights(lights: list[Light], rotation: float) -> list[Light]:
 
 def envmap_view(env: np.ndarray, camera: Camera, rotation: float = 0.0) -> np.ndarray:
     """Linear radiance (H, W, 3) of the map turned by ``rotation`` seen through ``camera``, bilinear,
-    one ray per pixel centre. Turning moves a feature at azimuth phi = atan2(z, x) to phi + rotation
-    (Cycles: Mapping node rotation z = +rotation, as the world y-up -> Blender z-up map flips azimuth)."""
+    one ray per pixel centre (integer coordinates, the project's convention). Turning moves a
+    feature at azimuth phi = atan2(z, x) to phi + rotation (Cycles: Mapping node rotation
+    z = +rotation, as the world y-up -> Blender z-up map flips azimuth)."""
     h, w = camera.height, camera.width
-    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))   # integer = pixel centre
     rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(camera.K).T @ camera.R   # world dirs
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
     theta = np.arccos(np.clip(rays[..., 1], -1, 1))

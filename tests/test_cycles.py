@@ -38,7 +38,8 @@ def test_camera_lens_follows_the_principal_point():
     K = np.array([[300.0, 0, 40.0], [0, 300.0, 20.0], [0, 0, 1]])
     lens = camera_lens(K, 64, 48)
     assert lens["lens"] == pytest.approx(300 / 64 * 36)
-    assert lens["shift_x"] == pytest.approx((32 - 40) / 64) and lens["shift_y"] == pytest.approx((20 - 24) / 64)
+    # integer pixel coordinates are pixel centres: Blender's frame is shifted by half a pixel
+    assert lens["shift_x"] == pytest.approx((32 - 40.5) / 64) and lens["shift_y"] == pytest.approx((20.5 - 24) / 64)
     with pytest.raises(ValueError, match="square pixels"):
         camera_lens(np.diag([300.0, 310.0, 1.0]), 64, 48)
 

@@ -99,12 +99,14 @@ def camera_matrix_world(R: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def camera_lens(K: np.ndarray, width: int, height: int) -> dict[str, float]:
-    """Blender lens/shift for an OpenCV K; pixel (r, c) covers [c, c+1) x [r, r+1) as in the raster path."""
+    """Blender lens/shift for an OpenCV K. The project's convention (docs/ARCHITECTURE.md) is
+    OpenCV's: integer pixel coordinates are pixel centres. Blender samples pixel c around c + 0.5
+    of its own frame, so its principal point is K's plus half a pixel, as in the raster path."""
     if abs(K[0, 0] - K[1, 1]) > 1e-6 * K[0, 0] or abs(K[0, 1]) > 1e-9:
         raise ValueError(f"camera K with fx={K[0, 0]}, fy={K[1, 1]}, skew={K[0, 1]}: Blender needs square pixels")
     return {"lens": float(K[0, 0] / width * SENSOR_WIDTH_MM),
-            "shift_x": float((width / 2.0 - K[0, 2]) / width),
-            "shift_y": float((K[1, 2] - height / 2.0) / max(width, height))}
+            "shift_x": float((width / 2.0 - (K[0, 2] + 0.5)) / width),
+            "shift_y": float((K[1, 2] + 0.5 - height / 2.0) / max(width, height))}
 
 
 class CyclesScene:
