@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from handsynth.hand_model.model import HandModel
-from handsynth.hand_model.parts import PartMesh
 
 SIDES = ("right", "left")
 #: A vertex deeper than this inside the other hand counts as penetrating (mm).
@@ -158,6 +157,11 @@ GRID_FORMAT = 2
 #: A query farther than this outside a part's posed bounding box skips that part (m). Depths beyond
 #: it can only be over-estimated (fewer parts offer a nearer outer face), never missed.
 CULL_MARGIN = 0.010
+
+
+#: A point whose nearest part face is this much nearer than the nearest outer face lies on a cap,
+#: i.e. inside the hand (m); above the grids' interpolation error of the two channels.
+CAP_TOLERANCE = 0.0005
 
 
 @dataclass
@@ -311,7 +315,10 @@ class PenetrationField:
             flat = b * n + v
             part_sdf = field.new_full((bsz * n,), torch.inf).scatter_reduce(0, flat, field[:, 0], "amin")
             outer = field.new_full((bsz * n,), torch.inf).scatter_reduce(0, flat, field[:, 1], "amin")
-            wins = (field[:, 1] == outer[flat]) & (part_sdf[flat] < 0)
+            # inside a part, or on a closing cap: there both parts read ~0, while the outer
+            # surface is millimetres away; outside the hand the nearest part face is an outer one
+            inside = (part_sdf < 0) | (part_sdf < outer - CAP_TOLERANCE)
+            wins = (field[:, 1] == outer[flat]) & inside[flat]
             k = wins.nonzero()[:, 0]
             first = torch.full((bsz * n,), len(cand), device=k.device).scatter_reduce(0, flat[k], k, "amin")
             k = first[first < len(cand)]                                                  # one pair per vertex
@@ -399,18 +406,3 @@ def exact_depths(model: HandModel, vertices: dict[str, np.ndarray]) -> dict[str,
         sdf = signed_distance(q, ov, torch.as_tensor(closed_hand_faces(model, other)))
         out[side] = torch.relu(-sdf).numpy()
     return out
-
-
-def contained_vertices(parts: list[PartMesh], other_vertices: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Independent audit: trimesh ray-test containment of ``query`` (P, 3) in the posed parts (bool P)."""
-    import trimesh
-
-    inside = np.zeros(len(query), dtype=bool)
-    for part in parts:
-        mesh = trimesh.Trimesh(part.posed_numpy(other_vertices), part.faces, process=False)
-        lo, hi = mesh.bounds
-        cand = np.flatnonzero(((query >= lo) & (query <= hi)).all(axis=1) & ~inside)
-        if len(cand):
-            inside[cand] = mesh.contains(query[cand])
-    return inside
-
