@@ -406,3 +406,36 @@ def exact_depths(model: HandModel, vertices: dict[str, np.ndarray]) -> dict[str,
         sdf = signed_distance(q, ov, torch.as_tensor(closed_hand_faces(model, other)))
         out[side] = torch.relu(-sdf).numpy()
     return out
+
+
+def _segments_hit_triangles(p0: np.ndarray, p1: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Möller-Trumbore for paired segments (K, 3) -> (K, 3) and triangles (K, 3, 3): (K,) bool."""
+    d, e1, e2 = p1 - p0, tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    h = np.cross(d, e2)
+    a = (e1 * h).sum(-1)
+    ok = np.abs(a) > 1e-18
+    f = np.where(ok, 1.0 / np.where(ok, a, 1.0), 0.0)
+    s = p0 - tri[:, 0]
+    u = f * (s * h).sum(-1)
+    q = np.cross(s, e1)
+    v = f * (d * q).sum(-1)
+    t = f * (e2 * q).sum(-1)
+    return ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= 0) & (t <= 1)
+
+
+def intersecting_triangle_pairs(verts_a: np.ndarray, faces_a: np.ndarray, verts_b: np.ndarray,
+                                faces_b: np.ndarray) -> int:
+    """Number of (triangle of A, triangle of B) pairs that cross each other: the reference
+    implementation's validity rule keeps a pose with at most 75 such pairs between its hands."""
+    ta, tb = verts_a[faces_a], verts_b[faces_b]
+    lo_a, hi_a, lo_b, hi_b = ta.min(1), ta.max(1), tb.min(1), tb.max(1)
+    near_a = np.flatnonzero(((hi_a >= lo_b.min(0)) & (lo_a <= hi_b.max(0))).all(1))
+    near_b = np.flatnonzero(((hi_b >= lo_a.min(0)) & (lo_b <= hi_a.max(0))).all(1))
+    overlap = ((hi_a[near_a, None] >= lo_b[None, near_b]) & (lo_a[near_a, None] <= hi_b[None, near_b])).all(-1)
+    i, j = np.nonzero(overlap)
+    a, b = ta[near_a[i]], tb[near_b[j]]
+    hit = np.zeros(len(i), dtype=bool)
+    for k in range(3):
+        hit |= _segments_hit_triangles(a[:, k], a[:, (k + 1) % 3], b)
+        hit |= _segments_hit_triangles(b[:, k], b[:, (k + 1) % 3], a)
+    return int(hit.sum())

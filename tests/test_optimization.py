@@ -180,3 +180,14 @@ def test_optimizer_reduces_penetration_and_keeps_limits(hand_model, field):
     keep, reason = op.filter_valid(st)
     assert len(keep) == len(aug) and set(reason) <= {"", "penetration", "joint_limits", "joint_limits+penetration"}
     assert len(result.curves["total"]) == 60
+
+
+def test_reference_rule_counts_crossing_triangles(hand_model):
+    verts = hand_model.forward_numpy("right", generate_interacting_poses(hand_model, 1, seed=1).hand("right")).vertices
+    v, f = verts[0].double().numpy(), hand_model.faces("right")
+    assert pen.intersecting_triangle_pairs(v, f, v + 0.3, f) == 0             # far apart
+    assert pen.intersecting_triangle_pairs(v, f, v + 0.003, f) > 75           # overlapping copies
+    tri = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    crossing = np.array([[0.2, 0.2, -1], [0.2, 0.2, 1], [0.3, 0.3, 1]])       # pierces the first
+    assert pen.intersecting_triangle_pairs(tri, np.array([[0, 1, 2]]), crossing, np.array([[0, 1, 2]])) == 1
+    assert pen.intersecting_triangle_pairs(tri, np.array([[0, 1, 2]]), crossing + 2, np.array([[0, 1, 2]])) == 0
