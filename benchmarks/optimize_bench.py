@@ -1,7 +1,9 @@
-"""Optimizer throughput on 2 CPU cores: batched vs one pose at a time, and the penetration term's
-cost per iteration (per-part SDF grids) against the dense exact evaluation.
+"""Optimizer throughput: batched vs one pose at a time, and the penetration term's cost per
+iteration (box-culled part grids) against the dense exact whole-surface evaluation.
 
-    python benchmarks/optimize_bench.py [--poses 64] [--single 3] [--iterations 215]
+    python benchmarks/optimize_bench.py [--poses 64] [--single 3] [--iterations 215] [--device cuda]
+
+On a GPU, run with ``--device cuda --poses 2048`` for the large-batch figure.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ def main() -> None:
     ap.add_argument("--poses", type=int, default=64)
     ap.add_argument("--single", type=int, default=3, help="poses optimized one at a time (baseline)")
     ap.add_argument("--iterations", type=int, default=215)
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = HandModel.standin()
+    model = HandModel.standin(device=args.device)
     raw = generate_interacting_poses(model, args.poses, seed=0)
     raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
     poses, _ = augment.augment_pose_table(model, raw, 1, "shard=bench")
@@ -48,7 +51,8 @@ def main() -> None:
 
     # penetration term per iteration for 256 poses
     big = generate_interacting_poses(model, 256, seed=1)
-    hands = {s: {k: torch.as_tensor(v) for k, v in big.hand(s).items()} for s in ("right", "left")}
+    hands = {s: {k: torch.as_tensor(v, dtype=torch.float32, device=model.device) for k, v in big.hand(s).items()}
+             for s in ("right", "left")}
     with torch.no_grad():
         verts = {s: model.forward(s, **hands[s]).vertices for s in hands}
         field.depths(hands, verts)
@@ -56,11 +60,13 @@ def main() -> None:
         reps = 5
         for _ in range(reps):
             field.depths(hands, verts)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
         grid = (time.perf_counter() - t) / reps
         n_dense = 2
         t = time.perf_counter()
         for b in range(n_dense):
-            pen.exact_depths(model, {s: verts[s][b].numpy() for s in verts})
+            pen.exact_depths(model, {s: verts[s][b].double().cpu() for s in verts})
         dense = (time.perf_counter() - t) / n_dense * 256
     print(f"penetration term, 256 poses: grid {grid * 1000:.0f} ms/iteration; dense exact (every vertex vs every "
           f"part triangle, {n_dense} poses extrapolated) {dense:.1f} s/iteration; ratio {dense / grid:.0f}x")

@@ -70,7 +70,8 @@ class Anchors:
         bary = torch.as_tensor(self.barycentric[side], dtype=verts.dtype, device=verts.device)
         tri = verts[:, faces[fid]]                                            # (B, A, 3, 3)
         pos = (tri * bary[None, :, :, None]).sum(dim=2)
-        return pos, face_normals(verts, faces)[:, fid]
+        n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)  # anchor faces only
+        return pos, n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def contact_frequency(model: HandModel, table: PoseTable, batch: int = 32) -> dict[str, np.ndarray]:

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from handsynth.hand_model.model import HandModel
-from handsynth.hand_model.parts import PartMesh
 
 SIDES = ("right", "left")
 #: A vertex deeper than this inside the other hand counts as penetrating (mm).
@@ -94,6 +93,19 @@ def signed_distance(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tens
     return torch.cat(out) if out else points.new_zeros(0)
 
 
+def _surface_samples(tri: np.ndarray, spacing: float = 1e-3) -> np.ndarray:
+    """~``spacing`` surface samples of triangles (T, 3, 3): a barycentric lattice per triangle."""
+    per_tri = np.maximum(1, np.ceil(np.linalg.norm(tri - tri[:, [1, 2, 0]], axis=2).max(axis=1) / spacing)).astype(int)
+    chunks = []
+    for n in np.unique(per_tri):
+        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        w = np.stack([i[(i + j) <= n], j[(i + j) <= n]], axis=1) / n
+        t = tri[per_tri == n]
+        chunks.append((t[:, None, 0] + w[None, :, :1] * (t[:, None, 1] - t[:, None, 0])
+                       + w[None, :, 1:] * (t[:, None, 2] - t[:, None, 0])).reshape(-1, 3))
+    return np.concatenate(chunks)
+
+
 def grid_signed_distance(grid_points: np.ndarray, shape: tuple[int, int, int], verts: np.ndarray,
                          faces: np.ndarray, band: float) -> np.ndarray:
     """Signed distance on a regular grid, exact where it matters (within ``band`` of the surface).
@@ -106,17 +118,7 @@ def grid_signed_distance(grid_points: np.ndarray, shape: tuple[int, int, int], v
     from scipy.spatial import cKDTree
 
     tri = verts[faces]
-    # ~1 mm surface samples (a barycentric lattice per triangle, finer for longer triangles);
-    # their error only touches far points, the band is computed exactly
-    per_tri = np.maximum(1, np.ceil(np.linalg.norm(tri - tri[:, [1, 2, 0]], axis=2).max(axis=1) / 1e-3)).astype(int)
-    chunks = []
-    for n in np.unique(per_tri):
-        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-        w = np.stack([i[(i + j) <= n], j[(i + j) <= n]], axis=1) / n
-        t = tri[per_tri == n]
-        chunks.append((t[:, None, 0] + w[None, :, :1] * (t[:, None, 1] - t[:, None, 0])
-                       + w[None, :, 1:] * (t[:, None, 2] - t[:, None, 0])).reshape(-1, 3))
-    approx, _ = cKDTree(np.concatenate(chunks)).query(grid_points, workers=-1)
+    approx, _ = cKDTree(_surface_samples(tri)).query(grid_points, workers=-1)
     sdf = approx.copy()
     near = approx < band
     tv, tf = torch.as_tensor(verts), torch.as_tensor(faces)
@@ -134,16 +136,45 @@ def grid_signed_distance(grid_points: np.ndarray, shape: tuple[int, int, int], v
     return sdf
 
 
-# ---- per-part SDF grids -------------------------------------------------------------------------
+def grid_surface_distance(grid_points: np.ndarray, tri: np.ndarray, exact_within: float) -> np.ndarray:
+    """Unsigned distance of grid points to a (possibly open) set of triangles (T, 3, 3); exact
+    within ``exact_within`` of them, to 0.5 mm surface samples beyond (error well under 0.5 mm)."""
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(_surface_samples(tri, 5e-4)).query(grid_points, workers=-1)
+    near = np.flatnonzero(dist < exact_within)
+    t = torch.as_tensor(tri)
+    for s in range(0, len(near), 4096):
+        idx = near[s:s + 4096]
+        dist[idx] = closest_point_distance(torch.as_tensor(grid_points[idx]), t).amin(dim=1).numpy()
+    return dist
+
+
+# ---- per-part grids -----------------------------------------------------------------------------
+
+#: Grid cache format; bump when what a grid holds changes.
+GRID_FORMAT = 2
+#: A query farther than this outside a part's posed bounding box skips that part (m). Depths beyond
+#: it can only be over-estimated (fewer parts offer a nearer outer face), never missed.
+CULL_MARGIN = 0.010
+
+
+#: A point whose nearest part face is this much nearer than the nearest outer face lies on a cap,
+#: i.e. inside the hand (m); above the grids' interpolation error of the two channels.
+CAP_TOLERANCE = 0.0005
 
 
 @dataclass
 class PartGrids:
-    """SDF grids of one hand's 16 parts in their rest frames (mean shape, flat hand).
+    """Two fields per part of one hand, sampled in the part's rest frame (mean shape, flat hand).
 
-    values: (16, 1, R, R, R) signed distances in metres, axes (z, y, x) as grid_sample expects;
-    lo, hi: (16, 3) box corners in the rest frame; fit: per part the pseudo-inverse (4, Vp) of
-    its homogeneous mean-shape rest vertices, to fit the affine map to any shape's vertices.
+    values: (16, 2, R, R, R), axes (z, y, x) as grid_sample expects; channel 0 the signed distance
+    to the part's closed mesh (says whether a point is inside the part, hence inside the hand),
+    channel 1 the unsigned distance to the part's OUTER faces, i.e. without the caps that close it
+    inside the hand. The depth of a point inside the hand is the smallest channel-1 value over all
+    parts: the union of the parts' outer faces is the whole hand surface, the caps are no surface.
+    lo, hi: (16, 3) box corners in the rest frame; fit: per part the pseudo-inverse (4, Vp) of its
+    homogeneous mean-shape rest vertices, to fit the affine map to any shape's vertices.
     """
 
     values: torch.Tensor
@@ -160,14 +191,16 @@ class PartGrids:
             rest = model.forward(side, z, flat, torch.zeros(1, 10, device=model.device), z).vertices[0].double().cpu()
         values, los, his, ids, fits = [], [], [], [], []
         for part in model.part_meshes(side):
-            pv = part.posed(rest[None])[0]                                     # (Vp, 3)
+            pv = part.posed(rest[None])[0]                                     # (Vp + caps, 3)
             lo, hi = pv.min(0).values - margin, pv.max(0).values + margin
             axes = [np.linspace(float(lo[i]), float(hi[i]), resolution) for i in range(3)]
             zz, yy, xx = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
             pts = np.stack([xx, yy, zz], axis=-1).reshape(-1, 3)
             voxel = float(((hi - lo) / (resolution - 1)).norm())
             sdf = grid_signed_distance(pts, (resolution,) * 3, pv.numpy(), part.faces, band=voxel)
-            values.append(torch.as_tensor(sdf).reshape(resolution, resolution, resolution))
+            outer = part.faces[(part.faces < len(part.vertex_ids)).all(axis=1)]
+            surface = grid_surface_distance(pts, pv.numpy()[outer], exact_within=voxel)
+            values.append(torch.as_tensor(np.stack([sdf, surface])).reshape(2, resolution, resolution, resolution))
             los.append(lo)
             his.append(hi)
             own = rest[torch.as_tensor(part.vertex_ids)]
@@ -175,7 +208,7 @@ class PartGrids:
             ids.append(torch.as_tensor(part.vertex_ids, device=model.device))
             fits.append(torch.linalg.pinv(homog).float().to(model.device))           # (4, Vp)
         return cls(
-            values=torch.stack(values)[:, None].float().to(model.device),
+            values=torch.stack(values).float().to(model.device),
             lo=torch.stack(los).float().to(model.device),
             hi=torch.stack(his).float().to(model.device),
             part_vertex_ids=ids,
@@ -187,55 +220,131 @@ class PartGrids:
         coef = torch.stack([fit @ shaped_rest[:, ids] for fit, ids in zip(self.fit, self.part_vertex_ids)], dim=1)
         return coef[:, :, :3], coef[:, :, 3]                                    # x0 @ A + c
 
-    def sample(self, points: torch.Tensor) -> torch.Tensor:
-        """SDF of each part at per-part points (16, P, 3) in the rest frame -> (16, P); trilinear."""
-        u = (points - self.lo[:, None]) / (self.hi - self.lo)[:, None] * 2.0 - 1.0   # [-1, 1]
-        out = F.grid_sample(self.values, u[:, :, None, None, :], mode="bilinear",
-                            padding_mode="border", align_corners=True)                # (16, 1, P, 1, 1)
-        # outside the box the border value underestimates the distance: add the distance to the box
-        outside = (points - points.clamp(self.lo[:, None], self.hi[:, None])).norm(dim=-1)
-        return out[:, 0, :, 0, 0] + outside
+    def atlas(self) -> torch.Tensor:
+        """All parts' grids stacked along z into one volume (1, 2, 16 R, R, R): one grid_sample call
+        serves any mix of (query, part) pairs."""
+        n, c, r = self.values.shape[:3]
+        return self.values.permute(1, 0, 2, 3, 4).reshape(1, c, n * r, r, r)
+
+    def sample_pairs(self, atlas: torch.Tensor, points: torch.Tensor, part: torch.Tensor,
+                     channels: slice = slice(0, 2)) -> torch.Tensor:
+        """Fields of (query, part) pairs: rest-frame points (K, 3) and part ids (K,) -> (K, C).
+
+        Trilinear inside each part's box (clamped to it, so samples never bleed into the next
+        part of the atlas); outside, the distance to the box is added to the border value.
+        """
+        n, r = self.values.shape[0], self.values.shape[2]
+        lo, hi = self.lo[part], self.hi[part]
+        inside = torch.minimum(torch.maximum(points, lo), hi)
+        outside = (points - inside).norm(dim=-1)
+        u = (inside - lo) / (hi - lo) * 2.0 - 1.0                                  # [-1, 1] per part
+        z = ((u[:, 2] + 1.0) * 0.5 * (r - 1) + part * r) / (n * r - 1) * 2.0 - 1.0  # atlas z
+        grid = torch.stack([u[:, 0], u[:, 1], z], dim=-1)[None, :, None, None]     # (1, K, 1, 1, 3)
+        out = F.grid_sample(atlas[:, channels], grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return out[0, :, :, 0, 0].T + outside[:, None]
+
+
+@dataclass
+class ShapeTerms:
+    """What depends only on a hand's shape (fixed while optimizing): computed once per batch."""
+
+    a_inv: torch.Tensor     # (B, 16, 3, 3) inverse affine part maps
+    c: torch.Tensor         # (B, 16, 3)
+    scale: torch.Tensor     # (B, 16) det(A)^(1/3): grid distances -> this shape's distances
 
 
 class PenetrationField:
-    """Signed distances of one hand's points to the OTHER hand's parts, for batches of poses."""
+    """Depths of one hand's points inside the OTHER hand, for batches of poses.
+
+    Per query vertex: the parts whose posed bounding box (plus :data:`CULL_MARGIN`) holds it are its
+    candidates (typically a few percent of all vertex-part pairs); all candidates are sampled in
+    one atlas grid_sample without gradients; a vertex is inside the hand when it is inside any
+    part, and its depth is the distance to the nearest outer face over its candidate parts. Only
+    the winning (vertex, part) pair of each penetrating vertex is evaluated again with gradients.
+    """
 
     def __init__(self, model: HandModel, resolution: int = 40, cache_dir: str | None = None) -> None:
         self.model = model
         self.grids = {side: _cached_grids(model, side, resolution, cache_dir) for side in SIDES}
+        self.atlas = {side: self.grids[side].atlas() for side in SIDES}
+        part_ids = {side: torch.cat([torch.full_like(ids, p) for p, ids in enumerate(self.grids[side].part_vertex_ids)])
+                    for side in SIDES}
+        self._box_index = {side: (torch.cat(self.grids[side].part_vertex_ids), part_ids[side]) for side in SIDES}
 
-    def part_sdf(self, side: str, hand: dict[str, torch.Tensor], points: torch.Tensor) -> torch.Tensor:
-        """SDF (B, P, 16) of points (B, P, 3) w.r.t. each part of ``side``'s hand posed by ``hand``."""
-        g = self.grids[side]
+    def shape_terms(self, side: str, betas: torch.Tensor) -> ShapeTerms:
+        """Affine part maps of hands of the given shapes (B, 10), no gradient (shape is not optimized)."""
+        with torch.no_grad():
+            a, c = self.grids[side].shape_maps(self.model._shaped_vertices(side, betas))
+            return ShapeTerms(torch.linalg.inv(a), c, torch.linalg.det(a).abs().pow(1.0 / 3.0))
+
+    def _to_rest(self, rel: torch.Tensor, shape: ShapeTerms, transl: torch.Tensor, points: torch.Tensor,
+                 b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """World points (K, 3) of pose b (K,) into part p's (K,) rest frame of the mean shape."""
+        rot, trans = rel[b, p, :3, :3], rel[b, p, :3, 3]
+        q_rest = torch.einsum("kji,kj->ki", rot, points - transl[b] - trans)              # R^T (q - t)
+        return torch.einsum("kj,kji->ki", q_rest - shape.c[b, p], shape.a_inv[b, p])
+
+    def candidates(self, side: str, part_vertices: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """(K, 3) long (pose, query, part) whose part box (plus margin) of ``side`` holds the query."""
+        vid, pid = self._box_index[side]
+        pv = part_vertices.detach()[:, vid]                                                  # (B, N, 3)
+        bsz = pv.shape[0]
+        index = pid[None, :, None].expand(bsz, -1, 3)
+        lo = torch.full((bsz, 16, 3), torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amin")
+        hi = torch.full((bsz, 16, 3), -torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amax")
+        q = points.detach()[:, :, None]                                                     # (B, P, 1, 3)
+        inside = ((q >= lo[:, None] - CULL_MARGIN) & (q <= hi[:, None] + CULL_MARGIN)).all(dim=-1)
+        return inside.nonzero()
+
+    def side_depths(self, side: str, hand: dict[str, torch.Tensor], part_vertices: torch.Tensor,
+                    points: torch.Tensor, shape: ShapeTerms | None = None) -> torch.Tensor:
+        """Depth (B, P) >= 0 of points (B, P, 3) inside ``side``'s hand posed by ``hand``, whose
+        vertices are ``part_vertices`` (B, 778, 3); differentiable in points and the pose."""
+        g, atlas = self.grids[side], self.atlas[side]
+        shape = shape or self.shape_terms(side, hand["betas"])
         _, rel, _ = self.model.joint_transforms(side, hand["global_orient"], hand["hand_pose"], hand["betas"])
-        with torch.no_grad():  # shape is fixed during optimization
-            a, c = g.shape_maps(self.model._shaped_vertices(side, hand["betas"]))
-            a_inv = torch.linalg.inv(a)
-            scale = torch.linalg.det(a).abs().pow(1.0 / 3.0)                                 # (B, 16)
-        rot, trans = rel[..., :3, :3], rel[..., :3, 3]                                        # (B,16,3,3), (B,16,3)
-        q = points - hand["transl"][:, None]                                                  # (B, P, 3)
-        q_rest = torch.einsum("bjki,bjpk->bjpi", rot, q[:, None] - trans[:, :, None])         # R^T (q - t)
-        q0 = torch.einsum("bjpk,bjki->bjpi", q_rest - c[:, :, None], a_inv)                   # (B, 16, P, 3)
-        b, j, p, _ = q0.shape
-        sdf = g.sample(q0.permute(1, 0, 2, 3).reshape(j, b * p, 3))                           # (16, B*P)
-        return sdf.reshape(j, b, p).permute(1, 2, 0) * scale[:, None, :]
+        bsz, n = points.shape[:2]
+        depth = points.new_zeros(bsz, n)
+        cand = self.candidates(side, part_vertices, points)
+        if len(cand) == 0:
+            return depth
+        b, v, p = cand.unbind(1)
+        with torch.no_grad():
+            q0 = self._to_rest(rel.detach(), shape, hand["transl"].detach(), points.detach()[b, v], b, p)
+            field = g.sample_pairs(atlas, q0, p) * shape.scale[b, p][:, None]                # (K, 2)
+            flat = b * n + v
+            part_sdf = field.new_full((bsz * n,), torch.inf).scatter_reduce(0, flat, field[:, 0], "amin")
+            outer = field.new_full((bsz * n,), torch.inf).scatter_reduce(0, flat, field[:, 1], "amin")
+            # inside a part, or on a closing cap: there both parts read ~0, while the outer
+            # surface is millimetres away; outside the hand the nearest part face is an outer one
+            inside = (part_sdf < 0) | (part_sdf < outer - CAP_TOLERANCE)
+            wins = (field[:, 1] == outer[flat]) & inside[flat]
+            k = wins.nonzero()[:, 0]
+            first = torch.full((bsz * n,), len(cand), device=k.device).scatter_reduce(0, flat[k], k, "amin")
+            k = first[first < len(cand)]                                                  # one pair per vertex
+        if len(k) == 0:
+            return depth
+        b, v, p = b[k], v[k], p[k]
+        q0 = self._to_rest(rel, shape, hand["transl"], points[b, v], b, p)
+        d = g.sample_pairs(atlas, q0, p, slice(1, 2))[:, 0] * shape.scale[b, p]
+        return depth.index_put((b, v), d)
 
-    def depths(self, hands: dict[str, dict[str, torch.Tensor]], vertices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def depths(self, hands: dict[str, dict[str, torch.Tensor]], vertices: dict[str, torch.Tensor],
+               shapes: dict[str, ShapeTerms] | None = None) -> dict[str, torch.Tensor]:
         """Per side, how deep (m, >= 0) each of its vertices (B, 778) is inside the other hand."""
-        out = {}
-        for side, other in (("right", "left"), ("left", "right")):
-            sdf = self.part_sdf(other, hands[other], vertices[side]).amin(dim=-1)
-            out[side] = torch.relu(-sdf)
-        return out
+        return {side: self.side_depths(other, hands[other], vertices[other], vertices[side],
+                                       shapes[other] if shapes else None)
+                for side, other in (("right", "left"), ("left", "right"))}
 
 
 def _cached_grids(model: HandModel, side: str, resolution: int, cache_dir: str | None) -> PartGrids:
-    """Grids depend only on the model and resolution: build once (~7 s a hand), keep on disk."""
+    """Grids depend only on the model (its digest) and resolution: build once, keep on disk."""
     from dataclasses import asdict
 
     from handsynth.hand_model.model import default_cache_dir
 
-    path = Path(cache_dir or default_cache_dir()) / f"part-sdf-{model.identity['digest']}-{side}-{resolution}.pt"
+    name = f"part-fields{GRID_FORMAT}-{model.identity['digest']}-{side}-{resolution}.pt"
+    path = Path(cache_dir or default_cache_dir()) / name
     if path.exists():
         data = torch.load(path, map_location=model.device, weights_only=True)
         return PartGrids(**data)
@@ -261,29 +370,72 @@ def penetration_stats(depths: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     }
 
 
+def closed_hand_faces(model: HandModel, side: str) -> np.ndarray:
+    """The hand's triangles with each open boundary (the wrist) closed by a fan around the loop's
+    centre, appended as vertex 778 (+1 per loop): the whole closed surface the checks measure against."""
+    from handsynth.hand_model.parts import _boundary_loops
+
+    faces = np.asarray(model.faces(side), dtype=np.int64)
+    loops = _boundary_loops(faces, f"{model.name}, {side} hand")
+    n = int(faces.max()) + 1
+    caps = [[loop[(k + 1) % len(loop)], loop[k], n + i] for i, loop in enumerate(loops) for k in range(len(loop))]
+    return np.concatenate([faces, np.asarray(caps, dtype=np.int64).reshape(-1, 3)])
+
+
+def closed_hand_vertices(model: HandModel, side: str, vertices: np.ndarray | torch.Tensor):
+    """(..., 778, 3) posed vertices plus one centre per boundary loop, matching :func:`closed_hand_faces`."""
+    from handsynth.hand_model.parts import _boundary_loops
+
+    loops = _boundary_loops(np.asarray(model.faces(side), dtype=np.int64), f"{model.name}, {side} hand")
+    if isinstance(vertices, torch.Tensor):
+        return torch.cat([vertices] + [vertices[..., list(l), :].mean(dim=-2, keepdim=True) for l in loops], dim=-2)
+    return np.concatenate([vertices] + [vertices[..., list(l), :].mean(axis=-2, keepdims=True) for l in loops], axis=-2)
+
+
 def exact_depths(model: HandModel, vertices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Reference evaluation for one pose: exact depths (m) of each hand's vertices (778, 3) in the
-    other hand's posed closed part meshes (dense: every vertex against every part triangle)."""
+    """Reference evaluation for one pose: exact depths (m) of each hand's vertices (778, 3) inside the
+    other hand's WHOLE closed surface (every vertex against every triangle, winding-number sign).
+
+    Part meshes are not a reference for depth: the faces that close a part lie inside the hand, so
+    a vertex near such a cap reads as shallow although it is deep inside the hand.
+    """
     out = {}
     for side, other in (("right", "left"), ("left", "right")):
-        ov = torch.as_tensor(vertices[other], dtype=torch.float64)
+        ov = closed_hand_vertices(model, other, torch.as_tensor(vertices[other], dtype=torch.float64))
         q = torch.as_tensor(vertices[side], dtype=torch.float64)
-        sdf = torch.stack([signed_distance(q, p.posed(ov[None])[0], torch.as_tensor(p.faces))
-                           for p in model.part_meshes(other)], dim=1).amin(dim=1)
+        sdf = signed_distance(q, ov, torch.as_tensor(closed_hand_faces(model, other)))
         out[side] = torch.relu(-sdf).numpy()
     return out
 
 
-def contained_vertices(parts: list[PartMesh], other_vertices: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Independent audit: trimesh ray-test containment of ``query`` (P, 3) in the posed parts (bool P)."""
-    import trimesh
+def _segments_hit_triangles(p0: np.ndarray, p1: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Möller-Trumbore for paired segments (K, 3) -> (K, 3) and triangles (K, 3, 3): (K,) bool."""
+    d, e1, e2 = p1 - p0, tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    h = np.cross(d, e2)
+    a = (e1 * h).sum(-1)
+    ok = np.abs(a) > 1e-18
+    f = np.where(ok, 1.0 / np.where(ok, a, 1.0), 0.0)
+    s = p0 - tri[:, 0]
+    u = f * (s * h).sum(-1)
+    q = np.cross(s, e1)
+    v = f * (d * q).sum(-1)
+    t = f * (e2 * q).sum(-1)
+    return ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= 0) & (t <= 1)
 
-    inside = np.zeros(len(query), dtype=bool)
-    for part in parts:
-        mesh = trimesh.Trimesh(part.posed_numpy(other_vertices), part.faces, process=False)
-        lo, hi = mesh.bounds
-        cand = np.flatnonzero(((query >= lo) & (query <= hi)).all(axis=1) & ~inside)
-        if len(cand):
-            inside[cand] = mesh.contains(query[cand])
-    return inside
 
+def intersecting_triangle_pairs(verts_a: np.ndarray, faces_a: np.ndarray, verts_b: np.ndarray,
+                                faces_b: np.ndarray) -> int:
+    """Number of (triangle of A, triangle of B) pairs that cross each other: the reference
+    implementation's validity rule keeps a pose with at most 75 such pairs between its hands."""
+    ta, tb = verts_a[faces_a], verts_b[faces_b]
+    lo_a, hi_a, lo_b, hi_b = ta.min(1), ta.max(1), tb.min(1), tb.max(1)
+    near_a = np.flatnonzero(((hi_a >= lo_b.min(0)) & (lo_a <= hi_b.max(0))).all(1))
+    near_b = np.flatnonzero(((hi_b >= lo_a.min(0)) & (lo_b <= hi_a.max(0))).all(1))
+    overlap = ((hi_a[near_a, None] >= lo_b[None, near_b]) & (lo_a[near_a, None] <= hi_b[None, near_b])).all(-1)
+    i, j = np.nonzero(overlap)
+    a, b = ta[near_a[i]], tb[near_b[j]]
+    hit = np.zeros(len(i), dtype=bool)
+    for k in range(3):
+        hit |= _segments_hit_triangles(a[:, k], a[:, (k + 1) % 3], b)
+        hit |= _segments_hit_triangles(b[:, k], b[:, (k + 1) % 3], a)
+    return int(hit.sum())

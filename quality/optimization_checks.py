@@ -9,8 +9,8 @@ from handsynth.pose_table import PoseTable
 from resources.hand_model import HandModelResource
 from resources.partitions import pose_shards
 
-#: The audit's depth bound: the optimizer's bound plus the grid evaluation's accuracy (~1 mm).
-AUDIT_MAX_DEPTH_MM = optimize.MAX_DEPTH_MM + 1.0
+#: The audit's depth bound (mm), against the whole closed surface: kept poses may touch, not overlap.
+AUDIT_MAX_DEPTH_MM = 1.0
 RETENTION_WARNING = 0.85
 
 
@@ -37,24 +37,24 @@ def kept_poses_within_joint_limits(hand_model: HandModelResource, optimized_pose
 
 @asset_check(asset="optimized_poses", blocking=True, partitions_def=pose_shards,
              description="Independent audit: trimesh containment and trimesh signed distance of each kept "
-                         "pose's vertices in the other hand's closed part meshes.")
+                         "pose's vertices in the other hand's WHOLE closed surface (not the part meshes, whose "
+                         "closing caps lie inside the hand and make deep points look shallow).")
 def kept_poses_do_not_interpenetrate(hand_model: HandModelResource, optimized_poses: PoseTable) -> AssetCheckResult:
     import trimesh
 
     model = hand_model.get()
     kept = _kept(optimized_poses)
     verts = {s: model.forward_numpy(s, kept.hand(s)).vertices.cpu().numpy().astype(np.float64) for s in ("right", "left")}
+    faces = {s: penetration.closed_hand_faces(model, s) for s in ("right", "left")}
     worst_depth, worst_pose = 0.0, ""
     for i in range(len(kept)):
         for side, other in (("right", "left"), ("left", "right")):
-            inside = penetration.contained_vertices(model.part_meshes(other), verts[other][i], verts[side][i])
+            mesh = trimesh.Trimesh(penetration.closed_hand_vertices(model, other, verts[other][i]), faces[other],
+                                   process=False)
+            inside = mesh.contains(verts[side][i])
             if not inside.any():
                 continue
-            q = verts[side][i][inside]
-            depth = 0.0
-            for part in model.part_meshes(other):
-                mesh = trimesh.Trimesh(part.posed_numpy(verts[other][i]), part.faces, process=False)
-                depth = max(depth, float(trimesh.proximity.signed_distance(mesh, q).max()) * 1000.0)
+            depth = float(trimesh.proximity.signed_distance(mesh, verts[side][i][inside]).max()) * 1000.0
             if depth > worst_depth:
                 worst_depth, worst_pose = depth, str(kept.pose_ids[i])
     return AssetCheckResult(passed=worst_depth <= AUDIT_MAX_DEPTH_MM, metadata={
