@@ -12,7 +12,7 @@ from dagster import (AssetCheckResult, AssetKey, DataVersion, Definitions, Outpu
                      instance_for_test, materialize)
 
 from ih_assets import versions
-from resources.settings import PipelineSettings
+from resources.settings import PRESETS, PipelineSettings
 from tests.s3_fixtures import s3_storage, seaweed_server  # noqa: F401  (fixture)
 from tests.test_main_job import ROOT, main_job_env, shard_lines
 
@@ -68,8 +68,8 @@ def test_every_setting_is_declared_by_an_asset():
 
 
 def test_relevant_settings_and_digest():
-    demo, other = PipelineSettings.from_preset("demo"), PipelineSettings.from_preset("demo", n_views=3)
-    assert versions.relevant_settings(demo, "rendered_views")["n_views"] == 10
+    demo, other = PipelineSettings.from_preset("demo"), PipelineSettings.from_preset("demo", n_views=PRESETS["demo"]["n_views"] + 1)
+    assert versions.relevant_settings(demo, "rendered_views")["n_views"] == PRESETS["demo"]["n_views"]
     assert "n_views" not in versions.relevant_settings(demo, "optimized_poses")
     digest = lambda s, a: versions.settings_digest(versions.relevant_settings(s, a))  # noqa: E731
     assert digest(demo, "rendered_views") != digest(other, "rendered_views")
