@@ -15,7 +15,7 @@ the reference implementation's 4 stages of 50/40/75/50 iterations.
 Units: L_A and Lp in cm^2, La in rad^2, Ladv in nats. Finally each pose is projected onto the
 joint limits (angles clamped in the anatomical frames), so anatomy never decides a drop on its
 own. The projection moves fingers and can push them back into the other hand, so a short
-penetration-only pass over the translations follows (a rigid shift keeps every joint angle, hence
+minimal-motion separation of the left hand follows (each step only as far as the deepest vertex) (a rigid shift keeps every joint angle, hence
 the limits); only then does the filter decide: see :func:`filter_valid`.
 """
 
@@ -71,9 +71,9 @@ class OptimizeConfig:
     penetration: tuple[float, float] = (20.0, 5.0)
     ramp_end: int = 165
     project_to_limits: bool = True
-    #: after the projection: translation-only steps against penetration (lr in metres)
+    #: after the projection: minimal-motion shifts of the left hand against penetration
     separation_iterations: int = 40
-    separation_lr: float = 2e-4
+    separation_margin_mm: float = 0.1
 
 
 def weights_at(iteration: int, config: OptimizeConfig) -> dict[str, float]:
@@ -157,20 +157,25 @@ def _project_to_limits(obj: _Objective, side: str, hand_pose: torch.Tensor) -> t
 
 
 def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
-    """Penetration-only pass over the translations (in place): removes what the projection onto
-    the limits put back, without touching a joint angle. Each pose stops as soon as it is free."""
-    transl = [hands[s]["transl"].requires_grad_(True) for s in SIDES]
-    opt = torch.optim.Adam(transl, lr=config.separation_lr)
+    """Minimal-motion separation (in place) of what the projection onto the limits put back.
+
+    A rigid shift of the left hand keeps every joint angle, hence the limits. Per step, each pose
+    still penetrating moves along its penetration gradient by its deepest depth plus a small margin
+    (plain steps, not Adam, which overshoots and pulls hands out of contact); a free pose stays.
+    """
+    left = hands["left"]
     for _ in range(config.separation_iterations):
+        left["transl"] = left["transl"].detach().requires_grad_(True)
         verts = {s: obj.model.forward(s, **hands[s]).vertices for s in SIDES}
-        loss = penetration_loss(obj.field.depths(hands, verts, shapes))
-        if not bool((loss > 0).any()):
+        depths = obj.field.depths(hands, verts, shapes)
+        deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).detach()
+        if not bool((deepest > 0).any()):
             break
-        opt.zero_grad()
-        loss.sum().backward()
-        opt.step()
-    for s in SIDES:
-        hands[s]["transl"] = hands[s]["transl"].detach()
+        (grad,) = torch.autograd.grad(penetration_loss(depths).sum(), left["transl"])
+        direction = -grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        step = torch.where(deepest > 0, deepest + config.separation_margin_mm / 1000.0, torch.zeros_like(deepest))
+        left["transl"] = left["transl"].detach() + direction * step[:, None]
+    left["transl"] = left["transl"].detach()
 
 
 def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
