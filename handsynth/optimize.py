@@ -34,7 +34,7 @@ from handsynth.anchors import Anchors
 from handsynth.discriminator import PoseDiscriminator, naturalness_loss
 from handsynth.hand_model.model import HandModel
 from handsynth.joint_limits import AnatomicalFrames
-from handsynth.penetration import PenetrationField, penetration_loss, penetration_stats
+from handsynth.penetration import CandidateCache, PenetrationField, penetration_loss, penetration_stats
 from handsynth.pose_table import PoseTable
 
 SIDES = ("right", "left")
@@ -61,6 +61,9 @@ class OptimizeConfig:
     plateau_patience: int = 20
     min_lr: float = 1e-5
     pair_every: int = 40
+    #: penetration candidates are kept until a vertex moved half this far (mm); 0 rebuilds them
+    #: every iteration (the benchmark's baseline), with identical depths
+    candidate_slack_mm: float = 4.0
     #: pairs are only built for poses whose hands overlap less than this (separate first)
     pair_max_depth_mm: float = 5.0
     w_anatomy: float = 20.0
@@ -114,9 +117,10 @@ class _Objective:
             full = joint_limits.mirror_pose(full)
         return joint_limits.joint_angles(full, self.frames)
 
-    def terms(self, hands: dict[str, dict[str, torch.Tensor]], pairs, shapes=None) -> tuple[dict[str, torch.Tensor], dict]:
+    def terms(self, hands: dict[str, dict[str, torch.Tensor]], pairs, shapes=None,
+              cache: CandidateCache | None = None) -> tuple[dict[str, torch.Tensor], dict]:
         verts = {s: self.model.forward(s, **hands[s]).vertices for s in SIDES}
-        depths = self.field.depths(hands, verts, shapes)
+        depths = self.field.depths(hands, verts, shapes, cache)
         anchor = {s: self.anchors.points(s, verts[s], self.faces[s]) for s in SIDES}
         angles = {s: self.angles(s, hands[s]["hand_pose"]) for s in SIDES}
         anatomy = sum(joint_limits.limit_loss_from_angles(a) for a in angles.values())
@@ -192,6 +196,7 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
     shapes = {s: obj.field.shape_terms(s, hands[s]["betas"]) for s in SIDES}   # betas stay fixed
     before = _evaluate(obj, hands, shapes=shapes)
     pairs = None
+    cache = CandidateCache(config.candidate_slack_mm / 1000.0)
     for it in range(config.iterations):
         if it % config.pair_every == 0:
             with torch.no_grad():
@@ -200,7 +205,7 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
                 (pl, nl), (pr, nr) = extras["anchor"]["left"], extras["anchor"]["right"]
                 pairs = anchor_ops.build_pairs(pl, nl, pr, nr, active=(depth < config.pair_max_depth_mm).float())
         w = weights_at(it, config)
-        terms, _ = obj.terms(hands, pairs, shapes)
+        terms, _ = obj.terms(hands, pairs, shapes, cache)
         stay = sum(((hands[s]["hand_pose"] - start[s]) ** 2).sum(dim=1) for s in SIDES)
         total = sum(w[k] * v for k, v in terms.items()) + config.w_stay * stay
         opt.zero_grad()

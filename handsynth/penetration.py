@@ -284,7 +284,8 @@ class PenetrationField:
         q_rest = torch.einsum("kji,kj->ki", rot, points - transl[b] - trans)              # R^T (q - t)
         return torch.einsum("kj,kji->ki", q_rest - shape.c[b, p], shape.a_inv[b, p])
 
-    def candidates(self, side: str, part_vertices: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def candidates(self, side: str, part_vertices: torch.Tensor, points: torch.Tensor,
+                   margin: float = CULL_MARGIN) -> torch.Tensor:
         """(K, 3) long (pose, query, part) whose part box (plus margin) of ``side`` holds the query."""
         vid, pid = self._box_index[side]
         pv = part_vertices.detach()[:, vid]                                                  # (B, N, 3)
@@ -293,19 +294,21 @@ class PenetrationField:
         lo = torch.full((bsz, 16, 3), torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amin")
         hi = torch.full((bsz, 16, 3), -torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amax")
         q = points.detach()[:, :, None]                                                     # (B, P, 1, 3)
-        inside = ((q >= lo[:, None] - CULL_MARGIN) & (q <= hi[:, None] + CULL_MARGIN)).all(dim=-1)
+        inside = ((q >= lo[:, None] - margin) & (q <= hi[:, None] + margin)).all(dim=-1)
         return inside.nonzero()
 
     def side_depths(self, side: str, hand: dict[str, torch.Tensor], part_vertices: torch.Tensor,
-                    points: torch.Tensor, shape: ShapeTerms | None = None) -> torch.Tensor:
+                    points: torch.Tensor, shape: ShapeTerms | None = None,
+                    cand: torch.Tensor | None = None) -> torch.Tensor:
         """Depth (B, P) >= 0 of points (B, P, 3) inside ``side``'s hand posed by ``hand``, whose
-        vertices are ``part_vertices`` (B, 778, 3); differentiable in points and the pose."""
+        vertices are ``part_vertices`` (B, 778, 3); differentiable in points and the pose.
+        ``cand``: a candidate list kept from a recent pose (see :class:`CandidateCache`)."""
         g, atlas = self.grids[side], self.atlas[side]
         shape = shape or self.shape_terms(side, hand["betas"])
         _, rel, _ = self.model.joint_transforms(side, hand["global_orient"], hand["hand_pose"], hand["betas"])
         bsz, n = points.shape[:2]
         depth = points.new_zeros(bsz, n)
-        cand = self.candidates(side, part_vertices, points)
+        cand = self.candidates(side, part_vertices, points) if cand is None else cand
         if len(cand) == 0:
             return depth
         b, v, p = cand.unbind(1)
@@ -330,11 +333,41 @@ class PenetrationField:
         return depth.index_put((b, v), d)
 
     def depths(self, hands: dict[str, dict[str, torch.Tensor]], vertices: dict[str, torch.Tensor],
-               shapes: dict[str, ShapeTerms] | None = None) -> dict[str, torch.Tensor]:
+               shapes: dict[str, ShapeTerms] | None = None,
+               cache: "CandidateCache | None" = None) -> dict[str, torch.Tensor]:
         """Per side, how deep (m, >= 0) each of its vertices (B, 778) is inside the other hand."""
+        cands = cache.candidates(self, vertices) if cache is not None else {}
         return {side: self.side_depths(other, hands[other], vertices[other], vertices[side],
-                                       shapes[other] if shapes else None)
+                                       shapes[other] if shapes else None, cands.get(side))
                 for side, other in (("right", "left"), ("left", "right"))}
+
+
+class CandidateCache:
+    """(vertex, part) candidate lists kept over iterations while the hands move little.
+
+    Built with :data:`CULL_MARGIN` plus ``slack``; reused until some vertex has moved more than
+    ``slack / 2`` since the build. A pair the fresh list would hold (query within CULL_MARGIN of
+    the box) then is still in the kept one, as neither the query nor the box moved more than
+    slack / 2: the depths are the same as with a list rebuilt every iteration, at a fraction of
+    the box tests. ``slack = 0`` rebuilds every call (the per-iteration baseline).
+    """
+
+    def __init__(self, slack: float) -> None:
+        self.slack = slack
+        self.built_at: dict[str, torch.Tensor] | None = None
+        self.lists: dict[str, torch.Tensor] = {}
+        self.builds = 0
+
+    def candidates(self, field: PenetrationField, vertices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        now = {s: v.detach() for s, v in vertices.items()}
+        stale = self.built_at is None or self.slack <= 0 or any(
+            bool(((now[s] - self.built_at[s]).norm(dim=-1) > self.slack / 2).any()) for s in now)
+        if stale:
+            self.built_at = {s: v.clone() for s, v in now.items()}
+            self.lists = {side: field.candidates(other, now[other], now[side], CULL_MARGIN + self.slack)
+                          for side, other in (("right", "left"), ("left", "right"))}
+            self.builds += 1
+        return self.lists
 
 
 def _cached_grids(model: HandModel, side: str, resolution: int, cache_dir: str | None) -> PartGrids:

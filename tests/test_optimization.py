@@ -216,3 +216,18 @@ def test_separation_frees_hands_with_a_small_rigid_shift(hand_model, field):
     assert before > 1e-3 and max(float(d.max()) for d in field.depths(hands, verts).values()) == 0.0
     assert torch.equal(hands["left"]["hand_pose"], pose)
     assert float((hands["left"]["transl"] - start).norm()) < 3 * before + 1e-3
+
+
+def test_kept_candidate_lists_give_the_same_depths_until_the_hands_moved_too_far(hand_model, field):
+    hands = _interpenetrating_poses(hand_model, 4, seed=5)
+    cache = pen.CandidateCache(slack=0.004)
+    verts = {s: hand_model.forward(s, **hands[s]).vertices for s in hands}
+    field.depths(hands, verts, cache=cache)
+    for shift, builds in ((0.0015, 1), (0.0035, 2)):   # 1.5 mm < slack / 2 keeps the list; 3.5 mm does not
+        moved = {s: dict(h) for s, h in hands.items()}
+        moved["left"]["transl"] = hands["left"]["transl"] + torch.tensor([shift, -shift / 2, 0.0])
+        mverts = {s: hand_model.forward(s, **moved[s]).vertices for s in moved}
+        kept, fresh = field.depths(moved, mverts, cache=cache), field.depths(moved, mverts)
+        assert cache.builds == builds
+        assert all(torch.equal(kept[s], fresh[s]) for s in kept)
+        assert any(bool((fresh[s] > 0).any()) for s in fresh)
