@@ -108,6 +108,8 @@ def test_a_few_optimizer_steps_separate_interpenetrating_hands(hand_model, field
         verts = {s: hand_model.forward(s, **hands[s]).vertices for s in hands}
         loss = pen.penetration_loss(field.depths(hands, verts)).sum()
         losses.append(loss.item())
+        if not loss.requires_grad:  # no vertex inside the other hand any more: separated
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()
