@@ -226,6 +226,11 @@ class PartGrids:
         n, c, r = self.values.shape[:3]
         return self.values.permute(1, 0, 2, 3, 4).reshape(1, c, n * r, r, r)
 
+    def holds(self, points: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        """(K,) whether rest-frame points (K, 3) lie in their part's grid box, where the grids are
+        exact enough to tell a closing cap from the outside."""
+        return ((points >= self.lo[part]) & (points <= self.hi[part])).all(dim=-1)
+
     def sample_pairs(self, atlas: torch.Tensor, points: torch.Tensor, part: torch.Tensor,
                      channels: slice = slice(0, 2)) -> torch.Tensor:
         """Fields of (query, part) pairs: rest-frame points (K, 3) and part ids (K,) -> (K, C).
@@ -284,34 +289,44 @@ class PenetrationField:
         q_rest = torch.einsum("kji,kj->ki", rot, points - transl[b] - trans)              # R^T (q - t)
         return torch.einsum("kj,kji->ki", q_rest - shape.c[b, p], shape.a_inv[b, p])
 
-    def candidates(self, side: str, part_vertices: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """(K, 3) long (pose, query, part) whose part box (plus margin) of ``side`` holds the query."""
+    def candidates(self, side: str, part_vertices: torch.Tensor, points: torch.Tensor,
+                   margin: float = CULL_MARGIN, among: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, 3) long (pose, query, part) whose part box (plus margin) of ``side`` holds the query;
+        only the rows of ``among`` are tested when given (a superset kept from earlier iterations)."""
         vid, pid = self._box_index[side]
         pv = part_vertices.detach()[:, vid]                                                  # (B, N, 3)
         bsz = pv.shape[0]
         index = pid[None, :, None].expand(bsz, -1, 3)
-        lo = torch.full((bsz, 16, 3), torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amin")
-        hi = torch.full((bsz, 16, 3), -torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amax")
+        lo = torch.full((bsz, 16, 3), torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amin") - margin
+        hi = torch.full((bsz, 16, 3), -torch.inf, device=pv.device).scatter_reduce(1, index, pv, "amax") + margin
+        if among is not None:
+            b, v, p = among.unbind(1)
+            q = points.detach()[b, v]
+            return among[((q >= lo[b, p]) & (q <= hi[b, p])).all(dim=-1)]
         q = points.detach()[:, :, None]                                                     # (B, P, 1, 3)
-        inside = ((q >= lo[:, None] - CULL_MARGIN) & (q <= hi[:, None] + CULL_MARGIN)).all(dim=-1)
-        return inside.nonzero()
+        return ((q >= lo[:, None]) & (q <= hi[:, None])).all(dim=-1).nonzero()
 
     def side_depths(self, side: str, hand: dict[str, torch.Tensor], part_vertices: torch.Tensor,
-                    points: torch.Tensor, shape: ShapeTerms | None = None) -> torch.Tensor:
+                    points: torch.Tensor, shape: ShapeTerms | None = None,
+                    cand: torch.Tensor | None = None) -> torch.Tensor:
         """Depth (B, P) >= 0 of points (B, P, 3) inside ``side``'s hand posed by ``hand``, whose
-        vertices are ``part_vertices`` (B, 778, 3); differentiable in points and the pose."""
+        vertices are ``part_vertices`` (B, 778, 3); differentiable in points and the pose.
+        ``cand``: a candidate list kept from a recent pose (see :class:`CandidateCache`)."""
         g, atlas = self.grids[side], self.atlas[side]
         shape = shape or self.shape_terms(side, hand["betas"])
         _, rel, _ = self.model.joint_transforms(side, hand["global_orient"], hand["hand_pose"], hand["betas"])
         bsz, n = points.shape[:2]
         depth = points.new_zeros(bsz, n)
-        cand = self.candidates(side, part_vertices, points)
+        cand = self.candidates(side, part_vertices, points) if cand is None else cand
         if len(cand) == 0:
             return depth
         b, v, p = cand.unbind(1)
         with torch.no_grad():
             q0 = self._to_rest(rel.detach(), shape, hand["transl"].detach(), points.detach()[b, v], b, p)
             field = g.sample_pairs(atlas, q0, p) * shape.scale[b, p][:, None]                # (K, 2)
+            # beyond a grid's box the border values say nothing about caps: such a pair may only
+            # offer its outer distance (a reshaped hand can carry a query out of the mean grid)
+            field[:, 0] = torch.where(g.holds(q0, p), field[:, 0], torch.inf)
             flat = b * n + v
             part_sdf = field.new_full((bsz * n,), torch.inf).scatter_reduce(0, flat, field[:, 0], "amin")
             outer = field.new_full((bsz * n,), torch.inf).scatter_reduce(0, flat, field[:, 1], "amin")
@@ -330,11 +345,44 @@ class PenetrationField:
         return depth.index_put((b, v), d)
 
     def depths(self, hands: dict[str, dict[str, torch.Tensor]], vertices: dict[str, torch.Tensor],
-               shapes: dict[str, ShapeTerms] | None = None) -> dict[str, torch.Tensor]:
+               shapes: dict[str, ShapeTerms] | None = None,
+               cache: "CandidateCache | None" = None) -> dict[str, torch.Tensor]:
         """Per side, how deep (m, >= 0) each of its vertices (B, 778) is inside the other hand."""
+        cands = cache.candidates(self, vertices) if cache is not None else {}
         return {side: self.side_depths(other, hands[other], vertices[other], vertices[side],
-                                       shapes[other] if shapes else None)
+                                       shapes[other] if shapes else None, cands.get(side))
                 for side, other in (("right", "left"), ("left", "right"))}
+
+
+class CandidateCache:
+    """(vertex, part) candidate lists kept over iterations while the hands move little.
+
+    Built with :data:`CULL_MARGIN` plus ``slack``; reused until some vertex has moved more than
+    ``slack / 2`` since the build. A pair the fresh list would hold (query within CULL_MARGIN of
+    the box) then is still in the kept one, as neither the query nor the box moved more than
+    slack / 2. Each call narrows the kept superset to exactly the pairs a fresh list would hold
+    (testing K kept pairs instead of every vertex against every part box), so the depths are
+    identical to a list rebuilt every iteration. ``slack = 0`` rebuilds every call (the baseline).
+    """
+
+    def __init__(self, slack: float) -> None:
+        self.slack = slack
+        self.built_at: dict[str, torch.Tensor] | None = None
+        self.lists: dict[str, torch.Tensor] = {}
+        self.builds = 0
+
+    def candidates(self, field: PenetrationField, vertices: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        now = {s: v.detach() for s, v in vertices.items()}
+        stale = self.built_at is None or self.slack <= 0 or any(
+            bool(((now[s] - self.built_at[s]).norm(dim=-1) > self.slack / 2).any()) for s in now)
+        pairs = (("right", "left"), ("left", "right"))
+        if stale:
+            self.built_at = {s: v.clone() for s, v in now.items()}
+            self.lists = {side: field.candidates(other, now[other], now[side], CULL_MARGIN + self.slack)
+                          for side, other in pairs}
+            self.builds += 1
+        # the kept superset, narrowed to exactly the pairs a fresh list would hold (same order)
+        return {side: field.candidates(other, now[other], now[side], among=self.lists[side]) for side, other in pairs}
 
 
 def _cached_grids(model: HandModel, side: str, resolution: int, cache_dir: str | None) -> PartGrids:

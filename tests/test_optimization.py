@@ -108,6 +108,8 @@ def test_a_few_optimizer_steps_separate_interpenetrating_hands(hand_model, field
         verts = {s: hand_model.forward(s, **hands[s]).vertices for s in hands}
         loss = pen.penetration_loss(field.depths(hands, verts)).sum()
         losses.append(loss.item())
+        if not loss.requires_grad:  # no vertex inside the other hand any more: separated
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -191,3 +193,43 @@ def test_reference_rule_counts_crossing_triangles(hand_model):
     crossing = np.array([[0.2, 0.2, -1], [0.2, 0.2, 1], [0.3, 0.3, 1]])       # pierces the first
     assert pen.intersecting_triangle_pairs(tri, np.array([[0, 1, 2]]), crossing, np.array([[0, 1, 2]])) == 1
     assert pen.intersecting_triangle_pairs(tri, np.array([[0, 1, 2]]), crossing + 2, np.array([[0, 1, 2]])) == 0
+
+
+def test_palm_templates_start_with_the_hands_apart(hand_model):
+    """The slide into contact checks vertex distances, which a palm slips through between sparse
+    vertices; the back-off must leave no vertex deeper than 1 mm in the other hand's whole surface."""
+    raw = generate_interacting_poses(hand_model, 3, seed=0, interactions=("fist_in_palm", "hand_over_hand", "palm_to_palm"))
+    verts = {s: hand_model.forward_numpy(s, raw.hand(s)).vertices.double() for s in ("right", "left")}
+    for i in range(len(raw)):
+        depth = pen.exact_depths(hand_model, {s: verts[s][i] for s in verts})
+        assert max(float(d.max()) for d in depth.values()) < 1e-3, raw.meta["interaction"][i]
+
+
+def test_separation_frees_hands_with_a_small_rigid_shift(hand_model, field):
+    """Minimal-motion separation: penetration gone, fingers untouched, shift about the depth."""
+    hands = _two_hands(hand_model, -0.004)
+    obj = op._Objective(hand_model, None, None, jl.AnatomicalFrames.from_rest_keypoints(hand_model.rest_keypoints("right")), field)
+    verts = {s: hand_model.forward(s, **hands[s]).vertices for s in hands}
+    start = hands["left"]["transl"].clone()
+    before = max(float(d.max()) for d in field.depths(hands, verts).values())
+    pose = hands["left"]["hand_pose"].clone()
+    op._separate(obj, hands, None, op.OptimizeConfig())
+    verts = {s: hand_model.forward(s, **hands[s]).vertices for s in hands}
+    assert before > 1e-3 and max(float(d.max()) for d in field.depths(hands, verts).values()) == 0.0
+    assert torch.equal(hands["left"]["hand_pose"], pose)
+    assert float((hands["left"]["transl"] - start).norm()) < 3 * before + 1e-3
+
+
+def test_kept_candidate_lists_give_the_same_depths_until_the_hands_moved_too_far(hand_model, field):
+    hands = _interpenetrating_poses(hand_model, 4, seed=5)
+    cache = pen.CandidateCache(slack=0.004)
+    verts = {s: hand_model.forward(s, **hands[s]).vertices for s in hands}
+    field.depths(hands, verts, cache=cache)
+    for shift, builds in ((0.0015, 1), (0.0035, 2)):   # 1.5 mm < slack / 2 keeps the list; 3.5 mm does not
+        moved = {s: dict(h) for s, h in hands.items()}
+        moved["left"]["transl"] = hands["left"]["transl"] + torch.tensor([shift, -shift / 2, 0.0])
+        mverts = {s: hand_model.forward(s, **moved[s]).vertices for s in moved}
+        kept, fresh = field.depths(moved, mverts, cache=cache), field.depths(moved, mverts)
+        assert cache.builds == builds
+        assert all(torch.equal(kept[s], fresh[s]) for s in kept)
+        assert any(bool((fresh[s] > 0).any()) for s in fresh)

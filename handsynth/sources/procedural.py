@@ -6,6 +6,10 @@ hand holding a finger of the other, fingertips touching, hand over hand, fist in
 fixes how the two palms face each other and how far each finger curls; every pose then draws its
 own jitter of orientation, curl, splay and hand shape, turns the whole scene by a random rotation,
 and slides the left hand along the template's approach direction until the hands (nearly) touch.
+Vertex distances alone let a palm slip between the other hand's sparse vertices, so the slide is
+followed by a back-off along the approach direction, checked with no-gradient whole-hand depths,
+until the hands no longer overlap: the optimizer cannot undo a palm inside a palm, because root
+rotations stay frozen (IH2.6M input keeps its real roots and translations, as in the paper).
 
 Orientations are given as world directions of each hand's finger axis and palm (volar) normal;
 the rest frame of either hand is read off the model's rest skeleton, so the generator works
@@ -25,6 +29,7 @@ from scipy.spatial.transform import Rotation
 
 from handsynth import joint_limits
 from handsynth.hand_model.model import HandModel
+from handsynth.penetration import PenetrationField
 from handsynth.pose_table import PoseTable, from_hands
 from handsynth.seeds import rng_for, seed_for
 
@@ -33,6 +38,10 @@ SOURCE = "procedural"
 FINGER_JOINTS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9), "ring": (10, 11, 12), "thumb": (13, 14, 15)}
 #: Share of a finger's curl that each joint takes (base, middle, distal).
 CURL_SHARE = {"finger": (1.0, 1.15, 0.75), "thumb": (0.5, 0.8, 0.9)}
+#: Back-off along the approach direction: candidate shifts (m) evaluated in one batch, and the
+#: depth (m) below which the hands count as apart (the grids' own error is a fraction of a mm).
+BACK_OFF_STEPS = np.arange(0.0, 0.0805, 0.001)
+BACK_OFF_TOLERANCE = 2e-4
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ def generate_interacting_poses(model: HandModel, n: int, seed: int = 0,
         raise ValueError(f"unknown interaction(s) {unknown}; known: {sorted(INTERACTIONS)}")
     frames = joint_limits.AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
     rest_frame = {s: hand_frame(model.rest_keypoints(s), s) for s in ("right", "left")}
+    field = PenetrationField(model) if any(INTERACTIONS[x].close for x in names) else None
     rows, hands = [], {s: {k: [] for k in ("global_orient", "hand_pose", "betas", "transl")} for s in ("right", "left")}
     for i in range(n):
         row_seed = seed_for(SOURCE, seed, i)
@@ -155,6 +165,7 @@ def generate_interacting_poses(model: HandModel, n: int, seed: int = 0,
         if spec.close:
             gap = rng.uniform(*contact_gap_mm) / 1000.0
             wrist["left"] = _slide_into_contact(model, placed, betas, wrist, approach, gap)
+            wrist["left"] = _back_off(model, field, placed, betas, wrist, approach)
         for side in ("right", "left"):
             orient, hand_pose = placed[side]
             root = _root_joint(model, side, betas)
@@ -207,3 +218,25 @@ def _slide_into_contact(model: HandModel, placed, betas, wrist, approach, gap: f
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if distance(mid) > gap else (lo, mid)
     return wrist["left"] + lo * approach
+
+
+def _back_off(model: HandModel, field: PenetrationField, placed, betas, wrist, approach) -> np.ndarray:
+    """Left wrist moved back against ``approach`` by the smallest shift (1 mm steps) after which
+    neither hand is inside the other (no-gradient grid depths, all shifts in one batch)."""
+    k = len(BACK_OFF_STEPS)
+    dev = model.device
+    hands = {}
+    for side in ("right", "left"):
+        orient, hand_pose = placed[side]
+        transl = wrist[side] - _root_joint(model, side, betas)
+        shifts = -BACK_OFF_STEPS[:, None] * approach[None] if side == "left" else np.zeros((k, 3))
+        hands[side] = {key: torch.as_tensor(np.asarray(v, dtype=np.float32), device=dev) for key, v in {
+            "global_orient": np.repeat(orient[None], k, 0), "hand_pose": np.repeat(hand_pose[None], k, 0),
+            "betas": np.repeat(betas[None], k, 0), "transl": transl[None] + shifts}.items()}
+    with torch.no_grad():
+        verts = {s: model.forward(s, **hands[s]).vertices for s in hands}
+        depths = field.depths(hands, verts)
+        deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).cpu().numpy()
+    free = np.flatnonzero(deepest <= BACK_OFF_TOLERANCE)
+    step = BACK_OFF_STEPS[free[0]] if len(free) else BACK_OFF_STEPS[-1]
+    return wrist["left"] - step * approach
