@@ -456,6 +456,24 @@ def exact_depths(model: HandModel, vertices: dict[str, np.ndarray]) -> dict[str,
     return out
 
 
+def whole_surface_depth_mm(model: HandModel, vertices: dict[str, np.ndarray]) -> float:
+    """Deepest vertex (mm) of either hand of one pose inside the other hand's WHOLE closed surface:
+    trimesh containment (ray parity), then trimesh's exact signed distance for the contained
+    vertices only (~0.1-0.2 s a pose, against ~0.7 s for :func:`exact_depths`' dense evaluation).
+    The keep filter and the independent quality audit both decide on this number."""
+    import trimesh
+
+    worst = 0.0
+    for side, other in (("right", "left"), ("left", "right")):
+        mesh = trimesh.Trimesh(closed_hand_vertices(model, other, np.asarray(vertices[other], dtype=np.float64)),
+                               closed_hand_faces(model, other), process=False)
+        points = np.asarray(vertices[side], dtype=np.float64)
+        inside = mesh.contains(points)
+        if inside.any():
+            worst = max(worst, float(trimesh.proximity.signed_distance(mesh, points[inside]).max()) * 1000.0)
+    return worst
+
+
 def _segments_hit_triangles(p0: np.ndarray, p1: np.ndarray, tri: np.ndarray) -> np.ndarray:
     """Möller-Trumbore for paired segments (K, 3) -> (K, 3) and triangles (K, 3, 3): (K,) bool."""
     d, e1, e2 = p1 - p0, tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]

@@ -40,23 +40,14 @@ def kept_poses_within_joint_limits(hand_model: HandModelResource, optimized_pose
                          "pose's vertices in the other hand's WHOLE closed surface (not the part meshes, whose "
                          "closing caps lie inside the hand and make deep points look shallow).")
 def kept_poses_do_not_interpenetrate(hand_model: HandModelResource, optimized_poses: PoseTable) -> AssetCheckResult:
-    import trimesh
-
     model = hand_model.get()
     kept = _kept(optimized_poses)
-    verts = {s: model.forward_numpy(s, kept.hand(s)).vertices.cpu().numpy().astype(np.float64) for s in ("right", "left")}
-    faces = {s: penetration.closed_hand_faces(model, s) for s in ("right", "left")}
+    verts = {s: model.forward_numpy(s, kept.hand(s)).vertices.cpu().numpy() for s in ("right", "left")}
     worst_depth, worst_pose = 0.0, ""
-    for i in range(len(kept)):
-        for side, other in (("right", "left"), ("left", "right")):
-            mesh = trimesh.Trimesh(penetration.closed_hand_vertices(model, other, verts[other][i]), faces[other],
-                                   process=False)
-            inside = mesh.contains(verts[side][i])
-            if not inside.any():
-                continue
-            depth = float(trimesh.proximity.signed_distance(mesh, verts[side][i][inside]).max()) * 1000.0
-            if depth > worst_depth:
-                worst_depth, worst_pose = depth, str(kept.pose_ids[i])
+    for i in range(len(kept)):   # from the stored parameters, not the optimizer's statistics
+        depth = penetration.whole_surface_depth_mm(model, {s: verts[s][i] for s in verts})
+        if depth > worst_depth:
+            worst_depth, worst_pose = depth, str(kept.pose_ids[i])
     return AssetCheckResult(passed=worst_depth <= AUDIT_MAX_DEPTH_MM, metadata={
         "kept_poses": len(kept), "worst_depth_mm": round(worst_depth, 3), "worst_pose": worst_pose,
         "bound_mm": AUDIT_MAX_DEPTH_MM})
