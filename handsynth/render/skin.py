@@ -475,16 +475,3 @@ def vertex_albedo(textures: SkinTextures, layout: UVLayout, n_vertices: int) -> 
     np.add.at(out, layout.vertex_ids, values)
     np.add.at(count, layout.vertex_ids, 1.0)
     return (out / np.maximum(count, 1.0)[:, None]).astype(np.float32)
-
-
-def skin_colors(rest_vertices: np.ndarray, joints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """Per-vertex sRGB colour (V, 3) and tone for the untextured preview path: one tone, smooth variation.
-
-    Kept for renderers that colour vertices without a UV layout; the tone comes from the same
-    palette as :func:`skin_textures`.
-    """
-    tone = float(rng.uniform(0.0, 1.0))
-    shade = 1.0 + 0.04 * value_noise(rest_vertices, 0.03, rng)
-    near_joint = np.exp(-np.min(np.linalg.norm(rest_vertices[:, None] - joints[None, 1:], axis=2), axis=1) / 0.006)
-    tint = 1.0 - 0.5 * near_joint[:, None] * np.array([0.0, 0.14, 0.16])
-    return np.clip(tone_srgb(tone)[None] * shade[:, None] * tint, 0, 1), tone
