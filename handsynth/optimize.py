@@ -14,9 +14,11 @@ the reference implementation's 4 stages of 50/40/75/50 iterations.
 
 Units: L_A and Lp in cm^2, La in rad^2, Ladv in nats. Finally each pose is projected onto the
 joint limits (angles clamped in the anatomical frames), so anatomy never decides a drop on its
-own. The projection moves fingers and can push them back into the other hand, so a short
-minimal-motion separation of the left hand follows (each step only as far as the deepest vertex) (a rigid shift keeps every joint angle, hence
-the limits); only then does the filter decide: see :func:`filter_valid`.
+own. The projection moves fingers and can push them back into the other hand, so a
+penetration-only pass follows that stays within the limits (projected Polyak steps over the
+fingers' anatomical angles and the left hand's translation, :func:`_untangle`), then a
+minimal-motion rigid separation of the left hand for what is left (a rigid shift keeps every
+joint angle, hence the limits); only then does the filter decide: see :func:`filter_valid`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from handsynth.anchors import Anchors
 from handsynth.discriminator import PoseDiscriminator, naturalness_loss
 from handsynth.hand_model.model import HandModel
 from handsynth.joint_limits import AnatomicalFrames
-from handsynth.penetration import CandidateCache, PenetrationField, penetration_loss, penetration_stats
+from handsynth.penetration import CandidateCache, PenetrationField, ShapeTerms, penetration_loss, penetration_stats
 from handsynth.pose_table import PoseTable
 
 SIDES = ("right", "left")
@@ -73,8 +75,12 @@ class OptimizeConfig:
     attraction: tuple[float, float] = (0.1, 2.0)
     penetration: tuple[float, float] = (20.0, 5.0)
     ramp_end: int = 165
-    project_to_limits: bool = True
-    #: after the projection: minimal-motion shifts of the left hand against penetration
+    #: after the projection onto the limits: a penetration-only pass over the fingers' angles
+    #: (within the limits) and the left hand's translation (see :func:`_untangle`)
+    untangle_iterations: int = 80
+    untangle_relax: float = 0.7
+    untangle_transl_unit: float = 0.05
+    #: then minimal-motion shifts of the left hand against what is left
     separation_iterations: int = 40
     separation_margin_mm: float = 0.1
 
@@ -149,29 +155,111 @@ def _evaluate(obj: _Objective, hands, pairs=None, shapes=None) -> dict[str, np.n
     return out
 
 
-def _project_to_limits(obj: _Objective, side: str, hand_pose: torch.Tensor) -> torch.Tensor:
-    """Clamp each joint's anatomical angles into the limits; return the MANO hand_pose."""
+def _pose_from_angles(obj: _Objective, side: str, angles: torch.Tensor) -> torch.Tensor:
+    """MANO hand_pose (B, 45) of anatomical angles (B, 15, 3): the inverse of ``obj.angles``."""
+    full = joint_limits.compose_pose(angles, obj.frames).reshape(-1, 45)
+    if side == "left":
+        full = joint_limits.mirror_pose(full)
+    return full - obj.model.hands_mean(side)
+
+
+def _untangle(obj: _Objective, hands, shapes: dict[str, ShapeTerms] | None, config: OptimizeConfig) -> None:
+    """Project onto the joint limits, then a penetration-only pass that stays on them (in place).
+
+    Variables: both hands' anatomical angles, box-constrained (clamped to the limits, and no
+    gradient component through an active bound: projected gradient), and the left hand's
+    translation, in units of ``untangle_transl_unit`` so that moving a finger and moving the hand
+    weigh alike. Steps are Polyak's, ``relax * Lp / |grad Lp|^2``, which need no learning rate.
+    Lp has many local minima (a finger pushed out of one gap lands in its neighbour; monotone
+    descent stalls in them), so the steps are not made monotone: each pose keeps the shallowest
+    state it visited. Only poses that penetrate after the projection take part.
+    """
+    lim = torch.deg2rad(torch.as_tensor(joint_limits.JOINT_LIMITS, dtype=torch.float32, device=obj.model.device))
+    lo, hi = lim[..., 0], lim[..., 1]
+    unit = config.untangle_transl_unit
     with torch.no_grad():
-        lim = torch.deg2rad(torch.as_tensor(joint_limits.JOINT_LIMITS, dtype=hand_pose.dtype, device=hand_pose.device))
-        angles = obj.angles(side, hand_pose).clamp(lim[..., 0], lim[..., 1])
-        full = joint_limits.compose_pose(angles, obj.frames).reshape(-1, 45)
-        if side == "left":
-            full = joint_limits.mirror_pose(full)
-        return full - obj.model.hands_mean(side)
+        angles = {s: obj.angles(s, hands[s]["hand_pose"].detach()).clamp(lo, hi) for s in SIDES}
+        for s in SIDES:
+            hands[s]["hand_pose"] = _pose_from_angles(obj, s, angles[s])
+            hands[s]["transl"] = hands[s]["transl"].detach()
+    idx = _penetrating(obj, hands, shapes)
+    if len(idx) == 0 or config.untangle_iterations == 0:
+        return
+    ang = {s: angles[s][idx] for s in SIDES}
+    transl = hands["left"]["transl"][idx]
+    best = {s: ang[s].clone() for s in SIDES} | {"transl": transl.clone()}
+    best_depth = torch.full((len(idx),), torch.inf, device=transl.device)
+    live = torch.arange(len(idx), device=transl.device)     # poses not yet free
+    for it in range(config.untangle_iterations + 1):
+        sub, sub_shapes = _take(hands, shapes, idx[live])
+        a = [ang[s][live].requires_grad_(True) for s in SIDES]
+        t = transl[live].requires_grad_(True)
+        for s, x in zip(SIDES, a):
+            sub[s]["hand_pose"] = _pose_from_angles(obj, s, x)
+        sub["left"]["transl"] = t
+        verts = {s: obj.model.forward(s, **sub[s]).vertices for s in SIDES}
+        depths = obj.field.depths(sub, verts, sub_shapes)
+        deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).detach()
+        better = deepest < best_depth[live]
+        won = live[better]
+        best_depth[won] = deepest[better]
+        for k, s in enumerate(SIDES):
+            best[s][won] = a[k].detach()[better]
+        best["transl"][won] = t.detach()[better]
+        active = deepest > 0
+        if it == config.untangle_iterations or not bool(active.any()):
+            break
+        loss = penetration_loss(depths)
+        grads = list(torch.autograd.grad(loss.sum(), a + [t]))
+        for k in range(2):
+            blocked = ((a[k] <= lo + 1e-6) & (grads[k] > 0)) | ((a[k] >= hi - 1e-6) & (grads[k] < 0))
+            grads[k] = torch.where(blocked, torch.zeros_like(grads[k]), grads[k])
+        g_t = grads[2] * unit
+        sq = grads[0].pow(2).sum((1, 2)) + grads[1].pow(2).sum((1, 2)) + g_t.pow(2).sum(1)
+        step = config.untangle_relax * loss.detach() / sq.clamp_min(1e-20)
+        with torch.no_grad():
+            for k, s in enumerate(SIDES):
+                ang[s][live] = (a[k] - step[:, None, None] * grads[k]).clamp(lo, hi)
+            transl[live] = t - step[:, None] * g_t * unit
+        live = live[active]
+    with torch.no_grad():
+        for s in SIDES:
+            hands[s]["hand_pose"] = hands[s]["hand_pose"].index_put((idx,), _pose_from_angles(obj, s, best[s]))
+        hands["left"]["transl"] = hands["left"]["transl"].index_put((idx,), best["transl"])
+
+
+def _take(hands, shapes: dict[str, ShapeTerms] | None, idx: torch.Tensor):
+    """The poses ``idx`` of a batch: their hand tensors and shape terms."""
+    sub = {s: {k: v[idx] for k, v in hands[s].items()} for s in SIDES}
+    return sub, ({s: ShapeTerms(shapes[s].a_inv[idx], shapes[s].c[idx], shapes[s].scale[idx]) for s in SIDES}
+                 if shapes else None)
+
+
+def _penetrating(obj: _Objective, hands, shapes) -> torch.Tensor:
+    """Indices of the poses with any vertex inside the other hand (grid depth > 0)."""
+    with torch.no_grad():
+        verts = {s: obj.model.forward(s, **hands[s]).vertices for s in SIDES}
+        depths = obj.field.depths(hands, verts, shapes)
+        return (torch.maximum(depths["right"].amax(1), depths["left"].amax(1)) > 0).nonzero()[:, 0]
 
 
 def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
-    """Minimal-motion separation (in place) of what the projection onto the limits put back.
+    """Minimal-motion rigid separation (in place) of what :func:`_untangle` left.
 
     A rigid shift of the left hand keeps every joint angle, hence the limits. Per step, each pose
     still penetrating moves along its penetration gradient by its deepest depth plus a small margin
     (plain steps, not Adam, which overshoots and pulls hands out of contact); a free pose stays.
+    Only the penetrating poses are evaluated.
     """
-    left = hands["left"]
+    idx = _penetrating(obj, hands, shapes)
+    if len(idx) == 0:
+        return
+    sub, sub_shapes = _take(hands, shapes, idx)
+    left = sub["left"]
     for _ in range(config.separation_iterations):
         left["transl"] = left["transl"].detach().requires_grad_(True)
-        verts = {s: obj.model.forward(s, **hands[s]).vertices for s in SIDES}
-        depths = obj.field.depths(hands, verts, shapes)
+        verts = {s: obj.model.forward(s, **sub[s]).vertices for s in SIDES}
+        depths = obj.field.depths(sub, verts, sub_shapes)
         deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).detach()
         if not bool((deepest > 0).any()):
             break
@@ -179,7 +267,7 @@ def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
         direction = -grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
         step = torch.where(deepest > 0, deepest + config.separation_margin_mm / 1000.0, torch.zeros_like(deepest))
         left["transl"] = left["transl"].detach() + direction * step[:, None]
-    left["transl"] = left["transl"].detach()
+    hands["left"]["transl"] = hands["left"]["transl"].detach().index_put((idx,), left["transl"].detach())
 
 
 def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
@@ -218,11 +306,7 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
         if log_fn and (it % 50 == 0 or it == config.iterations - 1):
             log_fn(f"iteration {it}/{config.iterations}: total {total.mean().item():.4f} "
                    + " ".join(f"{k} {v.mean().item():.4f}" for k, v in terms.items()))
-    with torch.no_grad():
-        for s in SIDES:
-            hp = hands[s]["hand_pose"].detach()
-            hands[s]["hand_pose"] = _project_to_limits(obj, s, hp) if config.project_to_limits else hp
-            hands[s]["transl"] = hands[s]["transl"].detach()
+    _untangle(obj, hands, shapes, config)
     _separate(obj, hands, shapes, config)
     after = _evaluate(obj, hands, pairs, shapes)
     stats = pd.DataFrame({f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()})
@@ -260,14 +344,14 @@ def optimize_poses(model: HandModel, poses: PoseTable, anchors: Anchors, discrim
 def surface_depths_of_candidates(model: HandModel, table: PoseTable, stats: pd.DataFrame) -> np.ndarray:
     """Whole-surface depth (mm) of every pose the grid-based filter would keep (NaN for the others).
     The grids agree with the whole surface to ~2 mm at p99, so a pose the grids call 0.9 mm deep
-    can be 1.1 mm deep: the final decision is taken on the exact surface, as the audit does."""
+    can be 1.1 mm deep: the final decision is taken on the exact surface, as the audit's is."""
     grid_keep, _ = filter_valid(stats.drop(columns=["surface_depth_mm_after"], errors="ignore"))
     depths = np.full(len(stats), np.nan)
     if grid_keep.any():
         cand = table.take(np.flatnonzero(grid_keep))
-        verts = {s: model.forward_numpy(s, cand.hand(s)).vertices.cpu().numpy() for s in SIDES}
-        depths[grid_keep] = [penetration.whole_surface_depth_mm(model, {s: verts[s][i] for s in SIDES})
-                             for i in range(len(cand))]
+        verts = {s: model.forward_numpy(s, cand.hand(s)).vertices.double().cpu() for s in SIDES}
+        depths[grid_keep] = [max(float(d.max()) for d in penetration.exact_depths(model, {s: verts[s][i] for s in SIDES}).values())
+                             * 1000.0 for i in range(len(cand))]
     return depths
 
 

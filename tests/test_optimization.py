@@ -73,6 +73,20 @@ def test_depth_agrees_with_exact_whole_surface_evaluation(hand_model, field):
         np.median(err), np.percentile(err, 99), err.max())
 
 
+def test_exact_depths_agree_with_trimesh_containment_and_distance(hand_model):
+    """The keep filter's exact depths (part-box culled winding numbers) and the audit's trimesh
+    evaluation are two implementations of one quantity: they must agree on deep and shallow poses."""
+    hands = _interpenetrating_poses(hand_model, 8, seed=3)
+    verts = {s: hand_model.forward(s, **hands[s]).vertices.double() for s in hands}
+    ours, theirs = [], []
+    for i in range(8):
+        one = {s: verts[s][i] for s in verts}
+        ours.append(max(float(d.max()) for d in pen.exact_depths(hand_model, one).values()) * 1000.0)
+        theirs.append(pen.whole_surface_depth_mm(hand_model, {s: v.numpy() for s, v in one.items()}))
+    assert max(ours) > 5.0 and min(ours) < 1.0
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
 def test_cap_between_phalanges_reads_as_deep(hand_model, field):
     """Regression (proc/0/0000002/aug00, pinky tips 3.5 mm inside each other, recorded 0.5 mm): a
     point on the face that closes the pinky's distal part lies deep inside the finger, not on it."""
@@ -218,6 +232,34 @@ def test_separation_frees_hands_with_a_small_rigid_shift(hand_model, field):
     assert before > 1e-3 and max(float(d.max()) for d in field.depths(hands, verts).values()) == 0.0
     assert torch.equal(hands["left"]["hand_pose"], pose)
     assert float((hands["left"]["transl"] - start).norm()) < 3 * before + 1e-3
+
+
+def test_untangle_frees_fingers_a_rigid_shift_cannot_and_stays_within_the_limits(hand_model, field):
+    """The penetration-only pass after the projection moves fingers (within the joint limits) as
+    well as the hand: on this sample a rigid shift alone leaves a pose 5 mm deep; the final stage
+    (untangle, then the rigid shift) frees every pose by the exact whole-surface check."""
+    frames = jl.AnatomicalFrames.from_rest_keypoints(hand_model.rest_keypoints("right"))
+    obj = op._Objective(hand_model, None, None, frames, field)
+    config = op.OptimizeConfig()
+
+    def exact_worst_mm(hands) -> np.ndarray:
+        verts = {s: hand_model.forward(s, **hands[s]).vertices.detach().double() for s in hands}
+        return np.array([max(float(d.max()) for d in pen.exact_depths(hand_model, {s: verts[s][i] for s in verts}).values())
+                         for i in range(len(verts["right"]))]) * 1000.0
+
+    start = _interpenetrating_poses(hand_model, 12, seed=5)
+    rigid = {s: dict(h) for s, h in start.items()}
+    op._separate(obj, rigid, None, config)
+    final = {s: dict(h) for s, h in start.items()}
+    op._untangle(obj, final, None, config)
+    op._separate(obj, final, None, config)
+    assert exact_worst_mm(start).max() > 10.0
+    assert exact_worst_mm(rigid).max() > 3.0                       # a rigid shift is not enough
+    assert exact_worst_mm(final).max() <= op.MAX_DEPTH_MM
+    for s in final:
+        assert float(jl.limit_violation(obj.angles(s, final[s]["hand_pose"])).max()) < 1e-3
+        assert torch.equal(final[s]["betas"], start[s]["betas"])
+    assert torch.equal(final["right"]["transl"], start["right"]["transl"])
 
 
 def test_kept_candidate_lists_give_the_same_depths_until_the_hands_moved_too_far(hand_model, field):
