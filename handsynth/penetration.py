@@ -282,12 +282,16 @@ class PenetrationField:
             a, c = self.grids[side].shape_maps(self.model._shaped_vertices(side, betas))
             return ShapeTerms(torch.linalg.inv(a), c, torch.linalg.det(a).abs().pow(1.0 / 3.0))
 
-    def _to_rest(self, rel: torch.Tensor, shape: ShapeTerms, transl: torch.Tensor, points: torch.Tensor,
-                 b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """World points (K, 3) of pose b (K,) into part p's (K,) rest frame of the mean shape."""
-        rot, trans = rel[b, p, :3, :3], rel[b, p, :3, 3]
-        q_rest = torch.einsum("kji,kj->ki", rot, points - transl[b] - trans)              # R^T (q - t)
-        return torch.einsum("kj,kji->ki", q_rest - shape.c[b, p], shape.a_inv[b, p])
+    @staticmethod
+    def _rest_maps(rel: torch.Tensor, shape: ShapeTerms, transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per (pose, part), flattened to B * 16 rows, the affine map from world points to the part's
+        rest frame of the mean shape, ``q0 = q @ W + o``: undo the joint's rigid transform
+        (q_rest = (q - transl - t) R), then the shape (q0 = (q_rest - c) A^-1). Built once per
+        evaluation, so each (query, part) pair costs one gather and one 3x3 product."""
+        w = rel[:, :, :3, :3] @ shape.a_inv                                                   # (B, 16, 3, 3)
+        o = -(torch.einsum("bpj,bpji->bpi", transl[:, None] + rel[:, :, :3, 3], w)
+              + torch.einsum("bpj,bpji->bpi", shape.c, shape.a_inv))
+        return w.flatten(0, 1), o.flatten(0, 1)
 
     def candidates(self, side: str, part_vertices: torch.Tensor, points: torch.Tensor,
                    margin: float = CULL_MARGIN, among: torch.Tensor | None = None) -> torch.Tensor:
@@ -321,9 +325,12 @@ class PenetrationField:
         if len(cand) == 0:
             return depth
         b, v, p = cand.unbind(1)
+        w, o = self._rest_maps(rel, shape, hand["transl"])
+        bp = b * rel.shape[1] + p                                                         # row of (b, p)
+        scale = shape.scale.flatten()
         with torch.no_grad():
-            q0 = self._to_rest(rel.detach(), shape, hand["transl"].detach(), points.detach()[b, v], b, p)
-            field = g.sample_pairs(atlas, q0, p) * shape.scale[b, p][:, None]                # (K, 2)
+            q0 = torch.einsum("kj,kji->ki", points.detach()[b, v], w.detach()[bp]) + o.detach()[bp]
+            field = g.sample_pairs(atlas, q0, p) * scale[bp][:, None]                        # (K, 2)
             # beyond a grid's box the border values say nothing about caps: such a pair may only
             # offer its outer distance (a reshaped hand can carry a query out of the mean grid)
             field[:, 0] = torch.where(g.holds(q0, p), field[:, 0], torch.inf)
@@ -339,9 +346,9 @@ class PenetrationField:
             k = first[first < len(cand)]                                                  # one pair per vertex
         if len(k) == 0:
             return depth
-        b, v, p = b[k], v[k], p[k]
-        q0 = self._to_rest(rel, shape, hand["transl"], points[b, v], b, p)
-        d = g.sample_pairs(atlas, q0, p, slice(1, 2))[:, 0] * shape.scale[b, p]
+        b, v, p, bp = b[k], v[k], p[k], bp[k]
+        q0 = torch.einsum("kj,kji->ki", points[b, v], w[bp]) + o[bp]
+        d = g.sample_pairs(atlas, q0, p, slice(1, 2))[:, 0] * scale[bp]
         return depth.index_put((b, v), d)
 
     def depths(self, hands: dict[str, dict[str, torch.Tensor]], vertices: dict[str, torch.Tensor],
