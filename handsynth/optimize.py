@@ -23,6 +23,7 @@ joint angle, hence the limits); only then does the filter decide: see :func:`fil
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -106,6 +107,7 @@ class OptimizeResult:
     poses: PoseTable                     # optimized, one row per input pose
     stats: pd.DataFrame                  # per pose: before / after values of every term
     curves: dict[str, list[float]] = field(default_factory=dict)   # mean per iteration
+    seconds: dict[str, float] = field(default_factory=dict)        # wall time per stage, all batches
 
 
 class _Objective:
@@ -270,8 +272,9 @@ def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
     hands["left"]["transl"] = hands["left"]["transl"].detach().index_put((idx,), left["transl"].detach())
 
 
-def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
-                   curves: dict[str, list[float]], log_fn: Callable[[str], None] | None = None) -> tuple[PoseTable, pd.DataFrame]:
+def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, curves: dict[str, list[float]],
+                   log_fn: Callable[[str], None] | None = None,
+                   seconds: dict[str, float] | None = None) -> tuple[PoseTable, pd.DataFrame]:
     device = obj.model.device
     hands = _batch_hands(table, device)
     start = {s: hands[s]["hand_pose"].clone() for s in SIDES}
@@ -283,6 +286,8 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
                                                          patience=config.plateau_patience, min_lr=config.min_lr)
     shapes = {s: obj.field.shape_terms(s, hands[s]["betas"]) for s in SIDES}   # betas stay fixed
     before = _evaluate(obj, hands, shapes=shapes)
+    seconds = {} if seconds is None else seconds
+    started = time.perf_counter()
     pairs = None
     cache = CandidateCache(config.candidate_slack_mm / 1000.0)
     for it in range(config.iterations):
@@ -306,12 +311,22 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig,
         if log_fn and (it % 50 == 0 or it == config.iterations - 1):
             log_fn(f"iteration {it}/{config.iterations}: total {total.mean().item():.4f} "
                    + " ".join(f"{k} {v.mean().item():.4f}" for k, v in terms.items()))
+    started = _lap(seconds, "schedule", started)
     _untangle(obj, hands, shapes, config)
+    started = _lap(seconds, "untangle", started)
     _separate(obj, hands, shapes, config)
+    _lap(seconds, "separation", started)
     after = _evaluate(obj, hands, pairs, shapes)
     stats = pd.DataFrame({f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()})
     arrays = {f"{s}_{k}": hands[s][k].detach().cpu().numpy() for s in SIDES for k in ("hand_pose", "transl")}
     return table.with_arrays(**arrays), stats
+
+
+def _lap(seconds: dict[str, float], stage: str, since: float) -> float:
+    """Add the time since ``since`` to ``seconds[stage]``; return now."""
+    now = time.perf_counter()
+    seconds[stage] = seconds.get(stage, 0.0) + now - since
+    return now
 
 
 def optimize_poses(model: HandModel, poses: PoseTable, anchors: Anchors, discriminator: PoseDiscriminator | None,
@@ -321,13 +336,14 @@ def optimize_poses(model: HandModel, poses: PoseTable, anchors: Anchors, discrim
     frames = AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
     obj = _Objective(model, anchors, discriminator, frames, field)
     curves: dict[str, list[float]] = {}
+    seconds: dict[str, float] = {}
     tables, stats = [], []
     for s in range(0, len(poses), config.batch_size):
         idx = np.arange(s, min(s + config.batch_size, len(poses)))
         if log_fn:
             log_fn(f"optimizing poses {idx[0]}..{idx[-1]} of {len(poses)}")
         batch_curves: dict[str, list[float]] = {}
-        t, st = optimize_batch(obj, poses.take(idx), config, batch_curves, log_fn)
+        t, st = optimize_batch(obj, poses.take(idx), config, batch_curves, log_fn, seconds)
         tables.append(t)
         stats.append(st)
         for k, v in batch_curves.items():  # average the curves of all batches, weighted by size
@@ -337,8 +353,10 @@ def optimize_poses(model: HandModel, poses: PoseTable, anchors: Anchors, discrim
     table = PoseTable.concat(tables) if tables else poses
     stats_df = pd.concat(stats, ignore_index=True) if stats else pd.DataFrame()
     if len(stats_df):
+        started = time.perf_counter()
         stats_df["surface_depth_mm_after"] = surface_depths_of_candidates(model, table, stats_df)
-    return OptimizeResult(table, stats_df, curves)
+        _lap(seconds, "exact_check", started)
+    return OptimizeResult(table, stats_df, curves, {k: round(v, 3) for k, v in seconds.items()})
 
 
 def surface_depths_of_candidates(model: HandModel, table: PoseTable, stats: pd.DataFrame) -> np.ndarray:

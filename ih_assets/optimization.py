@@ -74,6 +74,7 @@ def optimized_poses(context: AssetExecutionContext, settings: PipelineSettings, 
     return Output(table, metadata={
         "poses": len(table), "kept": int(keep.sum()), "retention": float(keep.mean()) if len(keep) else 0.0,
         "summary": MetadataValue.json(summary), "config": MetadataValue.json(optimize.config_record(config)),
+        "seconds_per_stage": MetadataValue.json(result.seconds),
         "loss_curves": image(plots.curves(result.curves, "optimization (mean over poses)")),
         "penetration": image(plots.histograms({"max depth before (mm)": st["max_depth_mm_before"],
                                                "max depth after (mm)": st["max_depth_mm_after"]}, "penetration")),
