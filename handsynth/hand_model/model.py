@@ -48,6 +48,13 @@ class ShapedHands:
 
     v_shaped: torch.Tensor     # (B, 778, 3) v_template + shapedirs . betas
     rest_joints: torch.Tensor  # (B, 16, 3) J_regressor . v_shaped
+    _coordinate_major: torch.Tensor | None = field(default=None, repr=False)
+
+    def coordinate_major(self) -> torch.Tensor:
+        """v_shaped as (B, 3 * 778), x of every vertex then y then z (the layout posed works in)."""
+        if self._coordinate_major is None:
+            self._coordinate_major = self.v_shaped.transpose(1, 2).reshape(self.v_shaped.shape[0], -1).contiguous()
+        return self._coordinate_major
 
 
 @dataclass
@@ -143,6 +150,7 @@ class HandModel:
 
     def __post_init__(self) -> None:
         self._chains: dict[tuple[str, str], ChainLevels] = {}
+        self._skin: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         weights = self.layers["right"].lbs_weights.detach().cpu().numpy()
         self.part_labels: np.ndarray = parts.vertex_part_labels(weights)  # (778,)
         self._faces = {s: self.layers[s].faces.astype(np.int64) for s in SIDES}
@@ -295,7 +303,9 @@ class HandModel:
         with torch.no_grad():
             v_shaped = self._shaped_vertices(side, betas)
             rest_joints = torch.einsum("bik,ji->bjk", v_shaped, layer.J_regressor)
-        return ShapedHands(v_shaped, rest_joints)
+        shaped = ShapedHands(v_shaped, rest_joints)
+        shaped.coordinate_major()
+        return shaped
 
     def posed(
         self,
@@ -317,21 +327,37 @@ class HandModel:
         rot = self._rotations(side, global_orient, hand_pose)                       # (B, 16, 3, 3)
         ident = torch.eye(3, dtype=rot.dtype, device=rot.device)
         pose_feature = (rot[:, 1:] - ident).reshape(bsz, -1)                        # (B, 135)
-        v_shaped, rest_joints = shaped.v_shaped, shaped.rest_joints
-        if v_shaped.shape[0] != bsz:
-            v_shaped, rest_joints = v_shaped.expand(bsz, -1, -1), rest_joints.expand(bsz, -1, -1)
-        v_posed = torch.matmul(pose_feature, layer.posedirs).view(bsz, -1, 3) + v_shaped
+        nv = shaped.v_shaped.shape[1]
+        v_shaped_t, rest_joints = shaped.coordinate_major(), shaped.rest_joints
+        if v_shaped_t.shape[0] != bsz:
+            v_shaped_t, rest_joints = v_shaped_t.expand(bsz, -1), rest_joints.expand(bsz, -1, -1)
+        posedirs_t, weights_t = self._skin_arrays(side)
+        # computed coordinate-major (B, 3, V): the per-vertex products then run along contiguous
+        # vertex rows (smplx's matmul per vertex is a bmm of B * 778 tiny matrices, slow on CPU)
+        v_posed = torch.addmm(v_shaped_t, pose_feature, posedirs_t).view(bsz, 3, 1, nv)
         _, rel = level_rigid_transform(rot, rest_joints, layer.parents, self._chain(side))
         nj = rel.shape[1]
-        # skinning with the top three rows of each blended transform (the fourth is 0 0 0 1)
-        t = torch.matmul(layer.lbs_weights, rel[:, :, :3].reshape(bsz, nj, 12)).view(bsz, -1, 3, 4)
-        verts = torch.matmul(t[..., :3], v_posed[..., None])[..., 0] + t[..., 3] + transl[:, None]
+        # blended transforms, top three rows (the fourth is 0 0 0 1): (B, 12, J) @ (J, V)
+        t = torch.matmul(rel[:, :, :3].reshape(bsz, nj, 12).transpose(1, 2), weights_t).view(bsz, 3, 4, nv)
+        t0, t1, t2, t3 = t.unbind(2)                # unbind, not slices: no zero-filled gradients
+        x, y, z = v_posed.unbind(1)
+        verts = (t0 * x + t1 * y + t2 * z + t3 + transl[:, :, None]).transpose(1, 2).contiguous()
         return verts, rel
 
     def _rotations(self, side: str, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
         """(B, 16, 3, 3) rotations of the full pose (global_orient, hand_pose + hands_mean)."""
         full = torch.cat([global_orient, hand_pose + self.layers[side].hand_mean], dim=1)  # (B, 48)
         return batch_rodrigues(full.reshape(-1, 3)).reshape(hand_pose.shape[0], -1, 3, 3)
+
+    def _skin_arrays(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """posedirs (P, 3 * V) coordinate-major and the skinning weights transposed (J, V)."""
+        key = (side, str(self.device))
+        if key not in self._skin:
+            layer = self.layers[side]
+            nv = layer.lbs_weights.shape[0]
+            pd = layer.posedirs.view(-1, nv, 3).permute(0, 2, 1).reshape(-1, 3 * nv).contiguous()
+            self._skin[key] = (pd, layer.lbs_weights.t().contiguous())
+        return self._skin[key]
 
     def _chain(self, side: str) -> ChainLevels:
         key = (side, str(self.device))
