@@ -247,3 +247,35 @@ def test_depths_with_precomputed_transforms_equal_the_default(hand_model):
         err = (fresh[s] - given[s]).abs().max().item()
         print(s, "depth difference", err, "deepest", fresh[s].max().item())
         assert err <= 1e-7, (s, err)
+
+
+def test_posed_pose_correctives_match_smplx(hand_model):
+    """The stand-in has no pose correctives (posedirs are zero): check that path on a copy with
+    random ones, of MANO's magnitude (a few mm over the 135 pose features)."""
+    import copy
+
+    model = copy.deepcopy(hand_model)
+    g = torch.Generator().manual_seed(7)
+    for layer in model.layers.values():
+        layer.posedirs.copy_(torch.randn(layer.posedirs.shape, generator=g) * 2e-3)
+    model._skin.clear()                                          # arrays cached from the old posedirs
+    p = _torch_params(8, seed=24)
+    w = torch.randn(8, 778, 3, generator=g)
+    for side in ("right", "left"):
+        grads = []
+        for fast in (False, True):
+            x = {k: p[k].clone().requires_grad_(True) for k in ("global_orient", "hand_pose", "transl")}
+            if fast:
+                verts, _ = model.posed(side, model.shaped(side, p["betas"]), x["global_orient"], x["hand_pose"], x["transl"])
+            else:
+                verts = model.forward(side, x["global_orient"], x["hand_pose"], p["betas"], x["transl"]).vertices
+            (verts * w).sum().backward()
+            grads.append((verts.detach(), {k: v.grad for k, v in x.items()}))
+        (ref, gref), (fast, gfast) = grads
+        moved = (ref - hand_model.forward(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).vertices).abs().max()
+        err = (ref - fast).abs().max().item()
+        print(side, "correctives move vertices up to", moved.item(), "max vertex error", err,
+              {k: (gref[k] - gfast[k]).abs().max().item() for k in gref})
+        assert moved > 1e-3 and err < 1e-5
+        for k in gref:
+            assert torch.allclose(gfast[k], gref[k], rtol=1e-4, atol=1e-6), k
