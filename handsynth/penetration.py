@@ -312,13 +312,16 @@ class PenetrationField:
 
     def side_depths(self, side: str, hand: dict[str, torch.Tensor], part_vertices: torch.Tensor,
                     points: torch.Tensor, shape: ShapeTerms | None = None,
-                    cand: torch.Tensor | None = None) -> torch.Tensor:
+                    cand: torch.Tensor | None = None, rel: torch.Tensor | None = None) -> torch.Tensor:
         """Depth (B, P) >= 0 of points (B, P, 3) inside ``side``'s hand posed by ``hand``, whose
         vertices are ``part_vertices`` (B, 778, 3); differentiable in points and the pose.
-        ``cand``: a candidate list kept from a recent pose (see :class:`CandidateCache`)."""
+        ``cand``: a candidate list kept from a recent pose (see :class:`CandidateCache`).
+        ``rel``: the joint transforms (B, 16, 4, 4) of ``hand`` when already computed (the second
+        output of ``HandModel.joint_transforms`` or of ``HandModel.posed``), else computed here."""
         g, atlas = self.grids[side], self.atlas[side]
         shape = shape or self.shape_terms(side, hand["betas"])
-        _, rel, _ = self.model.joint_transforms(side, hand["global_orient"], hand["hand_pose"], hand["betas"])
+        if rel is None:
+            _, rel, _ = self.model.joint_transforms(side, hand["global_orient"], hand["hand_pose"], hand["betas"])
         bsz, n = points.shape[:2]
         depth = points.new_zeros(bsz, n)
         cand = self.candidates(side, part_vertices, points) if cand is None else cand
@@ -353,11 +356,15 @@ class PenetrationField:
 
     def depths(self, hands: dict[str, dict[str, torch.Tensor]], vertices: dict[str, torch.Tensor],
                shapes: dict[str, ShapeTerms] | None = None,
-               cache: "CandidateCache | None" = None) -> dict[str, torch.Tensor]:
-        """Per side, how deep (m, >= 0) each of its vertices (B, 778) is inside the other hand."""
+               cache: "CandidateCache | None" = None,
+               transforms: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Per side, how deep (m, >= 0) each of its vertices (B, 778) is inside the other hand.
+        ``transforms``: per side, its joint transforms ``rel`` (B, 16, 4, 4) when already computed
+        (e.g. by ``HandModel.posed``); see :meth:`side_depths`."""
         cands = cache.candidates(self, vertices) if cache is not None else {}
         return {side: self.side_depths(other, hands[other], vertices[other], vertices[side],
-                                       shapes[other] if shapes else None, cands.get(side))
+                                       shapes[other] if shapes else None, cands.get(side),
+                                       transforms[other] if transforms else None)
                 for side, other in (("right", "left"), ("left", "right"))}
 
 

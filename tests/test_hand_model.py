@@ -150,3 +150,132 @@ def test_standin_fingers_taper(hand_model):
         base = radius(first, kp[first], kp[first + 1])
         end = radius(first + 2, kp[first + 2], kp[tip])
         assert 0.004 < end < 0.85 * base < 0.012, (first, base, end)
+
+
+# ---- fixed-shape fast path (HandModel.shaped / posed) ----------------------------------------
+
+def _torch_params(n: int, seed: int) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v, dtype=torch.float32) for k, v in random_params(n, seed=seed, scale=0.5).items()}
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_posed_equals_the_smplx_forward_and_joint_transforms(hand_model, side):
+    from smplx.lbs import batch_rigid_transform
+
+    p = _torch_params(8, seed=21)
+    ref = hand_model.forward(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"])
+    shaped = hand_model.shaped(side, p["betas"])
+    verts, rel = hand_model.posed(side, shaped, p["global_orient"], p["hand_pose"], p["transl"])
+    assert verts.shape == (8, 778, 3) and rel.shape == (8, 16, 4, 4)
+    assert verts.dtype == rel.dtype == torch.float32
+    posed_joints, jt_rel, rest_joints = hand_model.joint_transforms(side, p["global_orient"], p["hand_pose"], p["betas"])
+    # smplx's own sequential chain, the reference for the level-parallel one
+    layer = hand_model.layers[side]
+    rot = hand_model._rotations(side, p["global_orient"], p["hand_pose"])
+    sj, srel = batch_rigid_transform(rot, rest_joints, layer.parents)
+    errs = {"vertices": (verts - ref.vertices).abs().max().item(),
+            "rel": (rel - jt_rel).abs().max().item(),
+            "rel_smplx": (rel - srel).abs().max().item(),
+            "joints": (posed_joints + p["transl"][:, None] - ref.joints).abs().max().item(),
+            "rest_joints": (shaped.rest_joints - rest_joints).abs().max().item()}
+    print(side, errs)
+    assert all(e < 1e-5 for e in errs.values()), errs
+    assert torch.allclose(jt_rel, srel, atol=1e-6) and torch.allclose(posed_joints, sj, atol=1e-6)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_posed_gradients_equal_the_smplx_forward(hand_model, side):
+    p = _torch_params(8, seed=22)
+    w = torch.randn(8, 778, 3, generator=torch.Generator().manual_seed(5))
+    shaped = hand_model.shaped(side, p["betas"])
+    grads = []
+    for fast in (False, True):
+        x = {k: p[k].clone().requires_grad_(True) for k in ("global_orient", "hand_pose", "transl")}
+        if fast:
+            verts, _ = hand_model.posed(side, shaped, x["global_orient"], x["hand_pose"], x["transl"])
+        else:
+            verts = hand_model.forward(side, x["global_orient"], x["hand_pose"], p["betas"], x["transl"]).vertices
+        (verts * w).sum().backward()
+        grads.append({k: v.grad for k, v in x.items()})
+    for k in grads[0]:
+        err = (grads[0][k] - grads[1][k]).abs().max().item()
+        print(side, k, "max grad error", err, "max |grad|", grads[0][k].abs().max().item())
+        assert torch.allclose(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6), (k, err)
+
+
+def test_posed_accepts_one_shape_for_the_whole_batch(hand_model):
+    p = _torch_params(4, seed=23)
+    p["betas"][:] = p["betas"][:1]
+    one = hand_model.shaped("right", p["betas"][:1])
+    v1, r1 = hand_model.posed("right", one, p["global_orient"], p["hand_pose"], p["transl"])
+    v4, r4 = hand_model.posed("right", hand_model.shaped("right", p["betas"]), p["global_orient"], p["hand_pose"], p["transl"])
+    assert torch.allclose(v1, v4, atol=1e-7) and torch.allclose(r1, r4, atol=1e-7)
+
+
+def test_level_chain_handles_any_tree_order():
+    """A tree whose level-by-level order is not the index order, against smplx's chain."""
+    from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+    from handsynth.hand_model.model import ChainLevels, level_rigid_transform
+
+    parents = torch.tensor([-1, 0, 1, 0, 2, 3, 3, 6])
+    chain = ChainLevels.from_parents(parents)
+    assert [idx.tolist() for idx, _ in chain.levels] == [[1, 3], [2, 5, 6], [4, 7]] and chain.inverse is not None
+    g = torch.Generator().manual_seed(0)
+    rot = batch_rodrigues(torch.randn(3 * 8, 3, generator=g)).view(3, 8, 3, 3)
+    joints = torch.randn(3, 8, 3, generator=g)
+    ref_joints, ref_rel = batch_rigid_transform(rot, joints, parents)
+    fast_joints, fast_rel = level_rigid_transform(rot, joints, parents, chain)
+    assert torch.allclose(fast_joints, ref_joints, atol=1e-6) and torch.allclose(fast_rel, ref_rel, atol=1e-6)
+    with pytest.raises(ValueError):
+        ChainLevels.from_parents(torch.tensor([-1, 2, 0]))
+
+
+def test_depths_with_precomputed_transforms_equal_the_default(hand_model):
+    from handsynth import penetration as pen
+    from tests.test_optimization import _interpenetrating_poses
+
+    field = pen.PenetrationField(hand_model)
+    hands = _interpenetrating_poses(hand_model, 4, seed=5)
+    verts, rels = {}, {}
+    for s in hands:
+        verts[s], rels[s] = hand_model.posed(s, hand_model.shaped(s, hands[s]["betas"]), hands[s]["global_orient"],
+                                             hands[s]["hand_pose"], hands[s]["transl"])
+    fresh, given = field.depths(hands, verts), field.depths(hands, verts, transforms=rels)
+    assert any(bool((fresh[s] > 0).any()) for s in fresh)      # the sample really interpenetrates
+    for s in fresh:
+        err = (fresh[s] - given[s]).abs().max().item()
+        print(s, "depth difference", err, "deepest", fresh[s].max().item())
+        assert err <= 1e-7, (s, err)
+
+
+def test_posed_pose_correctives_match_smplx(hand_model):
+    """The stand-in has no pose correctives (posedirs are zero): check that path on a copy with
+    random ones, of MANO's magnitude (a few mm over the 135 pose features)."""
+    import copy
+
+    model = copy.deepcopy(hand_model)
+    g = torch.Generator().manual_seed(7)
+    for layer in model.layers.values():
+        layer.posedirs.copy_(torch.randn(layer.posedirs.shape, generator=g) * 2e-3)
+    model._skin.clear()                                          # arrays cached from the old posedirs
+    p = _torch_params(8, seed=24)
+    w = torch.randn(8, 778, 3, generator=g)
+    for side in ("right", "left"):
+        grads = []
+        for fast in (False, True):
+            x = {k: p[k].clone().requires_grad_(True) for k in ("global_orient", "hand_pose", "transl")}
+            if fast:
+                verts, _ = model.posed(side, model.shaped(side, p["betas"]), x["global_orient"], x["hand_pose"], x["transl"])
+            else:
+                verts = model.forward(side, x["global_orient"], x["hand_pose"], p["betas"], x["transl"]).vertices
+            (verts * w).sum().backward()
+            grads.append((verts.detach(), {k: v.grad for k, v in x.items()}))
+        (ref, gref), (fast, gfast) = grads
+        moved = (ref - hand_model.forward(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).vertices).abs().max()
+        err = (ref - fast).abs().max().item()
+        print(side, "correctives move vertices up to", moved.item(), "max vertex error", err,
+              {k: (gref[k] - gfast[k]).abs().max().item() for k in gref})
+        assert moved > 1e-3 and err < 1e-5
+        for k in gref:
+            assert torch.allclose(gfast[k], gref[k], rtol=1e-4, atol=1e-6), k

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import smplx
 import torch
-from smplx.lbs import batch_rigid_transform, batch_rodrigues
+import torch.nn.functional as F
+from smplx.lbs import batch_rodrigues
 from smplx.utils import Struct
 
 from handsynth.hand_model import mano_files, parts, standin, uv
@@ -39,6 +40,80 @@ class HandOutput:
     vertices: torch.Tensor   # (B, 778, 3) metres
     joints: torch.Tensor     # (B, 16, 3) MANO joint order
     keypoints: torch.Tensor  # (B, 21, 3) joints + tips (thumb, index, middle, ring, pinky)
+
+
+@dataclass
+class ShapedHands:
+    """What a hand's shape alone fixes (see :meth:`HandModel.shaped`); no grad."""
+
+    v_shaped: torch.Tensor     # (B, 778, 3) v_template + shapedirs . betas
+    rest_joints: torch.Tensor  # (B, 16, 3) J_regressor . v_shaped
+    _coordinate_major: torch.Tensor | None = field(default=None, repr=False)
+
+    def coordinate_major(self) -> torch.Tensor:
+        """v_shaped as (B, 3 * 778), x of every vertex then y then z (the layout posed works in)."""
+        if self._coordinate_major is None:
+            self._coordinate_major = self.v_shaped.transpose(1, 2).reshape(self.v_shaped.shape[0], -1).contiguous()
+        return self._coordinate_major
+
+
+@dataclass
+class ChainLevels:
+    """A kinematic tree grouped by depth, for :func:`level_rigid_transform`.
+
+    ``levels``: one ``(joints, parent_slots)`` pair per level below the root: the level's joint
+    indices and, for each, its parent's position within the previous level's joint list (a
+    parent is always exactly one level up). For MANO: the 5 first phalanges, the 5 second, the 5
+    third. ``inverse``: where each joint sits in the level-by-level order, or None when that order
+    is already 0..J-1.
+    """
+
+    levels: list[tuple[torch.Tensor, torch.Tensor]]
+    inverse: torch.Tensor | None
+
+    @classmethod
+    def from_parents(cls, parents: torch.Tensor, device: torch.device | str = "cpu") -> "ChainLevels":
+        par = [int(x) for x in parents.tolist()]
+        if par[0] >= 0:
+            raise ValueError(f"kinematic tree must have its root at index 0: {par}")
+        depth = [0] * len(par)
+        for j in range(1, len(par)):                 # smplx's own chain requires parents[j] < j too
+            if not 0 <= par[j] < j:
+                raise ValueError(f"joint {j}: parent {par[j]} does not precede it")
+            depth[j] = depth[par[j]] + 1
+        levels, prev, order = [], [0], [0]
+        for d in range(1, max(depth, default=0) + 1):
+            joints = [j for j in range(len(par)) if depth[j] == d]
+            levels.append((torch.tensor(joints, device=device),
+                           torch.tensor([prev.index(par[j]) for j in joints], device=device)))
+            prev = joints
+            order += joints
+        inverse = None if order == list(range(len(par))) else torch.argsort(torch.tensor(order)).to(device)
+        return cls(levels, inverse)
+
+
+def level_rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor,
+                          chain: ChainLevels) -> tuple[torch.Tensor, torch.Tensor]:
+    """``smplx.lbs.batch_rigid_transform`` with the chain composed one tree level at a time.
+
+    rot_mats (B, J, 3, 3), joints (B, J, 3) -> posed joints (B, J, 3) and the relative transforms
+    (B, J, 4, 4): the same products as smplx's (parent @ local), one batched matmul per level.
+    """
+    joints = joints[..., None]                                              # (B, J, 3, 1)
+    rel_joints = torch.cat([joints[:, :1], joints[:, 1:] - joints[:, parents[1:]]], dim=1)
+    local = torch.cat([F.pad(rot_mats, [0, 0, 0, 1]), F.pad(rel_joints, [0, 0, 0, 1], value=1)], dim=3)  # (B, J, 4, 4)
+    prev = local[:, :1]
+    out = [prev]
+    for idx, slot in chain.levels:
+        prev = torch.matmul(prev[:, slot], local[:, idx])
+        out.append(prev)
+    transforms = torch.cat(out, dim=1)
+    if chain.inverse is not None:
+        transforms = transforms[:, chain.inverse]
+    posed_joints = transforms[:, :, :3, 3]
+    joints_homogen = F.pad(joints, [0, 0, 0, 1])
+    rel = transforms - F.pad(torch.matmul(transforms, joints_homogen), [3, 0, 0, 0, 0, 0, 0, 0])
+    return posed_joints, rel
 
 
 def default_cache_dir() -> Path:
@@ -74,6 +149,8 @@ class HandModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __post_init__(self) -> None:
+        self._chains: dict[tuple[str, str], ChainLevels] = {}
+        self._skin: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         weights = self.layers["right"].lbs_weights.detach().cpu().numpy()
         self.part_labels: np.ndarray = parts.vertex_part_labels(weights)  # (778,)
         self._faces = {s: self.layers[s].faces.astype(np.int64) for s in SIDES}
@@ -210,12 +287,83 @@ class HandModel:
         joint alone — and the shaped rest joints (B, 16, 3).
         """
         layer = self.layers[side]
-        b = hand_pose.shape[0]
         rest_joints = torch.einsum("jv,bvc->bjc", layer.J_regressor, self._shaped_vertices(side, betas))
-        full = torch.cat([global_orient, hand_pose + layer.hand_mean], dim=1)  # (B, 48)
-        rot = batch_rodrigues(full.reshape(-1, 3)).reshape(b, 16, 3, 3)
-        posed_joints, rel = batch_rigid_transform(rot, rest_joints, layer.parents)
+        rot = self._rotations(side, global_orient, hand_pose)
+        posed_joints, rel = level_rigid_transform(rot, rest_joints, layer.parents, self._chain(side))
         return posed_joints, rel, rest_joints
+
+    # ---- fixed-shape fast path -----------------------------------------------------------
+    def shaped(self, side: str, betas: torch.Tensor | np.ndarray) -> ShapedHands:
+        """What ``betas`` (B, 10) alone fix: shaped rest vertices and joints (no grad).
+
+        Compute once per batch of fixed shapes, then call :meth:`posed` every iteration.
+        """
+        layer = self.layers[side]
+        betas = torch.as_tensor(betas, dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            v_shaped = self._shaped_vertices(side, betas)
+            rest_joints = torch.einsum("bik,ji->bjk", v_shaped, layer.J_regressor)
+        shaped = ShapedHands(v_shaped, rest_joints)
+        shaped.coordinate_major()
+        return shaped
+
+    def posed(
+        self,
+        side: str,
+        shaped: ShapedHands,
+        global_orient: torch.Tensor,  # (B, 3)
+        hand_pose: torch.Tensor,      # (B, 45), MANO convention (relative to hands_mean)
+        transl: torch.Tensor,         # (B, 3) metres
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward`'s vertices (B, 778, 3) for shapes fixed in ``shaped``, and the joint
+        transforms ``rel`` (B, 16, 4, 4) that :meth:`joint_transforms` returns (before ``transl``).
+
+        The same LBS as smplx (rotations, pose correctives, rigid chain, skinning) with the
+        shape terms precomputed and the chain composed a tree level at a time; differentiable in
+        the pose and ``transl``.
+        """
+        layer = self.layers[side]
+        bsz = hand_pose.shape[0]
+        rot = self._rotations(side, global_orient, hand_pose)                       # (B, 16, 3, 3)
+        ident = torch.eye(3, dtype=rot.dtype, device=rot.device)
+        pose_feature = (rot[:, 1:] - ident).reshape(bsz, -1)                        # (B, 135)
+        nv = shaped.v_shaped.shape[1]
+        v_shaped_t, rest_joints = shaped.coordinate_major(), shaped.rest_joints
+        if v_shaped_t.shape[0] != bsz:
+            v_shaped_t, rest_joints = v_shaped_t.expand(bsz, -1), rest_joints.expand(bsz, -1, -1)
+        posedirs_t, weights_t = self._skin_arrays(side)
+        # computed coordinate-major (B, 3, V): the per-vertex products then run along contiguous
+        # vertex rows (smplx's matmul per vertex is a bmm of B * 778 tiny matrices, slow on CPU)
+        v_posed = torch.addmm(v_shaped_t, pose_feature, posedirs_t).view(bsz, 3, 1, nv)
+        _, rel = level_rigid_transform(rot, rest_joints, layer.parents, self._chain(side))
+        nj = rel.shape[1]
+        # blended transforms, top three rows (the fourth is 0 0 0 1): (B, 12, J) @ (J, V)
+        t = torch.matmul(rel[:, :, :3].reshape(bsz, nj, 12).transpose(1, 2), weights_t).view(bsz, 3, 4, nv)
+        t0, t1, t2, t3 = t.unbind(2)                # unbind, not slices: no zero-filled gradients
+        x, y, z = v_posed.unbind(1)
+        verts = (t0 * x + t1 * y + t2 * z + t3 + transl[:, :, None]).transpose(1, 2).contiguous()
+        return verts, rel
+
+    def _rotations(self, side: str, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
+        """(B, 16, 3, 3) rotations of the full pose (global_orient, hand_pose + hands_mean)."""
+        full = torch.cat([global_orient, hand_pose + self.layers[side].hand_mean], dim=1)  # (B, 48)
+        return batch_rodrigues(full.reshape(-1, 3)).reshape(hand_pose.shape[0], -1, 3, 3)
+
+    def _skin_arrays(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """posedirs (P, 3 * V) coordinate-major and the skinning weights transposed (J, V)."""
+        key = (side, str(self.device))
+        if key not in self._skin:
+            layer = self.layers[side]
+            nv = layer.lbs_weights.shape[0]
+            pd = layer.posedirs.view(-1, nv, 3).permute(0, 2, 1).reshape(-1, 3 * nv).contiguous()
+            self._skin[key] = (pd, layer.lbs_weights.t().contiguous())
+        return self._skin[key]
+
+    def _chain(self, side: str) -> ChainLevels:
+        key = (side, str(self.device))
+        if key not in self._chains:
+            self._chains[key] = ChainLevels.from_parents(self.layers[side].parents, self.device)
+        return self._chains[key]
 
     def _shaped_vertices(self, side: str, betas: torch.Tensor) -> torch.Tensor:
         layer = self.layers[side]
