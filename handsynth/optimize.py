@@ -35,7 +35,7 @@ from handsynth import anchors as anchor_ops
 from handsynth import joint_limits, penetration
 from handsynth.anchors import Anchors
 from handsynth.discriminator import PoseDiscriminator, naturalness_loss
-from handsynth.hand_model.model import HandModel
+from handsynth.hand_model.model import HandModel, ShapedHands
 from handsynth.joint_limits import AnatomicalFrames
 from handsynth.penetration import CandidateCache, PenetrationField, ShapeTerms, penetration_loss, penetration_stats
 from handsynth.pose_table import PoseTable
@@ -110,6 +110,24 @@ class OptimizeResult:
     seconds: dict[str, float] = field(default_factory=dict)        # wall time per stage, all batches
 
 
+@dataclass
+class BatchShapes:
+    """What the fixed shapes (betas) of a batch determine, computed once per batch: the model's
+    shaped rest hands and the penetration field's part maps, per side."""
+
+    hands: dict[str, ShapedHands]
+    parts: dict[str, ShapeTerms]
+
+    @classmethod
+    def of(cls, model: HandModel, field: PenetrationField, hands) -> "BatchShapes":
+        return cls({s: model.shaped(s, hands[s]["betas"]) for s in SIDES},
+                   {s: field.shape_terms(s, hands[s]["betas"]) for s in SIDES})
+
+    def take(self, idx: torch.Tensor) -> "BatchShapes":
+        return BatchShapes({s: ShapedHands(h.v_shaped[idx], h.rest_joints[idx]) for s, h in self.hands.items()},
+                           {s: ShapeTerms(t.a_inv[idx], t.c[idx], t.scale[idx]) for s, t in self.parts.items()})
+
+
 class _Objective:
     """Everything needed to evaluate the loss terms of a batch of poses."""
 
@@ -125,10 +143,21 @@ class _Objective:
             full = joint_limits.mirror_pose(full)
         return joint_limits.joint_angles(full, self.frames)
 
-    def terms(self, hands: dict[str, dict[str, torch.Tensor]], pairs, shapes=None,
+    def vertices_and_depths(self, hands, shapes: BatchShapes | None,
+                            cache: CandidateCache | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Posed vertices (B, 778, 3) and penetration depths (B, 778) per side. With the batch's
+        shapes, one pass gives both the vertices and the joint transforms the depths need."""
+        if shapes is None:
+            verts = {s: self.model.forward(s, **hands[s]).vertices for s in SIDES}
+            return verts, self.field.depths(hands, verts, None, cache)
+        posed = {s: self.model.posed(s, shapes.hands[s], hands[s]["global_orient"], hands[s]["hand_pose"],
+                                     hands[s]["transl"]) for s in SIDES}
+        verts = {s: v for s, (v, _) in posed.items()}
+        return verts, self.field.depths(hands, verts, shapes.parts, cache, transforms={s: r for s, (_, r) in posed.items()})
+
+    def terms(self, hands: dict[str, dict[str, torch.Tensor]], pairs, shapes: BatchShapes | None = None,
               cache: CandidateCache | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-        verts = {s: self.model.forward(s, **hands[s]).vertices for s in SIDES}
-        depths = self.field.depths(hands, verts, shapes, cache)
+        verts, depths = self.vertices_and_depths(hands, shapes, cache)
         anchor = {s: self.anchors.points(s, verts[s], self.faces[s]) for s in SIDES}
         angles = {s: self.angles(s, hands[s]["hand_pose"]) for s in SIDES}
         anatomy = sum(joint_limits.limit_loss_from_angles(a) for a in angles.values())
@@ -165,7 +194,7 @@ def _pose_from_angles(obj: _Objective, side: str, angles: torch.Tensor) -> torch
     return full - obj.model.hands_mean(side)
 
 
-def _untangle(obj: _Objective, hands, shapes: dict[str, ShapeTerms] | None, config: OptimizeConfig) -> None:
+def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: OptimizeConfig) -> None:
     """Project onto the joint limits, then a penetration-only pass that stays on them (in place).
 
     Variables: both hands' anatomical angles, box-constrained (clamped to the limits, and no
@@ -199,8 +228,7 @@ def _untangle(obj: _Objective, hands, shapes: dict[str, ShapeTerms] | None, conf
         for s, x in zip(SIDES, a):
             sub[s]["hand_pose"] = _pose_from_angles(obj, s, x)
         sub["left"]["transl"] = t
-        verts = {s: obj.model.forward(s, **sub[s]).vertices for s in SIDES}
-        depths = obj.field.depths(sub, verts, sub_shapes)
+        _, depths = obj.vertices_and_depths(sub, sub_shapes)
         deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).detach()
         better = deepest < best_depth[live]
         won = live[better]
@@ -230,18 +258,15 @@ def _untangle(obj: _Objective, hands, shapes: dict[str, ShapeTerms] | None, conf
         hands["left"]["transl"] = hands["left"]["transl"].index_put((idx,), best["transl"])
 
 
-def _take(hands, shapes: dict[str, ShapeTerms] | None, idx: torch.Tensor):
+def _take(hands, shapes: BatchShapes | None, idx: torch.Tensor):
     """The poses ``idx`` of a batch: their hand tensors and shape terms."""
-    sub = {s: {k: v[idx] for k, v in hands[s].items()} for s in SIDES}
-    return sub, ({s: ShapeTerms(shapes[s].a_inv[idx], shapes[s].c[idx], shapes[s].scale[idx]) for s in SIDES}
-                 if shapes else None)
+    return {s: {k: v[idx] for k, v in hands[s].items()} for s in SIDES}, (shapes.take(idx) if shapes else None)
 
 
 def _penetrating(obj: _Objective, hands, shapes) -> torch.Tensor:
     """Indices of the poses with any vertex inside the other hand (grid depth > 0)."""
     with torch.no_grad():
-        verts = {s: obj.model.forward(s, **hands[s]).vertices for s in SIDES}
-        depths = obj.field.depths(hands, verts, shapes)
+        _, depths = obj.vertices_and_depths(hands, shapes)
         return (torch.maximum(depths["right"].amax(1), depths["left"].amax(1)) > 0).nonzero()[:, 0]
 
 
@@ -260,8 +285,7 @@ def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
     left = sub["left"]
     for _ in range(config.separation_iterations):
         left["transl"] = left["transl"].detach().requires_grad_(True)
-        verts = {s: obj.model.forward(s, **sub[s]).vertices for s in SIDES}
-        depths = obj.field.depths(sub, verts, sub_shapes)
+        _, depths = obj.vertices_and_depths(sub, sub_shapes)
         deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).detach()
         if not bool((deepest > 0).any()):
             break
@@ -284,7 +308,7 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, cu
                             {"params": transl_vars, "lr": config.lr_transl}])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.plateau_factor,
                                                          patience=config.plateau_patience, min_lr=config.min_lr)
-    shapes = {s: obj.field.shape_terms(s, hands[s]["betas"]) for s in SIDES}   # betas stay fixed
+    shapes = BatchShapes.of(obj.model, obj.field, hands)                        # betas stay fixed
     before = _evaluate(obj, hands, shapes=shapes)
     seconds = {} if seconds is None else seconds
     started = time.perf_counter()
