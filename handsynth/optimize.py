@@ -67,6 +67,9 @@ class OptimizeConfig:
     #: penetration candidates are kept until a vertex moved half this far (mm); 0 rebuilds them
     #: every iteration (the benchmark's baseline), with identical depths
     candidate_slack_mm: float = 4.0
+    #: in the loop, depths are exact up to this (mm), deeper ones may read deeper (see
+    #: :class:`CandidateCache`); the statistics and the filter measure with the full margin
+    candidate_margin_mm: float = 4.0
     #: pairs are only built for poses whose hands overlap less than this (separate first)
     pair_max_depth_mm: float = 5.0
     w_anatomy: float = 20.0
@@ -79,7 +82,7 @@ class OptimizeConfig:
     #: after the projection onto the limits: a penetration-only pass over the fingers' angles
     #: (within the limits) and the left hand's translation (see :func:`_untangle`)
     untangle_iterations: int = 80
-    untangle_relax: float = 0.7
+    untangle_relax: float = 1.0
     untangle_transl_unit: float = 0.05
     #: then minimal-motion shifts of the left hand against what is left
     separation_iterations: int = 40
@@ -313,7 +316,7 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, cu
     seconds = {} if seconds is None else seconds
     started = time.perf_counter()
     pairs = None
-    cache = CandidateCache(config.candidate_slack_mm / 1000.0)
+    cache = CandidateCache(config.candidate_slack_mm / 1000.0, config.candidate_margin_mm / 1000.0)
     for it in range(config.iterations):
         if it % config.pair_every == 0:
             with torch.no_grad():

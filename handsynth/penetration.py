@@ -371,16 +371,18 @@ class PenetrationField:
 class CandidateCache:
     """(vertex, part) candidate lists kept over iterations while the hands move little.
 
-    Built with :data:`CULL_MARGIN` plus ``slack``; reused until some vertex has moved more than
-    ``slack / 2`` since the build. A pair the fresh list would hold (query within CULL_MARGIN of
-    the box) then is still in the kept one, as neither the query nor the box moved more than
-    slack / 2. Each call narrows the kept superset to exactly the pairs a fresh list would hold
-    (testing K kept pairs instead of every vertex against every part box), so the depths are
-    identical to a list rebuilt every iteration. ``slack = 0`` rebuilds every call (the baseline).
+    Built with ``margin`` plus ``slack``; reused until some vertex has moved more than ``slack / 2``
+    since the build. A pair the fresh list would hold (query within ``margin`` of the box) then is
+    still in the kept one, as neither the query nor the box moved more than slack / 2. Each call
+    narrows the kept superset to exactly the pairs a fresh list would hold (testing K kept pairs
+    instead of every vertex against every part box), so the depths are identical to a list rebuilt
+    every iteration. ``slack = 0`` rebuilds every call (the baseline). Depths up to ``margin`` are
+    exact; a deeper vertex may read deeper still (fewer parts offer it a nearer outer face), which
+    an optimizer pushing it out does not mind: a margin below :data:`CULL_MARGIN` samples fewer pairs.
     """
 
-    def __init__(self, slack: float) -> None:
-        self.slack = slack
+    def __init__(self, slack: float, margin: float = CULL_MARGIN) -> None:
+        self.slack, self.margin = slack, margin
         self.built_at: dict[str, torch.Tensor] | None = None
         self.lists: dict[str, torch.Tensor] = {}
         self.builds = 0
@@ -392,11 +394,12 @@ class CandidateCache:
         pairs = (("right", "left"), ("left", "right"))
         if stale:
             self.built_at = {s: v.clone() for s, v in now.items()}
-            self.lists = {side: field.candidates(other, now[other], now[side], CULL_MARGIN + self.slack)
+            self.lists = {side: field.candidates(other, now[other], now[side], self.margin + self.slack)
                           for side, other in pairs}
             self.builds += 1
         # the kept superset, narrowed to exactly the pairs a fresh list would hold (same order)
-        return {side: field.candidates(other, now[other], now[side], among=self.lists[side]) for side, other in pairs}
+        return {side: field.candidates(other, now[other], now[side], self.margin, among=self.lists[side])
+                for side, other in pairs}
 
 
 def _cached_grids(model: HandModel, side: str, resolution: int, cache_dir: str | None) -> PartGrids:
