@@ -1,7 +1,8 @@
 """Optimizer throughput, side by side in one run: the previous method (penetration candidates
 rebuilt every iteration) and the current one (candidate lists kept while the hands move less than
 the slack), batched and one pose at a time; and the penetration term's cost per iteration
-(box-culled part grids) against the dense exact whole-surface evaluation.
+(box-culled part grids) against the exact whole-surface evaluation (winding numbers and distances
+to every triangle of the other hand's closed surface, for the vertices within its part boxes).
 
     python benchmarks/optimize_bench.py [--poses 64] [--batch N] [--single 1] [--iterations 215] [--device cuda]
 
@@ -87,8 +88,8 @@ def main() -> None:
         for b in range(n_dense):
             pen.exact_depths(model, {s: verts[s][b].double().cpu() for s in verts})
         dense = (time.perf_counter() - t) / n_dense * 256
-    print(f"penetration term, 256 poses: grid {grid * 1000:.0f} ms/iteration; dense exact (every vertex vs every "
-          f"part triangle, {n_dense} poses extrapolated) {dense:.1f} s/iteration; ratio {dense / grid:.0f}x")
+    print(f"penetration term, 256 poses: grid {grid * 1000:.0f} ms/iteration; exact whole surface "
+          f"({n_dense} poses extrapolated) {dense:.1f} s/iteration; ratio {dense / grid:.0f}x")
 
 
 if __name__ == "__main__":
