@@ -84,6 +84,8 @@ class OptimizeConfig:
     untangle_iterations: int = 80
     untangle_relax: float = 1.0
     untangle_transl_unit: float = 0.05
+    #: bisection steps bringing a freed hand back along its path (see :func:`_return_along_path`)
+    untangle_return_steps: int = 8
     #: then minimal-motion shifts of the left hand against what is left
     separation_iterations: int = 40
     separation_margin_mm: float = 0.1
@@ -258,7 +260,31 @@ def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: Optimi
     with torch.no_grad():
         for s in SIDES:
             hands[s]["hand_pose"] = hands[s]["hand_pose"].index_put((idx,), _pose_from_angles(obj, s, best[s]))
+        freed = (best_depth == 0).nonzero()[:, 0]
+        if len(freed):
+            best["transl"][freed] = _return_along_path(obj, hands, shapes, idx[freed], best["transl"][freed], config)
         hands["left"]["transl"] = hands["left"]["transl"].index_put((idx,), best["transl"])
+
+
+def _return_along_path(obj: _Objective, hands, shapes: BatchShapes | None, idx: torch.Tensor,
+                       freed: torch.Tensor, config: OptimizeConfig) -> torch.Tensor:
+    """Left-hand translations (K, 3) of the poses ``idx`` brought back from where the untangle
+    freed them (``freed``) toward where they started (``hands``), as far as they stay free.
+
+    Polyak's steps are large where the gradients nearly cancel and can carry a hand centimetres
+    away, out of contact; with the untangled fingers, a bisection on the segment between the two
+    translations (no gradients) finds a free point within 1/2^steps of the shortest return.
+    """
+    sub, sub_shapes = _take(hands, shapes, idx)
+    start = sub["left"]["transl"]
+    near, far = torch.zeros(len(idx), device=start.device), torch.ones(len(idx), device=start.device)
+    for _ in range(config.untangle_return_steps):
+        mid = (near + far) / 2
+        sub["left"]["transl"] = start + mid[:, None] * (freed - start)
+        _, depths = obj.vertices_and_depths(sub, sub_shapes)
+        free = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)) == 0
+        far, near = torch.where(free, mid, far), torch.where(free, near, mid)
+    return start + far[:, None] * (freed - start)
 
 
 def _take(hands, shapes: BatchShapes | None, idx: torch.Tensor):

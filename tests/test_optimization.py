@@ -262,6 +262,22 @@ def test_untangle_frees_fingers_a_rigid_shift_cannot_and_stays_within_the_limits
     assert torch.equal(final["right"]["transl"], start["right"]["transl"])
 
 
+def test_a_hand_the_untangle_carried_away_comes_back_into_contact(hand_model, field):
+    """Bisection along the path from the start (4 mm deep) to where the hand was freed (54 mm
+    away): the hand ends free, within millimetres of the start, not 5 cm away."""
+    hands = _two_hands(hand_model, -0.004)
+    obj = op._Objective(hand_model, None, None, jl.AnatomicalFrames.from_rest_keypoints(hand_model.rest_keypoints("right")), field)
+    start = hands["left"]["transl"].clone()
+    away = _two_hands(hand_model, 0.05)["left"]["transl"]          # 54 mm along the palm normal, free
+    back = op._return_along_path(obj, hands, None, torch.tensor([0]), away, op.OptimizeConfig())
+    moved = {s: dict(h) for s, h in hands.items()}
+    moved["left"]["transl"] = back
+    verts = {s: hand_model.forward(s, **moved[s]).vertices for s in moved}
+    assert max(float(d.max()) for d in field.depths(hands, {s: hand_model.forward(s, **hands[s]).vertices for s in hands}).values()) > 1e-3
+    assert max(float(d.max()) for d in field.depths(moved, verts).values()) == 0.0
+    assert float((back - start).norm()) < 0.015 < float((away - start).norm())
+
+
 def test_kept_candidate_lists_give_the_same_depths_until_the_hands_moved_too_far(hand_model, field):
     hands = _interpenetrating_poses(hand_model, 4, seed=5)
     cache = pen.CandidateCache(slack=0.004)
