@@ -208,7 +208,8 @@ def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: Optimi
     weigh alike. Steps are Polyak's, ``relax * Lp / |grad Lp|^2``, which need no learning rate.
     Lp has many local minima (a finger pushed out of one gap lands in its neighbour; monotone
     descent stalls in them), so the steps are not made monotone: each pose keeps the shallowest
-    state it visited. Only poses that penetrate after the projection take part.
+    state it visited, and a freed pose stops there. Only poses that penetrate after the projection
+    take part; a freed hand is then brought back along its path (:func:`_return_along_path`).
     """
     lim = torch.deg2rad(torch.as_tensor(joint_limits.JOINT_LIMITS, dtype=torch.float32, device=obj.model.device))
     lo, hi = lim[..., 0], lim[..., 1]
