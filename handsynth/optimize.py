@@ -191,6 +191,11 @@ def _evaluate(obj: _Objective, hands, pairs=None, shapes=None) -> dict[str, np.n
     return out
 
 
+def _deepest(depths: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) depth of each pose's deepest vertex of either hand inside the other (m)."""
+    return torch.maximum(depths["right"].amax(1), depths["left"].amax(1))
+
+
 def _pose_from_angles(obj: _Objective, side: str, angles: torch.Tensor) -> torch.Tensor:
     """MANO hand_pose (B, 45) of anatomical angles (B, 15, 3): the inverse of ``obj.angles``."""
     full = joint_limits.compose_pose(angles, obj.frames).reshape(-1, 45)
@@ -235,7 +240,7 @@ def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: Optimi
             sub[s]["hand_pose"] = _pose_from_angles(obj, s, x)
         sub["left"]["transl"] = t
         _, depths = obj.vertices_and_depths(sub, sub_shapes)
-        deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).detach()
+        deepest = _deepest(depths).detach()
         better = deepest < best_depth[live]
         won = live[better]
         best_depth[won] = deepest[better]
@@ -283,7 +288,7 @@ def _return_along_path(obj: _Objective, hands, shapes: BatchShapes | None, idx: 
         mid = (near + far) / 2
         sub["left"]["transl"] = start + mid[:, None] * (freed - start)
         _, depths = obj.vertices_and_depths(sub, sub_shapes)
-        free = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)) == 0
+        free = _deepest(depths) == 0
         far, near = torch.where(free, mid, far), torch.where(free, near, mid)
     return start + far[:, None] * (freed - start)
 
@@ -297,7 +302,7 @@ def _penetrating(obj: _Objective, hands, shapes) -> torch.Tensor:
     """Indices of the poses with any vertex inside the other hand (grid depth > 0)."""
     with torch.no_grad():
         _, depths = obj.vertices_and_depths(hands, shapes)
-        return (torch.maximum(depths["right"].amax(1), depths["left"].amax(1)) > 0).nonzero()[:, 0]
+        return (_deepest(depths) > 0).nonzero()[:, 0]
 
 
 def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
@@ -316,7 +321,7 @@ def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
     for _ in range(config.separation_iterations):
         left["transl"] = left["transl"].detach().requires_grad_(True)
         _, depths = obj.vertices_and_depths(sub, sub_shapes)
-        deepest = torch.maximum(depths["right"].amax(1), depths["left"].amax(1)).detach()
+        deepest = _deepest(depths).detach()
         if not bool((deepest > 0).any()):
             break
         (grad,) = torch.autograd.grad(penetration_loss(depths).sum(), left["transl"])
@@ -348,7 +353,7 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, cu
         if it % config.pair_every == 0:
             with torch.no_grad():
                 _, extras = obj.terms(hands, None, shapes)
-                depth = torch.maximum(extras["depths"]["right"].amax(1), extras["depths"]["left"].amax(1)) * 1000
+                depth = _deepest(extras["depths"]) * 1000
                 (pl, nl), (pr, nr) = extras["anchor"]["left"], extras["anchor"]["right"]
                 pairs = anchor_ops.build_pairs(pl, nl, pr, nr, active=(depth < config.pair_max_depth_mm).float())
         w = weights_at(it, config)
