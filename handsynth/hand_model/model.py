@@ -287,7 +287,7 @@ class HandModel:
         joint alone — and the shaped rest joints (B, 16, 3).
         """
         layer = self.layers[side]
-        rest_joints = torch.einsum("jv,bvc->bjc", layer.J_regressor, self._shaped_vertices(side, betas))
+        rest_joints = self._rest_joints(side, self._shaped_vertices(side, betas))
         rot = self._rotations(side, global_orient, hand_pose)
         posed_joints, rel = level_rigid_transform(rot, rest_joints, layer.parents, self._chain(side))
         return posed_joints, rel, rest_joints
@@ -298,12 +298,10 @@ class HandModel:
 
         Compute once per batch of fixed shapes, then call :meth:`posed` every iteration.
         """
-        layer = self.layers[side]
         betas = torch.as_tensor(betas, dtype=torch.float32, device=self.device)
         with torch.no_grad():
             v_shaped = self._shaped_vertices(side, betas)
-            rest_joints = torch.einsum("bik,ji->bjk", v_shaped, layer.J_regressor)
-        shaped = ShapedHands(v_shaped, rest_joints)
+            shaped = ShapedHands(v_shaped, self._rest_joints(side, v_shaped))
         shaped.coordinate_major()
         return shaped
 
@@ -343,6 +341,10 @@ class HandModel:
         x, y, z = v_posed.unbind(1)
         verts = (t0 * x + t1 * y + t2 * z + t3 + transl[:, :, None]).transpose(1, 2).contiguous()
         return verts, rel
+
+    def _rest_joints(self, side: str, v_shaped: torch.Tensor) -> torch.Tensor:
+        """(B, 16, 3) joints of shaped rest vertices (B, 778, 3), as smplx's ``vertices2joints``."""
+        return torch.einsum("bik,ji->bjk", v_shaped, self.layers[side].J_regressor)
 
     def _rotations(self, side: str, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
         """(B, 16, 3, 3) rotations of the full pose (global_orient, hand_pose + hands_mean)."""
