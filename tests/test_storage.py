@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -417,3 +418,132 @@ def test_other_storage_resources_share_the_io_manager(storage_cls, tmp_path: Pat
     result = materialize([table, n_rows], selection=[n_rows], resources=resources)  # a second run loads it
     assert result.output_for_node("n_rows") == [5]
     assert storage.object_store().list_keys("") == ["n_rows/all.json", "table/all.posetable.parquet"]
+
+
+# ---- integrity on load and in the main job --------------------------------------------------------
+def _producer_and_consumer():
+    @asset(partitions_def=SHARDS, key=POSES)
+    def poses(context) -> PoseTable:
+        return random_pose_table(6, seed=int(context.partition_key.split("=")[1]))
+
+    @asset(partitions_def=SHARDS, ins={"poses": AssetIn(key=POSES)})
+    def pose_count(poses: PoseTable) -> dict:
+        return {"n": len(poses)}
+
+    return poses, pose_count
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_loading_a_corrupted_output_fails_naming_the_object(damage: str, tmp_path: Path) -> None:
+    poses, pose_count = _producer_and_consumer()
+    storage = LocalStorage(root_dir=str(tmp_path), prefix="p")
+    resources, instance = {"io_manager": io_manager_for(storage)}, DagsterInstance.ephemeral()
+    made = materialize([poses], partition_key="shard=00001", resources=resources, instance=instance)
+    meta = made.asset_materializations_for_node("poses__deduped")[0].metadata
+    store, key = storage.object_store(), "p/poses/deduped/shard=00001.posetable.parquet"
+    data = store.get_bytes(key)
+    assert meta["sha256"].value == sha256_hex(data) and meta["bytes"].value == len(data)
+    assert materialize([poses, pose_count], selection=[pose_count], partition_key="shard=00001",
+                       resources=resources, instance=instance).output_for_node("pose_count") == {"n": 6}
+
+    store.put_bytes(key, data[: len(data) // 2] if damage == "truncated" else data[:-1] + bytes([data[-1] ^ 1]))
+    result = materialize([poses, pose_count], selection=[pose_count], partition_key="shard=00001",
+                         resources=resources, instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    cause = failure.step_failure_data.error.cause
+    assert cause.cls_name == "IntegrityError" and "\n" not in cause.message.strip()
+    assert f"{store.uri(key)}: stored object corrupted: expected {len(data)} bytes sha256 {sha256_hex(data)}" in cause.message
+
+
+def test_without_a_record_a_damaged_table_is_still_one_line_naming_the_key(object_store: Store) -> None:
+    io = ObjectStoreIOManager(object_store, prefix="p")
+    store_output(io, random_pose_table(4, seed=1))
+    key = "p/poses/deduped/all.posetable.parquet"
+    object_store.put_bytes(key, object_store.get_bytes(key)[:100])
+    with pytest.raises(CodecError, match=re.escape(key)):
+        load(io)  # a context without an instance: no record to check, the decoder names the key
+
+
+def _main_job(env: dict) -> str:
+    proc = subprocess.run([sys.executable, "-m", "ih_assets.main_job"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_main_job_remakes_exactly_the_corrupted_objects_and_what_depends_on_them(tmp_path: Path) -> None:
+    """On local storage (no server): truncate one shard's optimized pose table and alter one
+    byte of the anchors; the re-run re-makes those two, the shard's later stages, nothing else."""
+    from tests.test_main_job import main_job_env, shard_lines
+
+    no_server = SimpleNamespace(endpoint_url="http://127.0.0.1:1")  # IH_LOCAL_ROOT replaces S3
+    env = {**main_job_env(no_server, tmp_path / "home", "unused", IH_N_PROCEDURAL_POSES="4"),
+           "IH_LOCAL_ROOT": str(tmp_path / "objects"), "PYTHONPATH": str(ROOT)}
+    first = _main_job(env)
+    assert set(shard_lines(first)) == {"shard=00000", "shard=00001"}
+    store = LocalStore(tmp_path / "objects")
+    table_key, anchors_key = "renderih/optimized_poses/shard=00001.posetable.parquet", "renderih/hand_anchors/all.json"
+    table, anchors = store.get_bytes(table_key), store.get_bytes(anchors_key)
+    store.put_bytes(table_key, table[: len(table) // 2])
+    store.put_bytes(anchors_key, anchors.replace(b"1", b"2", 1))  # same size: only the hash tells
+
+    second = _main_job(env)
+    assert re.search(r"\[main\] materializing hand_anchors \(stored object corrupted \(sha256 \w+…, recorded \w+…: "
+                     + re.escape(store.uri(anchors_key)) + r"\)\)\n", second), second
+    plans = shard_lines(second)
+    assert list(plans) == ["shard=00001"], plans
+    line = plans["shard=00001"]
+    assert line.startswith(f"optimized_poses (stored object corrupted ({len(table) // 2} bytes, recorded {len(table)}: "
+                           f"{store.uri(table_key)})); rendered_views (upstream optimized_poses is re-materialized)"), line
+    assert "augmented_poses" not in line
+    assert store.get_bytes(table_key) == table and store.get_bytes(anchors_key) == anchors  # byte-identical again
+    assert shard_lines(_main_job(env)) == {}
+
+
+# ---- the command line on S3 with the pipeline's defaults -----------------------------------------
+@pytest.mark.slow
+def test_cli_export_and_preview_from_s3_with_no_aws_variables(seaweed_server, tmp_path: Path) -> None:  # noqa: F811
+    """``ih-pipeline export --source s3://<bucket>/renderih --to out`` as the README writes it,
+    against a server that accepts anonymous requests, with no AWS variable in the environment."""
+    from tests.pipeline_output import PREFIX, pipeline_output
+
+    local = LocalStore(pipeline_output()[0])
+    bucket = fresh_bucket()
+    s3 = S3Store(bucket, S3Settings(endpoint_url=seaweed_server.endpoint_url, anonymous=True))
+    for key in local.list_keys(f"{PREFIX}/"):
+        s3.put_bytes(key, local.get_bytes(key))
+    env = env_without_aws(IH_S3_ENDPOINT=seaweed_server.endpoint_url, PYTHONPATH=str(ROOT))
+    cli = [sys.executable, "-m", "ih_assets.cli"]
+    source = f"s3://{bucket}/{PREFIX}"
+    export = subprocess.run([*cli, "export", "--source", source, "--to", str(tmp_path / "out"),
+                             "--formats", "interhand26m,webdataset"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    n_rgb = len([k for k in local.list_keys(f"{PREFIX}/render/") if k.endswith("_rgb.png")])
+    images = sorted((tmp_path / "out" / "interhand26m" / "images").rglob("*.jpg"))
+    assert n_rgb > 0 and len(images) == n_rgb
+    assert {p.read_bytes() for p in images} <= {local.get_bytes(k) for k in local.list_keys(f"{PREFIX}/render/")}
+    preview = subprocess.run([*cli, "preview", "--source", source, "--out", str(tmp_path / "sheet.png"), "-n", "3"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert preview.returncode == 0 and "3 images" in preview.stdout, preview.stderr[-3000:]
+    assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pipeline_and_command_line_share_the_s3_defaults(monkeypatch) -> None:
+    from handsynth.storage import DEFAULT_S3_ENDPOINT
+    from resources.environments import storage_for
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "IH_S3_ENDPOINT", "IH_LOCAL_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    pipeline = storage_for("local").object_store().settings
+    cli = S3Settings.from_env()
+    assert pipeline.endpoint_url == cli.endpoint_url == DEFAULT_S3_ENDPOINT
+    assert pipeline.anonymous and cli.anonymous and cli.key is None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    pipeline = storage_for("local").process_config_and_initialize().object_store().settings
+    cli = S3Settings.from_env()
+    assert (pipeline.key, pipeline.secret, pipeline.anonymous) == (cli.key, cli.secret, cli.anonymous) == ("id", "secret", False)
+    assert S3Settings.from_env(environment="cluster").endpoint_url is None  # AWS, default credential chain
