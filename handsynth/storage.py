@@ -442,12 +442,12 @@ class S3Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, environment: str = "local") -> "S3Settings":
-        """The pipeline's defaults: endpoint ``IH_S3_ENDPOINT`` (default the local server for the
-        ``local`` environment, AWS for ``cluster``); credentials from ``AWS_ACCESS_KEY_ID`` /
-        ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` if set, otherwise anonymous access to a
+        """The pipeline's defaults for ``environment`` (``IH_ENV``): endpoint ``IH_S3_ENDPOINT``,
+        by default the local server, or AWS for ``cluster``; credentials from ``AWS_ACCESS_KEY_ID``
+        / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` if set, otherwise anonymous access to a
         self-hosted endpoint and botocore's default chain for AWS; region ``AWS_REGION``."""
         env = os.environ if env is None else env
-        endpoint = env.get("IH_S3_ENDPOINT", DEFAULT_S3_ENDPOINT if environment == "local" else "") or None
+        endpoint = env.get("IH_S3_ENDPOINT", "" if environment == "cluster" else DEFAULT_S3_ENDPOINT) or None
         given = "AWS_ACCESS_KEY_ID" in env
         return cls(endpoint_url=endpoint, region_name=env.get("AWS_REGION", "us-east-1"),
                    key=env.get("AWS_ACCESS_KEY_ID") if given else None,
@@ -529,7 +529,7 @@ class S3Store(Store):
 def open_store(uri: str) -> tuple[Store, str]:
     """``(store, prefix)`` for ``s3://bucket/prefix``, ``memory://name/prefix`` or a local folder.
 
-    S3 uses the pipeline's defaults (:meth:`S3Settings.from_env`). A local folder is either a
+    S3 uses the pipeline's defaults (:meth:`S3Settings.from_env` for ``IH_ENV``). A local folder is either a
     store's root (then the prefix is ``IH_S3_PREFIX``, default ``renderih``, when that sub-folder
     exists) or the prefix folder itself (prefix ``""``).
     """
@@ -538,7 +538,8 @@ def open_store(uri: str) -> tuple[Store, str]:
             root, _, prefix = uri[len(scheme):].partition("/")
             if not root:
                 raise StorageError(f"{uri}: no {'bucket' if scheme == 's3://' else 'store name'} after {scheme}")
-            store = S3Store(root, S3Settings.from_env()) if scheme == "s3://" else MemoryStore(root)
+            store = (S3Store(root, S3Settings.from_env(environment=os.environ.get("IH_ENV", "local")))
+                     if scheme == "s3://" else MemoryStore(root))
             return store, prefix.strip("/")
     folder = Path(uri.removeprefix("file://"))
     if not folder.is_dir():

@@ -535,7 +535,7 @@ def test_pipeline_and_command_line_share_the_s3_defaults(monkeypatch) -> None:
     from handsynth.storage import DEFAULT_S3_ENDPOINT
     from resources.environments import storage_for
 
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "IH_S3_ENDPOINT", "IH_LOCAL_ROOT"):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "IH_S3_ENDPOINT", "IH_LOCAL_ROOT", "IH_ENV"):
         monkeypatch.delenv(name, raising=False)
     pipeline = storage_for("local").object_store().settings
     cli = S3Settings.from_env()
