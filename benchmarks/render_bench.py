@@ -99,15 +99,15 @@ def main() -> None:
     print(f"environment maps: {len(library)} {maps}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            from resources.object_store import S3ObjectStore
+            from handsynth.storage import S3Settings, S3Store
             from resources.seaweed import SeaweedServer
 
             server = SeaweedServer(tmp).start()
-            store, where = S3ObjectStore(server.client(), "bench"), f"SeaweedFS at {server.endpoint_url}"
+            store, where = S3Store("bench", S3Settings(server.endpoint_url, anonymous=True)), f"SeaweedFS at {server.endpoint_url}"
         except Exception as exc:  # no weed binary: still measure, into a folder
-            from resources.object_store import LocalObjectStore
+            from handsynth.storage import LocalStore
 
-            server, store, where = None, LocalObjectStore(tmp), f"local folder ({exc})"
+            server, store, where = None, LocalStore(tmp), f"local folder ({exc})"
         try:
             n, times, total, _ = _run(model, poses, args.views, library, store, raster, fresh=False)
             _report("raster", n, times, total, where)

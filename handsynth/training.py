@@ -1,9 +1,10 @@
 """Training on the data: a PyTorch ``Dataset`` over the pipeline's output, and WebDataset shards.
 
 The dataset reads the pipeline's own layout — ``<prefix>/annotations/shard=*.parquet`` (one row
-per image, see :mod:`handsynth.annotate`) and the PNGs they name — through a two-method
-:class:`Reader`, so the same code trains from a local folder holding those keys (a copy of the
-bucket, or a local object store's root) or straight from an S3 prefix. No Dagster here.
+per image, see :mod:`handsynth.annotate`) and the PNGs they name — through a
+:class:`handsynth.storage.Store` (``open_store("s3://renderih/renderih")``, a local folder or
+``memory://name``), so the same code trains from a local copy of the bucket, a local store's
+root or straight from S3 with the pipeline's defaults. No Dagster here.
 
 WebDataset shards (:func:`webdataset_tar`) hold, per image, ``{key}.png`` (RGB),
 ``{key}.label.png``, ``{key}.depth.png`` and ``{key}.json`` (keypoints, camera, MANO); one tar
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,67 +30,14 @@ from torch.utils.data import Dataset
 from handsynth.annotate import stack
 from handsynth.exports import DEFAULT_SPLITS, check_splits, split_of
 from handsynth.render.raster import decode_png
+from handsynth.storage import LocalStore, Store, open_store
 
 
-class Reader(Protocol):
-    """What the dataset needs of a store (an ``ObjectStore`` of ``resources/`` also fits)."""
-
-    def get_bytes(self, key: str) -> bytes: ...
-
-    def list_keys(self, prefix: str = "") -> list[str]: ...
-
-
-class FolderReader:
-    """Keys as files below a local folder (``a/b.png`` -> ``root/a/b.png``)."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: no such folder")
-
-    def get_bytes(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
-
-    def list_keys(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-                      if k.startswith(prefix) and "/.tmp-" not in f"/{k}")
-
-
-class S3Reader:
-    """Keys of one S3 bucket (any S3-compatible endpoint), read with boto3."""
-
-    def __init__(self, bucket: str, endpoint_url: str | None = None, **client_kwargs: Any) -> None:
-        import boto3
-
-        self.bucket = bucket
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, **client_kwargs)
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
-    def list_keys(self, prefix: str = "") -> list[str]:
-        keys: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return sorted(keys)
-
-
-def open_source(uri: str) -> tuple[Reader, str]:
-    """``s3://bucket/prefix`` (endpoint from ``IH_S3_ENDPOINT``) or a local folder -> (reader, prefix).
-
-    A local folder is either the store root (then the prefix ``renderih`` is used when that
-    sub-folder exists) or the prefix folder itself.
-    """
-    if uri.startswith("s3://"):
-        bucket, _, prefix = uri[5:].partition("/")
-        return S3Reader(bucket, os.environ.get("IH_S3_ENDPOINT"), region_name=os.environ.get("AWS_REGION", "us-east-1")), \
-            prefix.strip("/")
-    root = Path(uri)
-    if (root / "annotations").is_dir():
-        return FolderReader(root), ""
-    if (root / "renderih" / "annotations").is_dir():
-        return FolderReader(root), "renderih"
-    raise FileNotFoundError(f"{root}: no annotations/ (or renderih/annotations/) folder of the pipeline's output")
+#: What the dataset reads from: any store of the storage layer (a local folder, memory or S3).
+Reader = Store
+#: Older names, kept so that code written before the storage layer keeps working.
+FolderReader = LocalStore
+open_source = open_store
 
 
 def load_annotation_tables(reader: Reader, prefix: str = "") -> pd.DataFrame:

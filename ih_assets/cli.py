@@ -5,7 +5,8 @@
     ih-pipeline preview --source SRC --out sheet.png [-n 20]
     ih-pipeline metrics --pred P.npz --gt G.npz        (handsynth.metrics_cli)
 
-``SRC`` is ``s3://bucket/prefix`` (endpoint ``IH_S3_ENDPOINT``) or a local folder holding the
+``SRC`` is ``s3://bucket/prefix`` (the pipeline's defaults: endpoint ``IH_S3_ENDPOINT``, else the
+local server, credentials ``AWS_*`` if set, else anonymous) or a local folder holding the
 pipeline's keys (a local store's root or a copy of the bucket). ``export`` builds complete
 folders the real loaders read: images are hard-linked from a local source (no second copy) and
 downloaded from S3; files a previous export left and this one did not write are removed.
@@ -22,6 +23,7 @@ from typing import Iterable, Iterator, TypeVar
 from tqdm import tqdm
 
 from handsynth import exports, plots, training
+from handsynth.storage import open_store
 
 T = TypeVar("T")
 FORMATS = ("interhand26m", "intaghand", "webdataset")
@@ -41,20 +43,14 @@ def _pca_inverses(mano_dir: str) -> dict:
     return exports.pca_inverses(HandModel.standin().identity["source"])
 
 
-def _local_path(reader: training.Reader):
-    """Where a key lives on this machine (for hard links), or None for remote sources."""
-    root = getattr(reader, "root", None)
-    return (lambda key: Path(root, key)) if root is not None else (lambda key: None)
-
-
 def export(source: str, out: str, formats: list[str], splits: dict[str, float], mano_dir: str = "") -> dict[str, dict]:
     """Write the chosen layouts below ``out/<format>/``; return counts per format."""
-    reader, prefix = training.open_source(source)
+    reader, prefix = open_store(source)
     table = training.load_annotation_tables(reader, prefix)
     summary: dict[str, dict] = {}
     for fmt in formats:
         root = Path(out, fmt)
-        put, place = exports.local_put(root), exports.local_place_image(root, reader.get_bytes, _local_path(reader))
+        put, place = exports.local_put(root), exports.local_place_image(root, reader.get_bytes, reader.local_path)
         if fmt == "interhand26m":
             images = exports.export_images(table)
             result = exports.write_interhand_dataset(_progress(images, len(images), fmt), put, place, splits=splits)
@@ -78,7 +74,7 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
 
 def preview(source: str, out: str, n: int = 20) -> int:
     """A contact sheet of the first ``n`` images with their 2D keypoints (right red, left blue)."""
-    reader, prefix = training.open_source(source)
+    reader, prefix = open_store(source)
     dataset = training.RenderIHDataset(reader, prefix)
     tiles = []
     for i in _progress(range(min(n, len(dataset))), min(n, len(dataset)), "preview"):

@@ -24,9 +24,9 @@ import warnings
 from dagster import (AssetKey, AssetRecordsFilter, BetaWarning, DagsterInstance, DagsterRunStatus, PreviewWarning,
                      RunsFilter)
 
+from handsynth.storage import Store
 from ih_assets import versions
 from ih_assets.definitions import FINAL_JOB, PARTITIONED_JOB, UNPARTITIONED_JOB, defs
-from resources.object_store import ObjectStore
 from resources.partitions import POSE_SHARDS_NAME
 
 #: Run tags naming the process that executes a main-job run, so a later start can tell a run
@@ -78,7 +78,7 @@ def fail_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
     return failed
 
 
-def remove_orphans(store: ObjectStore, prefix: str, shards: set[str]) -> list[str]:
+def remove_orphans(store: Store, prefix: str, shards: set[str]) -> list[str]:
     """Delete every object under ``prefix`` in a ``shard=…`` folder or file of a shard that no
     longer exists (tables of per-shard assets, rendered images): no orphans after fewer shards."""
     stale = []
@@ -91,11 +91,12 @@ def remove_orphans(store: ObjectStore, prefix: str, shards: set[str]) -> list[st
     return stale
 
 
-def _plan(instance: DagsterInstance, keys: list[AssetKey], partition: str | None, refresh: bool) -> dict[AssetKey, list[str]]:
+def _plan(instance: DagsterInstance, store: Store, keys: list[AssetKey], partition: str | None,
+          refresh: bool) -> dict[AssetKey, list[str]]:
     graph = defs.resolve_asset_graph()
     if refresh:
         return {k: ["--refresh"] for k in graph.toposorted_asset_keys if k in set(keys)}
-    return versions.reasons_to_materialize(instance, graph, keys, partition, defs.resources["settings"])
+    return versions.reasons_to_materialize(instance, graph, keys, partition, defs.resources["settings"], store)
 
 
 def _explain(plan: dict[AssetKey, list[str]]) -> str:
@@ -138,7 +139,7 @@ def run(refresh: bool = False, shards: list[str] | None = None) -> int:
         print(f"[main] run {run_id} of a killed main job marked failed; its pool slots are free", flush=True)
 
     unpart = defs.get_job_def(UNPARTITIONED_JOB)
-    todo = _plan(instance, sorted(unpart.asset_layer.executable_asset_keys), None, refresh)
+    todo = _plan(instance, store, sorted(unpart.asset_layer.executable_asset_keys), None, refresh)
     if todo:
         print(f"[main] materializing {_explain(todo)}", flush=True)
         if not unpart.execute_in_process(instance=instance, asset_selection=list(todo), tags=tags,
@@ -159,7 +160,7 @@ def run(refresh: bool = False, shards: list[str] | None = None) -> int:
     selected = shards or all_shards
     failed, done_seconds = [], []
     for i, shard in enumerate(selected, 1):
-        todo = _plan(instance, part_keys, shard, refresh)
+        todo = _plan(instance, store, part_keys, shard, refresh)
         if not todo:
             continue
         eta = (f", ETA {sum(done_seconds) / len(done_seconds) * (len(selected) - i + 1):.0f} s for the rest"

@@ -26,14 +26,16 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
-from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterInstance, DataVersion, MetadataValue
+from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, DagsterInstance, DataVersion, MetadataValue
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG, DataProvenance
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.execution.context.invocation import BaseDirectExecutionContext
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from handsynth.storage import IntegrityError, ObjectNotFoundError, Store
 from resources.codecs import encode
+from resources.io_managers import latest_materialization, recorded_object
 from resources.settings import PipelineSettings
 
 #: Settings fields each asset's output depends on (``fnmatch`` patterns, so fields other branches
@@ -86,13 +88,6 @@ def record(context: AssetExecutionContext, value: Any, settings: PipelineSetting
         context.add_output_metadata({"settings": MetadataValue.json(used), "settings_digest": settings_digest(used)})
 
 
-def latest_materialization(instance: DagsterInstance, key: AssetKey, partition: str | None):
-    """The newest materialization record of ``key`` (in ``partition``), or None."""
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
-    return records[0] if records else None
-
-
 def recorded_settings(instance: DagsterInstance, key: AssetKey, partitions: Sequence[str | None]) -> dict[str | None, dict]:
     """The settings each partition of ``key`` was actually made with (from its latest
     materialization); for manifests that must describe what was made, not the current env."""
@@ -125,14 +120,34 @@ def _as_input_version(version: str, partitioned: bool) -> str:
     return hashlib.sha256(version.encode()).hexdigest() if partitioned else version
 
 
+def stored_object_problem(store: Store, metadata: Mapping[str, Any]) -> str | None:
+    """Why the object a materialization recorded cannot be trusted (missing, or its size or
+    SHA-256 differs from the record), or None when it matches or no object was recorded. Costs a
+    HEAD and, when the size matches, a streamed GET."""
+    recorded = recorded_object(metadata)
+    if recorded is None:
+        return None
+    key, size, sha256 = recorded
+    try:
+        store.verify(key, size, sha256)
+    except ObjectNotFoundError:
+        return f"stored object missing ({store.uri(key)})"
+    except IntegrityError as exc:
+        return f"stored object corrupted ({exc.short()}: {exc.uri})"
+    return None
+
+
 def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: Sequence[AssetKey],
-                           partition: str | None, settings: PipelineSettings | None) -> dict[AssetKey, list[str]]:
+                           partition: str | None, settings: PipelineSettings | None,
+                           store: Store | None = None) -> dict[AssetKey, list[str]]:
     """For each of ``keys`` (same partitioning, any order) the reasons it must be materialized
     again, in topological order; assets without reasons are left out.
 
     Reasons: never materialized; a blocking check that did not pass on it; code version changed;
     settings it depends on changed; an input whose data version differs from the one it was made
-    from; an upstream among ``keys`` that is re-materialized now (whose new version is unknown yet).
+    from; an upstream among ``keys`` that is re-materialized now (whose new version is unknown yet);
+    with ``store``, the stored object of an asset that would be skipped is missing or corrupted
+    (only skipped assets are read: a hash costs a GET).
     """
     order = [k for k in graph.toposorted_asset_keys if k in set(keys)]
     plan: dict[AssetKey, list[str]] = {}
@@ -170,6 +185,9 @@ def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: S
             used = provenance.input_data_versions.get(parent) if provenance else None
             if now is not None and (used is None or used.value != _as_input_version(now, parent_partitioned)):
                 reasons.append(f"upstream {parent.to_user_string()} changed")
+        if not reasons and store is not None:
+            problem = stored_object_problem(store, meta)
+            reasons += [problem] if problem else []
         if reasons:
             plan[key] = reasons
     return plan

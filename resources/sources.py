@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
 from handsynth.sources import interhand, procedural
+from handsynth.storage import S3Store, StorageError
 from resources.storage import S3Storage
 
 
@@ -30,13 +30,11 @@ def open_uri(uri: str, s3: S3Storage | None) -> Iterator[Any]:
         if not bucket or not key:
             raise ValueError(f"{uri}: an S3 URI must be s3://bucket/key")
         try:
-            body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
-        except (ClientError, BotoCoreError) as exc:  # the boto message names neither bucket nor key
+            stream = S3Store(bucket, s3.settings()).open(key, "rb")
+        except StorageError as exc:
             raise FileNotFoundError(f"{uri}: cannot read the S3 object ({exc})") from exc
-        try:
-            yield body
-        finally:
-            body.close()
+        with stream:
+            yield stream
     else:
         try:
             fh = open(uri, "rb")

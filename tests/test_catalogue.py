@@ -608,7 +608,7 @@ S3_KINDS = [
 @pytest.mark.parametrize("name, uri, match", S3_KINDS, ids=[k[0] for k in S3_KINDS])
 def test_bad_s3_source_is_refused_naming_the_uri(name, uri, match, seaweed_server):  # noqa: F811
     s3 = s3_storage(seaweed_server)
-    s3.client().create_bucket(Bucket=s3.bucket)
+    s3.object_store().put_bytes("elsewhere/object.bin", b"x")  # the bucket exists
     storage = MemoryStorage(name=f"catalogue-s3-{name}", prefix="")
     resources = {"settings": PipelineSettings.from_preset("test"), "hand_model": HandModelResource(),
                  "pose_source": PoseSourceResource(kind="interhand", interhand_mano_files=[uri(s3.bucket)], s3=s3),

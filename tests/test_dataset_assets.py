@@ -9,11 +9,11 @@ import pytest
 from dagster import AssetMaterialization, DagsterInstance, SourceAsset, materialize
 
 from handsynth.annotate import annotation_table
-from handsynth.training import FolderReader, load_annotation_tables
+from handsynth.storage import LocalStore
+from handsynth.training import load_annotation_tables
 from ih_assets.dataset import dataset_exports, dataset_manifest, export_to_store
 from resources.codecs import encode
 from resources.hand_model import HandModelResource
-from resources.object_store import LocalObjectStore
 from resources.partitions import pose_shards
 from resources.settings import PipelineSettings
 from resources.storage import MemoryStorage, io_manager_for
@@ -73,8 +73,8 @@ def test_bucket_export_with_fewer_images_leaves_no_orphans():
     from handsynth.hand_model.model import HandModel
 
     root, _ = pipeline_output()
-    store = LocalObjectStore(root)
-    table = load_annotation_tables(FolderReader(root), PREFIX)
+    store = LocalStore(root)
+    table = load_annotation_tables(store, PREFIX)
     pca = pca_inverses(HandModel.standin().identity["source"])
     splits = {"train": 1.0, "val": 0.0, "test": 0.0}
     first = export_to_store(store, "again/exports", table, pca, splits)
