@@ -129,33 +129,46 @@ def rotate_lights(lights: list[Light], rotation: float) -> list[Light]:
     return [Light(turn @ light.direction, light.rgb) for light in lights]
 
 
-#: Gaussian smoothing (map texels) of a map before it is magnified. The npm maps are 512 x 256
-#: and lossy (DWAB): a camera seeing ~20 degrees of one magnifies each texel ~9x, and a bright
-#: texel or a block of codec damage then shows as a hard square. 0.7 texel together with the
-#: cubic B-spline lookup (itself ~0.6 texel of smoothing) turns them into soft spots (looked at on
-#: all 18 maps; 1.2 texels washes out real detail). Maps of 2K and more are seldom magnified.
-MAP_SMOOTHING_TEXELS = 0.7
+#: Gaussian smoothing (map texels) of a map before it is viewed, separately for its luminance
+#: and its colour. The npm maps are 512 x 256 and lossy (DWAB, which stores colour coarser than
+#: luminance): a camera seeing ~20 degrees of one magnifies each texel ~9x, so a bright texel shows
+#: as a hard square (the cubic B-spline lookup rounds it) and the codec's colour damage as blue
+#: or red specks (smoothing colour over ~1 texel removes them). Luminance keeps its detail: 0.3
+#: texel on top of the B-spline's ~0.6. Chosen by looking at all 18 maps (0.7 on both was soft).
+MAP_LUMA_SMOOTHING_TEXELS = 0.3
+MAP_CHROMA_SMOOTHING_TEXELS = 1.0
+
+
+def _smooth_map(env: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an equirectangular map (H, W[, C]): clamped at the poles, wrapped in azimuth."""
+    from scipy import ndimage
+
+    if sigma <= 0:
+        return env
+    extra = env.ndim - 2
+    return ndimage.gaussian_filter(env, (sigma, sigma) + (0,) * extra, mode=("nearest", "wrap") + ("nearest",) * extra)
 
 
 class EnvmapPyramid:
-    """A map prepared for viewing: level 0 is the map smoothed by ``smoothing_texels``, each
-    further level halves the previous one (2 x 2 means), down to 16 texels high. Build it once per
-    map and pass it to :func:`envmap_view` when the same map is viewed many times; levels are
-    made on first use."""
+    """A map prepared for viewing: level 0 is the map with its luminance smoothed by
+    ``luma_texels`` and its colour by ``chroma_texels``, each further level halves the previous
+    one (2 x 2 means), down to 16 texels high. Build it once per map and pass it to
+    :func:`envmap_view` when the same map is viewed many times; levels are made on first use."""
 
-    def __init__(self, env: np.ndarray, smoothing_texels: float = MAP_SMOOTHING_TEXELS) -> None:
+    def __init__(self, env: np.ndarray, luma_texels: float = MAP_LUMA_SMOOTHING_TEXELS,
+                 chroma_texels: float = MAP_CHROMA_SMOOTHING_TEXELS) -> None:
         self.env = env
-        self.smoothing_texels = smoothing_texels
+        self.luma_texels, self.chroma_texels = luma_texels, chroma_texels
         self._levels: list[np.ndarray] = []
 
     def level(self, k: int) -> np.ndarray:
         """Level ``k`` (clamped to the coarsest level of at least 16 x 32 texels)."""
-        from scipy import ndimage
-
         if not self._levels:
-            s = self.smoothing_texels
             env = np.asarray(self.env, dtype=np.float32)
-            self._levels.append(ndimage.gaussian_filter(env, (s, s, 0), mode=("nearest", "wrap", "nearest")) if s > 0 else env)
+            colour = _smooth_map(env, self.chroma_texels)
+            luminance = _smooth_map(env @ _LUMINANCE, self.luma_texels)
+            scale = luminance / np.maximum(colour @ _LUMINANCE, 1e-30)
+            self._levels.append((colour * scale[..., None]).astype(np.float32))
         while len(self._levels) <= k:
             last = self._levels[-1]
             h, w, _ = last.shape

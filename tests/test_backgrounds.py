@@ -56,6 +56,27 @@ def test_a_bright_texel_magnified_9x_is_a_round_spot_where_it_belongs():
     assert np.abs(where - centre).max() < 0.5 and np.abs(where_bilinear - centre).max() < 0.5
 
 
+def test_codec_colour_specks_fade_while_luminance_edges_stay_sharp():
+    """DWAB keeps colour coarser than luminance: its damage is coloured specks. The view smooths a
+    map's colour over ~1 texel and its luminance far less."""
+    env = np.full((32, 64, 3), 0.5, np.float32)
+    env[:, 32:] = 0.1                                       # a luminance edge between columns 31 and 32
+    env[12, 20] = [0.3, 0.3, 3.0]                           # a blue speck in the bright half
+    magnify = 9 * 64 / (2 * np.pi)
+    speck = _camera_at(envmaps.pixel_directions(32, 64)[12, 20], magnify, 96)
+
+    def blueness(view: np.ndarray) -> float:
+        return float((view[..., 2] / view[..., 1]).max() - 1.0)
+
+    assert blueness(envmaps.envmap_view(env, speck)) < 0.3 * blueness(_bilinear_view(env, speck))
+    edge_direction = envmaps.pixel_directions(32, 64)[16, 31] + envmaps.pixel_directions(32, 64)[16, 32]
+    edge = _camera_at(edge_direction / np.linalg.norm(edge_direction), magnify, 96)
+    profile = envmaps.envmap_view(env, edge)[48, :, 1]
+    p = (profile - profile.min()) / np.ptp(profile)
+    width_texels = ((p > 0.1) & (p < 0.9)).sum() / 9.0
+    assert width_texels < 2.0                               # ~0.65 texel of blur in all
+
+
 def test_a_fine_map_seen_small_is_averaged_not_aliased():
     """A 2-texel checker seen at 4 texels per pixel: bilinear point samples alias into moire; the
     pyramid level matched to the pixel footprint gives the mean."""

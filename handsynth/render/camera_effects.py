@@ -60,7 +60,8 @@ class CameraEffectRanges:
       base ISO (full well ~4,000-10,000 e- for 1-1.5 um phone pixels) and a few hundred at
       ISO 800-1600, with 1.5-4 e- of read noise (EMVA 1288 data sheets; R. N. Clark's sensor
       summaries). ``electrons_per_unit`` is the electron count at scene-linear 1.0 (a bright skin
-      tone, ~73% of 8-bit white after the tone curve), after the crop's resampling.
+      tone, ~73% of 8-bit white after the tone curve), after the crop's resampling; the range
+      leaves out the noisiest few hundred electrons, as phones denoise before saving.
     * White balance: camera AWB errs by a few degrees of RGB angle (colour-constancy benchmarks,
       e.g. the NUS 8-camera set, report medians of ~2-4 degrees); 10 mired is ~2.3 degrees here.
     * JPEG: webcams' MJPEG streams sit at the low end of quality 70-95, phones at the high end.
@@ -75,7 +76,7 @@ class CameraEffectRanges:
     hand_speed_m_s: tuple[float, float] = (0.02, 0.3)
     shutter_s: tuple[float, float] = (1 / 250, 1 / 60)
     noise_share: float = 0.9
-    electrons_per_unit: tuple[float, float] = (150.0, 4000.0)   # drawn log-uniformly
+    electrons_per_unit: tuple[float, float] = (300.0, 8000.0)   # drawn log-uniformly
     read_noise_e: tuple[float, float] = (1.5, 4.0)
     white_balance_share: float = 0.9
     white_balance_mired_sd: float = 12.0                  # normal, clipped at 2.5 sd
