@@ -270,16 +270,11 @@ def value_noise(points: np.ndarray, cell: float, rng: np.random.Generator) -> np
     g = (points - lo) / cell
     shape = np.ceil(g.max(axis=0)).astype(int) + 2
     lattice = rng.uniform(-1.0, 1.0, size=tuple(shape)).astype(np.float32)
-    i = np.floor(g).astype(int)
+    i = np.floor(g)
     f = g - i
-    f = f * f * (3 - 2 * f)
-    out = np.zeros(len(points))
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1]) * (f[:, 2] if dz else 1 - f[:, 2])
-                out += w * lattice[i[:, 0] + dx, i[:, 1] + dy, i[:, 2] + dz]
-    return out
+    # trilinear interpolation at the smoothstep-faded fraction is the smooth blend of the 8 corners
+    return ndimage.map_coordinates(lattice, (i + f * f * (3 - 2 * f)).T, order=1, prefilter=False, mode="nearest",
+                                   output=np.float64)
 
 
 def _fbm(points: np.ndarray, cell: float, octaves: int, rng: np.random.Generator) -> np.ndarray:
@@ -394,18 +389,25 @@ def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 24) -> np.n
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
-def _polyline_distance(points: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _polyline_distance(points: np.ndarray, line: np.ndarray, reach: float = 0.008) -> tuple[np.ndarray, np.ndarray]:
     """Distance (N,) from 2D points to a polyline (K, 2), and where along it (0..1 of its length)
-    the nearest point lies."""
-    a, b = line[:-1], line[1:]
-    ab = b - a
+    the nearest point lies; points farther than ``reach`` from the line's bounding box get an
+    infinite distance (every profile drawn with it is ~0 there), which keeps this cheap."""
+    dist, along = np.full(len(points), np.inf), np.zeros(len(points))
+    near = np.flatnonzero(((points >= line.min(axis=0) - reach) & (points <= line.max(axis=0) + reach)).all(axis=1))
+    if not len(near):
+        return dist, along
+    p = points[near]
+    a, ab = line[:-1], np.diff(line, axis=0)
     seg_len = np.linalg.norm(ab, axis=1)
-    t = np.clip(np.einsum("nkc,kc->nk", points[:, None] - a[None], ab) / np.maximum(seg_len**2, 1e-18), 0.0, 1.0)
-    d = np.linalg.norm(points[:, None] - (a[None] + t[..., None] * ab[None]), axis=2)
-    k = d.argmin(axis=1)
-    n = np.arange(len(points))
-    along = (np.concatenate([[0.0], np.cumsum(seg_len)])[k] + t[n, k] * seg_len[k]) / max(seg_len.sum(), 1e-12)
-    return d[n, k], along
+    t = np.clip(np.einsum("nkc,kc->nk", p[:, None] - a[None], ab) / np.maximum(seg_len**2, 1e-18), 0.0, 1.0)
+    offset = p[:, None] - (a[None] + t[..., None] * ab[None])
+    d2 = np.einsum("nkc,nkc->nk", offset, offset)
+    k = d2.argmin(axis=1)
+    n = np.arange(len(p))
+    dist[near] = np.sqrt(d2[n, k])
+    along[near] = (np.concatenate([[0.0], np.cumsum(seg_len)])[k] + t[n, k] * seg_len[k]) / max(seg_len.sum(), 1e-12)
+    return dist, along
 
 
 def _extensor_tendons(palm_xy: np.ndarray, lm: dict[str, np.ndarray]) -> np.ndarray:
@@ -514,7 +516,7 @@ def skin_detail(r: SkinRegions, seed: int, size: int) -> SkinDetail:
     tendons = r.tendons * rng.uniform(0.3, 1.0)                    # leaner hands show more
     folds = r.knuckle_wrinkles * rng.uniform(0.5, 1.0)
     dryness = float(rng.normal(0.0, 0.04))
-    moisture = _fbm(r.position, 0.02, 2, rng)
+    moisture = value_noise(r.position, 0.02, rng)
     micro = ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.7, mode="wrap").ravel()
     return SkinDetail(lines, veins, tendons, folds, moisture, micro / (micro.std() + 1e-12), dryness)
 
