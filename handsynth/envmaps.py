@@ -129,32 +129,98 @@ def rotate_lights(lights: list[Light], rotation: float) -> list[Light]:
     return [Light(turn @ light.direction, light.rgb) for light in lights]
 
 
-def envmap_view(env: np.ndarray, camera: Camera, rotation: float = 0.0) -> np.ndarray:
-    """Linear radiance (H, W, 3) of the map turned by ``rotation`` seen through ``camera``, bilinear,
-    one ray per pixel centre (integer coordinates, the project's convention). Turning moves a
-    feature at azimuth phi = atan2(z, x) to phi + rotation (Cycles: Mapping node rotation
-    z = +rotation, as the world y-up -> Blender z-up map flips azimuth)."""
-    h, w = camera.height, camera.width
-    u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))   # integer = pixel centre
+#: Gaussian smoothing (map texels) of a map before it is viewed, separately for its luminance
+#: and its colour. The npm maps are 512 x 256 and lossy (DWAB, which stores colour coarser than
+#: luminance): a camera seeing ~20 degrees of one magnifies each texel ~9x, so a bright texel shows
+#: as a hard square (the cubic B-spline lookup rounds it) and the codec's colour damage as blue
+#: or red specks (smoothing colour over ~1 texel removes them). Luminance keeps its detail: 0.3
+#: texel on top of the B-spline's ~0.6. Chosen by looking at all 18 maps (0.7 on both was soft).
+MAP_LUMA_SMOOTHING_TEXELS = 0.3
+MAP_CHROMA_SMOOTHING_TEXELS = 1.0
+
+
+def _smooth_map(env: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an equirectangular map (H, W[, C]): clamped at the poles, wrapped in azimuth."""
+    from scipy import ndimage
+
+    if sigma <= 0:
+        return env
+    extra = env.ndim - 2
+    return ndimage.gaussian_filter(env, (sigma, sigma) + (0,) * extra, mode=("nearest", "wrap") + ("nearest",) * extra)
+
+
+class EnvmapPyramid:
+    """A map prepared for viewing: level 0 is the map with its luminance smoothed by
+    ``luma_texels`` and its colour by ``chroma_texels``, each further level halves the previous
+    one (2 x 2 means), down to 16 texels high. Build it once per map and pass it to
+    :func:`envmap_view` when the same map is viewed many times; levels are made on first use."""
+
+    def __init__(self, env: np.ndarray, luma_texels: float = MAP_LUMA_SMOOTHING_TEXELS,
+                 chroma_texels: float = MAP_CHROMA_SMOOTHING_TEXELS) -> None:
+        self.env = env
+        self.luma_texels, self.chroma_texels = luma_texels, chroma_texels
+        self._levels: list[np.ndarray] = []
+
+    def level(self, k: int) -> np.ndarray:
+        """Level ``k`` (clamped to the coarsest level of at least 16 x 32 texels)."""
+        if not self._levels:
+            env = np.asarray(self.env, dtype=np.float32)
+            colour = _smooth_map(env, self.chroma_texels)
+            luminance = _smooth_map(env @ _LUMINANCE, self.luma_texels)
+            scale = luminance / np.maximum(colour @ _LUMINANCE, 1e-30)
+            self._levels.append((colour * scale[..., None]).astype(np.float32))
+        while len(self._levels) <= k:
+            last = self._levels[-1]
+            h, w, _ = last.shape
+            if h < 32 or h % 2 or w % 2:
+                break
+            self._levels.append(last.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)))
+        return self._levels[min(k, len(self._levels) - 1)]
+
+
+def envmap_view(env: np.ndarray | EnvmapPyramid, camera: Camera, rotation: float = 0.0,
+                defocus_px: float = 0.0) -> np.ndarray:
+    """Linear radiance (H, W, 3) of the map turned by ``rotation`` seen through ``camera``, one ray
+    per pixel centre (integer coordinates, the project's convention). Turning moves a feature at
+    azimuth phi = atan2(z, x) to phi + rotation (Cycles: Mapping node rotation z = +rotation, as
+    the world y-up -> Blender z-up map flips azimuth).
+
+    The lookup is filtered to the output's footprint: the pyramid level whose texels are no
+    smaller than a pixel at the image centre (a 4K map is shrunk, not aliased), read with a cubic
+    B-spline (non-negative weights: no ringing, no negative radiance; smooth, so a magnified map
+    shows no texel squares). ``defocus_px`` > 0 blurs the view with a lens's disc of that diameter
+    (:mod:`handsynth.render.depth_of_field`), reading a margin beyond the frame."""
+    from scipy import ndimage
+
+    from handsynth.render.depth_of_field import defocus, margin_px
+
+    pyramid = env if isinstance(env, EnvmapPyramid) else EnvmapPyramid(env)
+    full_width = pyramid.env.shape[1]
+    texels_per_px = full_width / (2 * np.pi * float(camera.K[0, 0]))
+    level = pyramid.level(max(0, int(np.ceil(np.log2(texels_per_px)))) if texels_per_px > 1 else 0)
+    m = margin_px(defocus_px) if defocus_px > 0 else 0
+    h, w = camera.height + 2 * m, camera.width + 2 * m
+    u, v = np.meshgrid(np.arange(w, dtype=float) - m, np.arange(h, dtype=float) - m)   # integer = pixel centre
     rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ np.linalg.inv(camera.K).T @ camera.R   # world dirs
     rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
     theta = np.arccos(np.clip(rays[..., 1], -1, 1))
     phi = np.arctan2(rays[..., 2], rays[..., 0]) - rotation
-    eh, ew, _ = env.shape
-    y = theta / np.pi * eh - 0.5
-    x = np.mod((phi + np.pi) / (2 * np.pi), 1.0) * ew - 0.5
-    y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
-    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
-    r0, r1 = np.clip(y0, 0, eh - 1), np.clip(y0 + 1, 0, eh - 1)
-    c0, c1 = np.mod(x0, ew), np.mod(x0 + 1, ew)
-    top = env[r0, c0] * (1 - fx) + env[r0, c1] * fx
-    bottom = env[r1, c0] * (1 - fx) + env[r1, c1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    eh, ew, _ = level.shape
+    pad = 2  # the B-spline reads two texels on each side: clamp at the poles, wrap in azimuth
+    padded = np.pad(np.pad(level, ((pad, pad), (0, 0), (0, 0)), mode="edge"), ((0, 0), (pad, pad), (0, 0)), mode="wrap")
+    y = theta / np.pi * eh - 0.5 + pad
+    x = np.mod((phi + np.pi) / (2 * np.pi), 1.0) * ew - 0.5 + pad
+    view = np.stack([ndimage.map_coordinates(padded[..., c], [y, x], order=3, prefilter=False, mode="nearest")
+                     for c in range(3)], axis=-1)
+    if m:
+        view = np.maximum(defocus(view, defocus_px), 0.0)
+    return view.astype(np.float32)
 
 
-def background_from_envmap(env: np.ndarray, camera: Camera, exposure: float = 1.0, rotation: float = 0.0) -> np.ndarray:
+def background_from_envmap(env: np.ndarray | EnvmapPyramid, camera: Camera, exposure: float = 1.0,
+                           rotation: float = 0.0, defocus_px: float = 0.0) -> np.ndarray:
     """The map seen through ``camera`` (H, W, 3) uint8, tone-mapped like the rendered hands."""
-    return tone_map(envmap_view(env, camera, rotation), exposure)
+    return tone_map(envmap_view(env, camera, rotation, defocus_px), exposure)
 
 
 # ---- Radiance RGBE (.hdr) -------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 
 
-@asset(code_version="1", group_name="rendering", partitions_def=pose_shards, kinds={"png", "blender"}, pool="render",
+@asset(code_version="2", group_name="rendering", partitions_def=pose_shards, kinds={"png", "blender"}, pool="render",
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                    storage: StorageResource, optimized_poses: PoseTable, environment_maps: dict) -> Output[pd.DataFrame]:

@@ -72,7 +72,7 @@ def main(out_dir: Path) -> None:
         small = tex.albedo[::4, ::4]
         grey = lambda m: np.repeat((m[::4, ::4, None] * 255).astype(np.uint8), 3, axis=2)  # noqa: E731
         maps.append(np.concatenate([(skin.linear_to_srgb(small) * 255).astype(np.uint8), grey(tex.bump),
-                                    grey(tex.roughness), grey(tex.nail_mask)], axis=1))
+                                    grey(tex.roughness), grey(tex.specular), grey(tex.nail_mask)], axis=1))
         print(f"seed {seed}: tone {tex.tone:.2f}, subsurface radius {np.round(tex.subsurface_radius, 2)} mm")
     out_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(out_dir / "standin_hand.png")

@@ -39,7 +39,7 @@ def test_uv_layout_covers_every_face_and_mirrors_onto_the_left(hand_model):
 def test_textures_are_deterministic_per_seed(hand_model, textures):
     again = skin.skin_textures(hand_model, "right", 0, size=SIZE)
     a = textures[0]
-    for field in ("albedo", "roughness", "bump", "nail_mask", "subsurface_radius"):
+    for field in ("albedo", "roughness", "bump", "nail_mask", "subsurface_radius", "specular"):
         assert np.array_equal(getattr(a, field), getattr(again, field)), field
     assert a.tone == again.tone
     b = textures[1]
@@ -49,7 +49,7 @@ def test_textures_are_deterministic_per_seed(hand_model, textures):
 def test_texture_contract(textures):
     t = textures[0]
     assert t.albedo.shape == (SIZE, SIZE, 3) and t.albedo.dtype == np.float32
-    for m in (t.roughness, t.bump, t.nail_mask):
+    for m in (t.roughness, t.bump, t.nail_mask, t.specular):
         assert m.shape == (SIZE, SIZE) and m.dtype == np.float32
         assert m.min() >= 0.0 and m.max() <= 1.0
     assert t.albedo.min() >= 0.0 and t.albedo.max() <= 1.0
@@ -139,3 +139,78 @@ def test_real_mano_folder_gets_a_cached_layout_and_textures(tmp_path, monkeypatc
     assert np.array_equal(again.uv, mano.uv_layout("right").uv)
     t = skin.skin_textures(mano, "left", 3, size=64)
     assert t.nail_mask.max() > 0.5 and t.albedo.shape == (64, 64, 3)
+
+
+DETAIL_SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def detailed(hand_model):
+    """Regions, textures and detail of a few people at a texture size that resolves 1 mm creases."""
+    regions = skin._regions_of(hand_model, DETAIL_SIZE)
+    people = {seed: (skin.skin_textures(hand_model, "right", seed, size=DETAIL_SIZE),
+                     skin.skin_detail(regions, seed, DETAIL_SIZE)) for seed in range(6)}
+    return regions, people
+
+
+def test_palm_creases_cross_the_palm_and_differ_per_person(detailed):
+    r, people = detailed
+    length = float(r.landmarks["length"][0])
+    palm_u = r.palm_xy[r.palm > 0.5, 0]
+    fields = []
+    for seed, (tex, d) in people.items():
+        assert np.all(d.lines[r.palm == 0] == 0)                           # only on the palm
+        deep = d.lines > 0.5
+        u, v = r.palm_xy[deep, 0], r.palm_xy[deep, 1] - r.landmarks["wrist"][1]
+        assert u.max() - u.min() > 0.6 * (palm_u.max() - palm_u.min())  # lines run across the palm
+        assert v.min() < 0.15 * length and v.max() > 0.7 * length       # from near the wrist to the finger bases
+        plain = (r.palm > 0.9) & (d.lines < 0.05) & (r.crease < 0.05)
+        bump, albedo = tex.bump.ravel(), tex.albedo.reshape(-1, 3).sum(axis=1)
+        assert bump[deep].mean() < np.median(bump[plain]) - 0.1          # a crease is a groove
+        assert albedo[deep].mean() < 0.95 * np.median(albedo[plain])     # and a little darker
+        spec = tex.specular.ravel()
+        assert spec[deep].mean() < 0.8 * np.median(spec[plain])          # its highlight is shadowed
+        fields.append(d.lines)
+    assert np.corrcoef(fields[0], fields[1])[0, 1] < 0.9                 # each person has their own
+
+
+def test_tendons_ridge_the_back_of_the_hand_toward_every_knuckle(detailed, hand_model):
+    r, people = detailed
+    assert np.all(r.tendons[r.dorsum == 0] == 0) and r.tendons.max() > 0.9
+    ridge = r.palm_xy[r.tendons > 0.5]
+    for name in ("index", "middle", "ring", "pinky", "thumb"):
+        knuckle = r.landmarks[f"{name}_knuckle"]
+        assert np.linalg.norm(ridge - knuckle, axis=1).min() < 0.015, name   # a ridge reaches each knuckle
+    tex, d = people[0]
+    on, off = d.tendons > 0.5 * d.tendons.max(), (r.dorsum > 0.9) & (r.tendons < 0.02) & (d.veins < 0.05)
+    assert tex.bump.ravel()[on].mean() > np.median(tex.bump.ravel()[off]) + 0.05
+
+
+def test_veins_are_raised_and_bluish_on_the_back_of_light_hands(detailed):
+    r, people = detailed
+    shown = 0
+    for seed, (tex, d) in people.items():
+        assert np.all(d.veins[r.dorsum == 0] == 0)
+        vein, plain = d.veins > 0.3, (r.dorsum > 0.9) & (d.veins < 0.02) & (r.tendons < 0.05)
+        if tex.tone > 0.5 or vein.sum() < 20:
+            continue
+        shown += 1
+        albedo = tex.albedo.reshape(-1, 3)
+        red_over_blue = albedo[:, 0] / albedo[:, 2]
+        assert red_over_blue[vein].mean() < np.median(red_over_blue[plain])
+        assert tex.bump.ravel()[vein].mean() > np.median(tex.bump.ravel()[plain])
+    assert shown >= 1                                                     # seeds 0-5 include a light hand with veins
+
+
+def test_micro_relief_roughness_and_specular_vary_like_skin(detailed):
+    r, people = detailed
+    medians = []
+    for tex, d in people.values():
+        skin_texels = (tex.nail_mask.ravel() < 0.01) & (r.dorsum > 0.9) & (d.veins < 0.05) & (r.tendons < 0.05)
+        bump = tex.bump.ravel()[skin_texels]
+        assert np.corrcoef(bump, d.micro[skin_texels])[0, 1] > 0.2     # texel-scale relief reaches the bump
+        spec = tex.specular.ravel()
+        assert 0.3 < np.median(spec[skin_texels]) < 0.4                  # F0 ~0.028: skin's IOR ~1.4
+        assert spec[tex.nail_mask.ravel() > 0.9].mean() == pytest.approx(0.5, abs=0.02)
+        medians.append(np.median(tex.roughness.ravel()[skin_texels]))
+    assert np.ptp(medians) > 0.03                                         # dry and oily skins

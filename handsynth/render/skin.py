@@ -13,9 +13,19 @@ so the same code textures the stand-in and real MANO, and the patterns run acros
   the back of each distal phalanx;
 * flexion creases on the palmar side of every finger joint and wrinkles over the back of the
   knuckles, in the bump map (low = crease) and a little in albedo and roughness;
-* roughness per texel and a subsurface scattering radius per colour channel (mm, red largest).
+* the palm's three main creases (distal and proximal transverse, thenar) placed from the joints
+  with per-person jitter and depth, plus a few faint minor ones; loose folds over the MCP
+  knuckles;
+* on the back of the hand, ridges over the extensor tendons (fanning from the wrist to the
+  knuckles) and dorsal veins (metacarpal veins and the venous arch), raised in the bump map,
+  veins bluish in albedo; how much each shows varies per person;
+* a fine micro-normal (texel-scale noise in the bump map), roughness varying with dryness and
+  moisture, and a specular map (less in cavities, more on fingertip pads, keratin nails);
+* a subsurface scattering radius per colour channel (mm, red largest).
 
-Everything derives from ``seed`` through one generator: the same seed gives identical maps.
+Everything derives from ``seed``: the same seed gives identical maps. Palm-plane features
+(creases, tendons, veins) are drawn in 2D coordinates of the palm plane
+(:meth:`HandFrame.palm_coordinates`) and limited to the palm or the back by the texel's side.
 
 User texture library. ``load_user_skin(png_bytes)`` reads a user's albedo PNG (sRGB, square,
 painted in the model's UV layout: :meth:`HandModel.uv_layout`) and optionally a roughness PNG;
@@ -61,10 +71,12 @@ class SkinTextures:
     """One hand's skin maps, all (S, S) images in the model's UV layout, top row first (as PNG).
 
     ``albedo`` is LINEAR RGB in [0, 1]; ``bump`` is a height in [0, 1] around 0.5 for plain
-    skin (creases down to about 0.15, nails about 0.6), meant as roughly 1 mm per unit (a Cycles
-    Bump node with distance ~0.001 in a scene in metres); ``nail_mask`` is 1 on nails (glossier,
-    thinner subsurface); ``subsurface_radius`` is in millimetres per RGB channel. Texel row 0 is
-    the top of the image, i.e. v = 1 in the layout's OBJ-style coordinates.
+    skin (creases down to about 0.15, tendons and veins up to about 0.75, nails about 0.6), meant
+    as roughly 1 mm per unit (a Cycles Bump node with distance ~0.001 in a scene in metres);
+    ``nail_mask`` is 1 on nails (glossier, thinner subsurface); ``subsurface_radius`` is in
+    millimetres per RGB channel; ``specular`` drives the Principled BSDF's "Specular IOR Level"
+    (0.35 for plain skin). Texel row 0 is the top of the image, i.e. v = 1 in the layout's
+    OBJ-style coordinates.
     """
 
     albedo: np.ndarray             # (S, S, 3) float32 linear
@@ -74,6 +86,7 @@ class SkinTextures:
     subsurface_radius: np.ndarray  # (3,) float32 mm
     tone: float                    # 0 light .. 1 dark
     seed: int
+    specular: np.ndarray           # (S, S) float32: Principled "Specular IOR Level" (0.5 = F0 0.04)
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,15 @@ class HandFrame:
     dorsal: np.ndarray   # (15, 3) unit, perpendicular to each bone: toward its nail / knuckle side
     palm_normal: np.ndarray  # (3,) out of the palm
     knuckles: np.ndarray  # (15, 3) skin point over each joint 1..15 on its back (dorsal) side
+    joints: np.ndarray    # (16, 3) the rest joints (MANO order)
+    radial: np.ndarray    # (3,) in the palm plane, toward the thumb side
+    distal: np.ndarray    # (3,) in the palm plane, from the wrist toward the middle finger's MCP
+
+    def palm_coordinates(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) points -> (N, 2) metres in the palm plane: (radial, distal) from the wrist joint.
+        Back and palm of the hand share these coordinates; features pick a side by a mask."""
+        rel = np.asarray(points) - self.joints[0]
+        return np.stack([rel @ self.radial, rel @ self.distal], axis=-1)
 
 
 def hand_frame(vertices: np.ndarray, joints: np.ndarray) -> HandFrame:
@@ -200,7 +222,12 @@ def hand_frame(vertices: np.ndarray, joints: np.ndarray) -> HandFrame:
         near = vertices[np.linalg.norm(vertices - starts[j], axis=1) < 0.012]
         depth = ((near - starts[j]) @ dorsal[j]).max() if len(near) else 0.0
         knuckles.append(starts[j] + depth * dorsal[j])
-    return HandFrame(starts, ends, dorsal, palm_normal, np.array(knuckles))
+    distal = joints[4] - joints[0]
+    distal -= (distal @ palm_normal) * palm_normal
+    distal /= np.linalg.norm(distal)
+    radial_axis = np.cross(palm_normal, distal)
+    radial_axis *= np.sign(radial_axis @ radial)
+    return HandFrame(starts, ends, dorsal, palm_normal, np.array(knuckles), np.asarray(joints, float), radial_axis, distal)
 
 
 @dataclass(frozen=True)
@@ -243,16 +270,11 @@ def value_noise(points: np.ndarray, cell: float, rng: np.random.Generator) -> np
     g = (points - lo) / cell
     shape = np.ceil(g.max(axis=0)).astype(int) + 2
     lattice = rng.uniform(-1.0, 1.0, size=tuple(shape)).astype(np.float32)
-    i = np.floor(g).astype(int)
+    i = np.floor(g)
     f = g - i
-    f = f * f * (3 - 2 * f)
-    out = np.zeros(len(points))
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1]) * (f[:, 2] if dz else 1 - f[:, 2])
-                out += w * lattice[i[:, 0] + dx, i[:, 1] + dy, i[:, 2] + dz]
-    return out
+    # trilinear interpolation at the smoothstep-faded fraction is the smooth blend of the 8 corners
+    return ndimage.map_coordinates(lattice, (i + f * f * (3 - 2 * f)).T, order=1, prefilter=False, mode="nearest",
+                                   output=np.float64)
 
 
 def _fbm(points: np.ndarray, cell: float, octaves: int, rng: np.random.Generator) -> np.ndarray:
@@ -297,6 +319,12 @@ class SkinRegions:
     knuckles: np.ndarray
     crease: np.ndarray
     wrinkles: np.ndarray
+    palm_xy: np.ndarray    # (N, 2) palm-plane coordinates (m), see :meth:`HandFrame.palm_coordinates`
+    palm: np.ndarray       # palm of the hand (not the fingers): where palm creases run
+    dorsum: np.ndarray     # back of the hand (not the fingers): tendons and veins
+    tendons: np.ndarray    # ridge over each extensor tendon, 0..1
+    knuckle_wrinkles: np.ndarray  # loose skin over the MCP knuckles
+    landmarks: dict        # palm-plane (2,) points: wrist, index/middle/ring/pinky MCP, thumb MCP, knuckles
 
 
 def skin_regions(surface: TexelSurface, frame: HandFrame) -> SkinRegions:
@@ -321,6 +349,11 @@ def skin_regions(surface: TexelSurface, frame: HandFrame) -> SkinRegions:
         _joint_band(an, (1, 4, 7, 10, 2, 5, 8, 11, 14), 0.06, 0.0005),  # their second line
         _joint_band(an, (0, 3, 6, 9, 13), 0.33, 0.0008),                # base of each finger
     ])
+    off_finger = np.isin(an.bone, (-1, 12)).astype(np.float64)   # the palm and the thumb's metacarpal (thenar)
+    palm_xy = frame.palm_coordinates(p)
+    landmarks = palm_landmarks(frame)
+    # the back of the hand from past the wrist crease to the knuckles
+    dorsum = back_side * off_finger * _smoothstep(-0.1, 0.05, (palm_xy[:, 1] - landmarks["wrist"][1]) / landmarks["length"][0])
     return SkinRegions(
         position=p, palm_side=palm_side, back_side=back_side, nail=nail,
         nail_base=nail * _smoothstep(-0.62, -0.85, along),
@@ -330,7 +363,162 @@ def skin_regions(surface: TexelSurface, frame: HandFrame) -> SkinRegions:
         knuckles=back_side * near_knuckle.max(axis=1),
         crease=crease,
         wrinkles=interphalangeal * (0.5 + 0.5 * np.sin(an.t * an.length / 0.0016 * np.pi)) ** 4,
+        palm_xy=palm_xy, palm=palm_side * off_finger, dorsum=dorsum,
+        tendons=dorsum * _extensor_tendons(palm_xy, landmarks),
+        # a few loose folds across each MCP knuckle, ~2.5 mm apart
+        knuckle_wrinkles=back_side * near_knuckle[:, [0, 3, 6, 9]].max(axis=1)
+        * (0.5 + 0.5 * np.sin(an.t * an.length / 0.0025 * np.pi)) ** 6,
+        landmarks=landmarks,
     )
+
+
+def palm_landmarks(frame: HandFrame) -> dict[str, np.ndarray]:
+    """Palm-plane (2,) points the palm creases, tendons and veins are drawn between: the wrist
+    joint, the MCP joints of index, middle, ring and pinky, the thumb's MCP, the skin over the
+    four MCP knuckles and the thumb's, and the palm's length (wrist to middle MCP, as a (1,) array)."""
+    j = frame.palm_coordinates(frame.joints)
+    k = frame.palm_coordinates(frame.knuckles)
+    return {"wrist": j[0], "index": j[1], "middle": j[4], "ring": j[10], "pinky": j[7], "thumb": j[14],
+            "index_knuckle": k[0], "middle_knuckle": k[3], "ring_knuckle": k[9], "pinky_knuckle": k[6],
+            "thumb_knuckle": k[13], "length": np.array([np.linalg.norm(j[4] - j[0])])}
+
+
+def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 24) -> np.ndarray:
+    """(n, 2) points of the quadratic Bezier curve p0 -> p2 pulled toward p1."""
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+
+
+def _polyline_distance(points: np.ndarray, line: np.ndarray, reach: float = 0.008) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (N,) from 2D points to a polyline (K, 2), and where along it (0..1 of its length)
+    the nearest point lies; points farther than ``reach`` from the line's bounding box get an
+    infinite distance (every profile drawn with it is ~0 there), which keeps this cheap."""
+    dist, along = np.full(len(points), np.inf), np.zeros(len(points))
+    near = np.flatnonzero(((points >= line.min(axis=0) - reach) & (points <= line.max(axis=0) + reach)).all(axis=1))
+    if not len(near):
+        return dist, along
+    p = points[near]
+    a, ab = line[:-1], np.diff(line, axis=0)
+    seg_len = np.linalg.norm(ab, axis=1)
+    t = np.clip(np.einsum("nkc,kc->nk", p[:, None] - a[None], ab) / np.maximum(seg_len**2, 1e-18), 0.0, 1.0)
+    offset = p[:, None] - (a[None] + t[..., None] * ab[None])
+    d2 = np.einsum("nkc,nkc->nk", offset, offset)
+    k = d2.argmin(axis=1)
+    n = np.arange(len(p))
+    dist[near] = np.sqrt(d2[n, k])
+    along[near] = (np.concatenate([[0.0], np.cumsum(seg_len)])[k] + t[n, k] * seg_len[k]) / max(seg_len.sum(), 1e-12)
+    return dist, along
+
+
+def _extensor_tendons(palm_xy: np.ndarray, lm: dict[str, np.ndarray]) -> np.ndarray:
+    """Ridges over the four extensor digitorum tendons (from close together over the wrist, under
+    the extensor retinaculum, fanning out to the MCP knuckles) and extensor pollicis longus (to
+    the thumb's MCP), ~2.5 mm wide, fading in past the wrist and out over the knuckle."""
+    length = float(lm["length"][0])
+    out = np.zeros(len(palm_xy))
+    starts = {"index": 0.07, "middle": 0.02, "ring": -0.03, "pinky": -0.08}   # radial offsets at the wrist
+    lines = [(lm["wrist"] + length * np.array([du, 0.12]), lm[f"{name}_knuckle"], 1.0) for name, du in starts.items()]
+    lines.append((lm["wrist"] + length * np.array([0.16, 0.02]), lm["thumb_knuckle"], 0.7))
+    for start, end, strength in lines:
+        d, along = _polyline_distance(palm_xy, np.stack([start, end]))
+        envelope = _smoothstep(0.05, 0.4, along) * _smoothstep(1.0, 0.85, along)
+        out = np.maximum(out, strength * envelope * np.exp(-0.5 * (d / 0.0011) ** 2))
+    return out
+
+
+def palm_creases(r: SkinRegions, rng: np.random.Generator) -> np.ndarray:
+    """Depth (N,) 0..1 of one person's palm creases: the distal transverse ("heart"), proximal
+    transverse ("head") and thenar ("life") lines placed from the joints (control points jittered
+    by ~2 mm per person), each ~1 mm wide with its own depth, plus 2-6 faint minor creases."""
+    lm = r.landmarks
+    length = float(lm["length"][0])
+    w, m, ring, pinky, index, thumb = lm["wrist"], lm["middle"], lm["ring"], lm["pinky"], lm["index"], lm["thumb"]
+    notch = index + 0.55 * (thumb - index)               # radial border between the index and thumb bases
+    lines = [
+        (pinky + length * np.array([-0.12, -0.08]), ring + length * np.array([0.0, -0.10]), 0.5 * (index + m)),
+        (notch, m + length * np.array([-0.05, -0.30]), pinky + length * np.array([-0.08, -0.35])),
+        (notch + length * np.array([0.0, -0.03]), w + length * np.array([-0.02, 0.45]), w + length * np.array([0.12, 0.03])),
+    ]
+    on = np.flatnonzero(r.palm > 0.01)
+    xy = r.palm_xy[on]
+    depth = np.zeros(len(on))
+    for p0, p1, p2 in lines:
+        jitter = rng.normal(0.0, 0.002, size=(3, 2))
+        d, _ = _polyline_distance(xy, _bezier(p0 + jitter[0], p1 + jitter[1], p2 + jitter[2]))
+        depth = np.maximum(depth, rng.uniform(0.6, 1.0) * np.exp(-0.5 * (d / rng.uniform(0.0004, 0.0006)) ** 2))
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    for _ in range(int(rng.integers(2, 7))):
+        centre = rng.uniform(lo + 0.25 * (hi - lo), hi - 0.25 * (hi - lo))
+        direction = rng.normal(size=2)
+        half = rng.uniform(0.006, 0.015) * direction / np.linalg.norm(direction)
+        d, along = _polyline_distance(xy, _bezier(centre - half, centre + rng.normal(0, 0.002, 2), centre + half, 8))
+        depth = np.maximum(depth, rng.uniform(0.2, 0.45) * np.sin(np.pi * along) * np.exp(-0.5 * (d / 0.0003) ** 2))
+    out = np.zeros(len(r.palm))
+    out[on] = depth * r.palm[on]
+    return out
+
+
+def dorsal_veins(r: SkinRegions, rng: np.random.Generator) -> np.ndarray:
+    """Prominence (N,) 0..1 of one person's dorsal veins: 3-5 dorsal metacarpal veins meandering
+    from the wrist toward the finger webs and the dorsal venous arch across them, each 2-4 mm
+    wide and coming and going along its length (veins dip under fat)."""
+    lm = r.landmarks
+    length = float(lm["length"][0])
+    knuckles = [lm[f"{name}_knuckle"] for name in ("thumb", "index", "middle", "ring", "pinky")]
+    webs = [0.5 * (a + b) for a, b in zip(knuckles[:-1], knuckles[1:])]
+    on = np.flatnonzero(r.dorsum > 0.01)
+    xy = r.palm_xy[on]
+    lines = []
+    for web in rng.choice(len(webs), size=int(rng.integers(3, 6)), replace=True):
+        start = lm["wrist"] + length * np.array([rng.uniform(-0.25, 0.25), rng.uniform(0.0, 0.15)])
+        end = webs[web] - length * np.array([0.0, rng.uniform(0.05, 0.2)])
+        t = np.linspace(0.0, 1.0, 20)[:, None]
+        path = start + t * (end - start)
+        normal = np.array([-(end - start)[1], (end - start)[0]]) / np.linalg.norm(end - start)
+        wiggle = sum(rng.uniform(0.001, 0.004) * np.sin(np.pi * k * t + rng.uniform(0, 2 * np.pi)) for k in (1, 2, 3))
+        lines.append(path + (wiggle - wiggle[0] * (1 - t) - wiggle[-1] * t) * normal)
+    arch_v = rng.uniform(0.45, 0.65) * length
+    lines.append(_bezier(np.array([lm["pinky"][0] - 0.1 * length, arch_v - 0.1 * length]),
+                         np.array([lm["middle"][0], arch_v + 0.1 * length]),
+                         np.array([lm["thumb"][0], arch_v - 0.15 * length])))
+    veins = np.zeros(len(on))
+    for line in lines:
+        d, along = _polyline_distance(xy, line)
+        knots = rng.uniform(0.0, 1.0, 6) ** 0.7                   # strength along the vein: comes and goes
+        strength = np.interp(along, np.linspace(0, 1, 6), knots)
+        veins = np.maximum(veins, strength * np.exp(-0.5 * (d / rng.uniform(0.001, 0.0016)) ** 2))
+    out = np.zeros(len(r.dorsum))
+    out[on] = veins * r.dorsum[on]
+    return out
+
+
+@dataclass(frozen=True)
+class SkinDetail:
+    """One person's skin detail, per texel (N,): palm crease depth, vein and tendon prominence,
+    knuckle folds (all 0..1), moisture (about -1..1, low frequency), micro-relief (unit std,
+    texel scale), and a dryness offset of the whole skin's roughness."""
+
+    lines: np.ndarray
+    veins: np.ndarray
+    tendons: np.ndarray
+    folds: np.ndarray
+    moisture: np.ndarray
+    micro: np.ndarray
+    dryness: float
+
+
+def skin_detail(r: SkinRegions, seed: int, size: int) -> SkinDetail:
+    """The detail of the person ``seed`` on regions ``r`` of a ``size`` texture, from its own
+    generator, so the tone and noise drawn by :func:`skin_textures` stay what they were."""
+    rng = np.random.default_rng([int(seed), 19])
+    lines = palm_creases(r, rng)
+    veins = dorsal_veins(r, rng) * rng.uniform(0.0, 1.0) ** 1.5    # many hands show faint veins
+    tendons = r.tendons * rng.uniform(0.3, 1.0)                    # leaner hands show more
+    folds = r.knuckle_wrinkles * rng.uniform(0.5, 1.0)
+    dryness = float(rng.normal(0.0, 0.04))
+    moisture = value_noise(r.position, 0.02, rng)
+    micro = ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.7, mode="wrap").ravel()
+    return SkinDetail(lines, veins, tendons, folds, moisture, micro / (micro.std() + 1e-12), dryness)
 
 
 _REGIONS_CACHE: dict[tuple[str, int], SkinRegions] = {}
@@ -368,6 +556,9 @@ def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin |
     p = r.position
     palm_side, back_side, nail, fingertip, knuckles = r.palm_side, r.back_side, r.nail, r.fingertip, r.knuckles
     crease, wrinkles = r.crease, r.wrinkles
+    d = skin_detail(r, seed, size)
+    lines, veins, tendons, folds, dryness, moisture, micro = (d.lines, d.veins, d.tendons, d.folds, d.dryness,
+                                                              d.moisture, d.micro)
 
     # -- albedo, authored in sRGB
     base = tone_srgb(tone) * (1.0 + 0.025 * undertone * np.array([1.0, -0.3, -1.0]))
@@ -382,16 +573,26 @@ def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin |
     rgb = rgb * (1 - palm_mix[:, None]) + (PALM_SRGB * (1.0 - 0.25 * tone) * shade[:, None]) * palm_mix[:, None]
     red = np.clip(0.45 * knuckles + 0.35 * fingertip + 0.08 * palm_side + 0.05 * np.clip(mid, 0, 1), 0, 1)
     rgb *= (1.0 - red[:, None] * np.array([0.0, 0.18, 0.16])[None])
-    rgb *= (1.0 - 0.07 * crease - 0.04 * wrinkles)[:, None]
+    rgb *= (1.0 - 0.07 * crease - 0.04 * wrinkles - 0.14 * lines - 0.04 * folds + 0.03 * tendons)[:, None]
+    # blood in veins seen through the skin: less red and green, more so on lighter skin
+    rgb *= 1.0 - (veins * (1.15 - tone))[:, None] * np.array([0.10, 0.06, 0.01])[None]
     nail_rgb = 0.45 * rgb + 0.55 * NAIL_BED_SRGB * (1.0 - 0.15 * tone) + 0.03 * mid[:, None]
     nail_rgb = nail_rgb + (NAIL_WHITE_SRGB - nail_rgb) * np.maximum(r.nail_base, r.nail_edge)[:, None]
     rgb = rgb * (1 - nail[:, None]) + nail_rgb * nail[:, None]
     albedo = srgb_to_linear(np.clip(rgb, 0.0, 1.0))
 
     # -- roughness and height
-    roughness = 0.5 + 0.06 * mid + 0.03 * fine + 0.08 * palm_side - 0.06 * fingertip + 0.1 * crease
+    cavities = np.clip(crease + lines + wrinkles + folds, 0.0, 1.0)
+    roughness = (0.5 + dryness + 0.06 * mid + 0.03 * fine + 0.04 * moisture + 0.08 * palm_side - 0.06 * fingertip
+                 + 0.1 * cavities + 0.04 * knuckles - 0.04 * tendons)
     roughness = roughness * (1 - nail) + (0.2 + 0.03 * fine) * nail
-    bump = 0.5 + 0.05 * fine + 0.02 * mid - 0.35 * crease - 0.15 * wrinkles + 0.12 * nail - 0.25 * r.fold * (1 - nail)
+    bump = (0.5 + 0.05 * fine + 0.02 * mid + 0.02 * micro - 0.35 * crease - 0.15 * wrinkles - 0.3 * lines
+            - 0.12 * folds + 0.3 * tendons + 0.2 * veins + 0.12 * nail - 0.25 * r.fold * (1 - nail))
+    # Principled "Specular IOR Level": 0.5 is F0 = 0.04 (IOR 1.5); skin's IOR ~1.4 gives F0 ~0.028,
+    # i.e. ~0.35; less in cavities (their highlights are shadowed), more on moist fingertip pads,
+    # keratin nails ~0.5
+    specular = 0.35 * (1.0 + 0.15 * moisture + 0.1 * fingertip) * (1.0 - 0.5 * cavities)
+    specular = specular * (1 - nail) + 0.5 * nail
 
     if user is not None:
         albedo = _resize(user.albedo, size).reshape(-1, 3)
@@ -408,6 +609,7 @@ def skin_textures(model, side: str, seed: int, size: int = 512, user: UserSkin |
         subsurface_radius=radius.astype(np.float32),
         tone=tone,
         seed=int(seed),
+        specular=np.clip(specular, 0, 1).reshape(shape2).astype(np.float32),
     )
 
 
