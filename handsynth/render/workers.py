@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 
 from handsynth import annotate, plots
 from handsynth.hand_model.model import HandModel
@@ -41,8 +42,9 @@ from handsynth.render import RenderOptions
 from handsynth.render.blocks import Block, BlockCheck, BlockIndex, BlockWriter, check_block, index_key, store_index
 from handsynth.views import RenderedImage, StageTimes, render_pose_views
 
-#: Images per worker whose keypoint sheet (and Cycles/raster pair) go back for the asset's metadata.
-PREVIEWS_PER_WORKER = 20
+#: Images on the asset's contact sheet; each worker sends the previews (keypoints drawn, and the
+#: Cycles/raster pair) of its first this many images.
+SHEET_IMAGES = 20
 _PR_SET_PDEATHSIG = 1
 
 
@@ -213,7 +215,7 @@ class _Collector:
         row.update(self.writers[key].add(image_id, pngs, targets))
         self.rows[key].append(row)
         if preview is not None:
-            if len(self.result.sheet) < PREVIEWS_PER_WORKER:
+            if len(self.result.sheet) < SHEET_IMAGES:
                 self.result.sheet.append(preview["sheet"])
             if "pair" in preview and len(self.result.side_by_side) < 16:
                 self.result.side_by_side += list(preview["pair"])
@@ -294,8 +296,6 @@ def _worker_main(conn: Connection, job: RenderJob, blocks: list[Block], threads:
                  parent_pid: int) -> None:
     """One worker: render ``blocks`` in order with one long-lived renderer, sending each image."""
     _die_with_parent(parent_pid)
-    import torch
-
     os.environ["LP_NUM_THREADS"] = str(threads)        # Mesa llvmpipe: the raster pass
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu       # inherited by this worker's Blender
@@ -315,7 +315,7 @@ def _worker_main(conn: Connection, job: RenderJob, blocks: list[Block], threads:
                 targets = json.dumps(annotate.sample_targets(annotate.annotation_row(img.record, job.model.name)),
                                      separators=(",", ":")).encode()
                 conn.send(("image", block.tar_key, img.record.image_id, img.pngs, targets, manifest_row(img),
-                           _preview(img) if sent < PREVIEWS_PER_WORKER else None))
+                           _preview(img) if sent < SHEET_IMAGES else None))
                 sent, done = sent + 1, done + 1
                 if done == len(block.poses) * job.n_views:
                     conn.send(("done", block.tar_key, started, time.time(), worker))
