@@ -22,8 +22,14 @@ FIRST_BLOCK = re.compile(r"rendered_views - block \S+: \d+ images in")
 
 
 def _children(pid: int) -> set[int]:
-    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-            for c in (task / "children").read_text().split()}
+    """Child processes of ``pid`` (any of its threads may have started one)."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children |= {int(c) for c in (task / "children").read_text().split()}
+        except FileNotFoundError:   # a thread that ended meanwhile
+            pass
+    return children
 
 
 def _kill_after_first_block(env: dict, log) -> tuple[subprocess.Popen, set[int]]:
