@@ -50,11 +50,15 @@ def _kill_after_first_block(env: dict, log) -> tuple[subprocess.Popen, set[int]]
 
 def _gone(pids: set[int], timeout: float = 120.0) -> bool:
     """Whether every pid has exited (render workers die with their parent) within ``timeout``."""
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"   # not a zombie
+        except FileNotFoundError:
+            return False
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = {p for p in pids if Path(f"/proc/{p}").exists()
-                 and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
-        if not alive:
+        if not any(running(p) for p in pids):
             return True
         time.sleep(0.2)
     return False
