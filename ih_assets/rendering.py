@@ -103,10 +103,10 @@ def _block_metadata(shard_render: ShardRender) -> dict:
         **{f"blocks_{s}": len(found) for s, found in per_status.items()},
         "images_rendered": sum(o.images for o in per_status["rendered"]),
         "block_seconds": MetadataValue.json({o.distinct_pose_id: round(o.seconds, 2) for o in per_status["rendered"]}),
-        "blocks_repaired": MetadataValue.json({o.distinct_pose_id: f"{o.found}: {o.reason}"
-                                               for o in per_status["rendered"] + per_status["failed"]
-                                               if o.found in ("corrupt", "stale")}),
-        "blocks_failed": MetadataValue.json({o.distinct_pose_id: o.error for o in per_status["failed"]}),
+        "replaced": MetadataValue.json({o.distinct_pose_id: f"{o.found}: {o.reason}"
+                                        for o in per_status["rendered"] + per_status["failed"]
+                                        if o.found in ("corrupt", "stale")}),
+        "failures": MetadataValue.json({o.distinct_pose_id: o.error for o in per_status["failed"]}),
         "objects_removed": len(shard_render.removed),
         "stage_seconds": MetadataValue.json({k: round(v, 2) for k, v in shard_render.stage_seconds.items()}),
     }

@@ -106,7 +106,7 @@ def test_rerun_skips_current_blocks_and_repairs_a_truncated_one(shard_run):
     repaired, meta = _render_again(shard_run)
     assert meta["blocks_rendered"] == 1 and meta["blocks_skipped"] == len(tars) - 1
     assert meta["images_rendered"] == int((first["tar_key"] == tars[1]).sum())
-    [(pose, why)] = meta["blocks_repaired"].items()
+    [(pose, why)] = meta["replaced"].items()
     assert tars[1].endswith(f"{pose}.tar".replace("/", "_")) and why.startswith("corrupt:") and "found" in why
     assert meta["objects_removed"] == 2 and not store.exists(stray) and not store.exists(index_key(stray))
     assert {k: store.get_bytes(k) for k in tars} == original                 # re-rendered byte for byte
