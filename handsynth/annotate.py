@@ -9,8 +9,8 @@ expectations can check them without unpacking lists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,9 @@ from handsynth.cameras import project
 SCALAR_COLUMNS: dict[str, str] = {
     "image_id": "string", "pose_id": "string", "distinct_pose_id": "string", "source_ref": "string",
     "shard": "string", "view": "int64", "render_seed": "int64", "envmap": "string",
-    "rgb_key": "string", "label_key": "string", "depth_key": "string",
+    # where the image's bytes are: its block tar and each member's data offset, size and sha256
+    "tar_key": "string", **{f"{kind}_{c}": d for kind in ("rgb", "label", "depth")
+                           for c, d in (("offset", "int64"), ("bytes", "int64"), ("sha256", "string"))},
     "width": "int64", "height": "int64", "fx": "float64", "fy": "float64", "cx": "float64", "cy": "float64",
     "r_orthonormality_error": "float64", "visible_keypoints": "int64",
     "bbox_x0": "float64", "bbox_y0": "float64", "bbox_x1": "float64", "bbox_y1": "float64",
@@ -53,7 +55,8 @@ class ImageRecord:
     view: int
     render_seed: int
     envmap: str
-    keys: dict[str, str]          # rgb / label / depth object keys
+    keys: dict[str, str] = field(default_factory=dict)  # per-image PNG keys (views.image_key); images are
+                                                        # stored in render blocks, so nothing reads them
 
 
 def project_record(rec: ImageRecord) -> np.ndarray:
@@ -62,7 +65,8 @@ def project_record(rec: ImageRecord) -> np.ndarray:
 
 
 def annotation_row(rec: ImageRecord, hand_model_name: str) -> dict[str, Any]:
-    """The table row of one image (see module docstring for units and orders)."""
+    """The table row of one image (see module docstring for units and orders), without its
+    location columns (the block the image is stored in adds them)."""
     kp = rec.keypoints_world.reshape(42, 3)
     cam = kp @ rec.R.T + rec.t
     uv = project_record(rec)
@@ -72,7 +76,6 @@ def annotation_row(rec: ImageRecord, hand_model_name: str) -> dict[str, Any]:
         "image_id": rec.image_id, "pose_id": rec.pose["pose_id"], "distinct_pose_id": rec.pose["distinct_pose_id"],
         "source_ref": rec.pose["source_ref"], "shard": rec.pose["shard"], "view": rec.view,
         "render_seed": rec.render_seed, "envmap": rec.envmap,
-        "rgb_key": rec.keys["rgb"], "label_key": rec.keys["label"], "depth_key": rec.keys["depth"],
         "width": rec.width, "height": rec.height,
         "fx": float(rec.K[0, 0]), "fy": float(rec.K[1, 1]), "cx": float(rec.K[0, 2]), "cy": float(rec.K[1, 2]),
         "r_orthonormality_error": float(np.abs(rec.R @ rec.R.T - np.eye(3)).max()),
@@ -105,3 +108,22 @@ def annotation_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def stack(df: pd.DataFrame, column: str, shape: tuple[int, ...]) -> np.ndarray:
     """A list column as one array (N, *shape)."""
     return np.stack([np.asarray(v) for v in df[column]]).reshape(len(df), *shape)
+
+
+def sample_targets(row: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ready labels of one annotation row: the ``.json`` member of an image's sample in its
+    render block (a WebDataset sample), so a tar alone trains a model."""
+    return {
+        "image_id": str(row["image_id"]), "pose_id": str(row["pose_id"]),
+        "distinct_pose_id": str(row["distinct_pose_id"]), "width": int(row["width"]), "height": int(row["height"]),
+        "keypoints2d_px": np.asarray(row["keypoints2d_px"], np.float64).reshape(42, 2).tolist(),
+        "keypoints3d_cam_mm": np.asarray(row["keypoints3d_cam_mm"], np.float64).reshape(42, 3).tolist(),
+        "visibility": np.asarray(row["visibility"]).astype(int).tolist(),
+        "K": np.asarray(row["K"], np.float64).reshape(3, 3).tolist(),
+        "R": np.asarray(row["R"], np.float64).reshape(3, 3).tolist(),
+        "t": np.asarray(row["t"], np.float64).tolist(),
+        "mano": {side: {"pose": np.asarray(row[f"{side}_mano_pose"], np.float64).tolist(),
+                        "shape": np.asarray(row[f"{side}_shape"], np.float64).tolist(),
+                        "trans": np.asarray(row[f"{side}_trans"], np.float64).tolist()} for side in ("right", "left")},
+        "keypoint_order": "per hand 21 MANO-order keypoints, right hand then left",
+    }

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from handsynth.annotate import stack
+from handsynth.annotate import sample_targets, stack
 from handsynth.exports import DEFAULT_SPLITS, check_splits, split_of
 from handsynth.render.raster import decode_png
 from handsynth.storage import LocalStore, Store, open_store
@@ -53,24 +53,6 @@ def load_annotation_tables(reader: Reader, prefix: str = "") -> pd.DataFrame:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise ValueError(f"{key}: not a readable annotation table ({exc})") from exc
     return pd.concat(tables, ignore_index=True)
-
-
-def sample_targets(row: pd.Series) -> dict[str, Any]:
-    """JSON-ready labels of one annotation row (the ``.json`` of a WebDataset sample)."""
-    return {
-        "image_id": str(row["image_id"]), "pose_id": str(row["pose_id"]),
-        "distinct_pose_id": str(row["distinct_pose_id"]), "width": int(row["width"]), "height": int(row["height"]),
-        "keypoints2d_px": np.asarray(row["keypoints2d_px"], np.float64).reshape(42, 2).tolist(),
-        "keypoints3d_cam_mm": np.asarray(row["keypoints3d_cam_mm"], np.float64).reshape(42, 3).tolist(),
-        "visibility": np.asarray(row["visibility"]).astype(int).tolist(),
-        "K": np.asarray(row["K"], np.float64).reshape(3, 3).tolist(),
-        "R": np.asarray(row["R"], np.float64).reshape(3, 3).tolist(),
-        "t": np.asarray(row["t"], np.float64).tolist(),
-        "mano": {side: {"pose": np.asarray(row[f"{side}_mano_pose"], np.float64).tolist(),
-                        "shape": np.asarray(row[f"{side}_shape"], np.float64).tolist(),
-                        "trans": np.asarray(row[f"{side}_trans"], np.float64).tolist()} for side in ("right", "left")},
-        "keypoint_order": "per hand 21 MANO-order keypoints, right hand then left",
-    }
 
 
 class RenderIHDataset(Dataset):

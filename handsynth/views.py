@@ -89,7 +89,8 @@ def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: i
         hand_of_face = np.repeat([0, 1], [len(faces[s]) for s in SIDES])
         uv = np.concatenate([subdivide_corners(layouts[s].uv[layouts[s].faces_uv], options.subdivision) for s in SIDES])
         cycles = CyclesRenderer(image_size, image_size, both_faces, hand_of_face, samples=options.samples,
-                                denoise=options.denoise, device=options.device, uv=uv, log_fn=log_fn)
+                                denoise=options.denoise, device=options.device, threads=options.threads, uv=uv,
+                                log_fn=log_fn)
         backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
                    "device": cycles.device, "blender": cycles.blender_version,
                    "colour_management": envmaps.COLOUR_MANAGEMENT}

@@ -1,14 +1,18 @@
 """The code location: every asset, check, job, schedule, sensor and resource in one place.
 
 ``workspace.yaml`` points ``dagster dev`` here. Resources come from
-:func:`resources.environments.resources_for` (``IH_ENV``: local | cluster | test).
+:func:`resources.environments.resources_for` (``IH_ENV``: local | cluster | test); on the cluster
+every step runs in its own Kubernetes Job (:mod:`ih_assets.cluster`).
 """
 
 from __future__ import annotations
 
+import os
+
 from dagster import AssetSelection, Definitions, define_asset_job, load_asset_checks_from_modules, load_assets_from_modules
 
 from ih_assets import dataset, optimization, poses, rendering
+from ih_assets.cluster import k8s_executor
 from resources.partitions import pose_shards
 from quality import optimization_checks, pose_checks, rendering_checks
 from resources.environments import resources_for
@@ -39,6 +43,7 @@ finalize_dataset = define_asset_job(
     description="Dataset-level outputs over all shards: the manifest and the exports.")
 
 defs = Definitions(
+    executor=k8s_executor() if os.environ.get("IH_ENV") == "cluster" else None,
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[prepare_sources, generate_shard, finalize_dataset],

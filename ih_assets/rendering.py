@@ -1,21 +1,26 @@
 """Rendering stages: environment_maps, rendered_views[shard], annotations[shard] (dataset-level outputs: dataset.py)."""
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, Failure, MetadataValue, Output, asset
 
 from handsynth import annotate, envmaps, plots
 from handsynth.assets import NPM_HDRI_PACKAGE, assets_dir
 from handsynth.annotate import ImageRecord
+from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
-from handsynth.views import StageTimes, render_pose_views
+from handsynth.render import RenderOptions
+from handsynth.render.blocks import LOCATION_COLUMNS, plan_blocks, shard_folder
+from handsynth.render.workers import RenderJob, ShardRender, render_shard
 from ih_assets import versions
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
 from resources.partitions import pose_shards
-from resources.renderer import render_options
+from resources.renderer import render_options, render_workers, threads_per_worker, visible_gpus
 from resources.settings import PipelineSettings
 from resources.storage import StorageResource
 
@@ -78,50 +83,73 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 
 
-@asset(code_version="2", group_name="rendering", partitions_def=pose_shards, kinds={"png", "blender"}, pool="render",
-       backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
+#: rendered_views' code version; also part of every block's inputs digest, so bumping it makes
+#: every stored block stale.
+RENDER_CODE_VERSION = "3"
+
+
+def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: HandModel, maps: dict[str, bytes]) -> dict:
+    """Everything besides a block's poses that decides its images (the block inputs digest)."""
+    return {"code_version": RENDER_CODE_VERSION, "settings": versions.relevant_settings(settings, "rendered_views"),
+            "options": {**dataclasses.asdict(options), "threads": None}, "hand_model": model.identity["digest"],
+            "environment_maps": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(maps.items())}}
+
+
+def _block_metadata(shard_render: ShardRender) -> dict:
+    """What ran, what was skipped, what failed and why, per block (shown in the UI)."""
+    per_status = {s: shard_render.with_status(s) for s in ("rendered", "skipped", "failed")}
+    return {
+        "blocks": len(shard_render.outcomes),
+        **{f"blocks_{s}": len(found) for s, found in per_status.items()},
+        "images_rendered": sum(o.images for o in per_status["rendered"]),
+        "block_seconds": MetadataValue.json({o.distinct_pose_id: round(o.seconds, 2) for o in per_status["rendered"]}),
+        "replaced": MetadataValue.json({o.distinct_pose_id: f"{o.found}: {o.reason}"
+                                        for o in per_status["rendered"] + per_status["failed"]
+                                        if o.found in ("corrupt", "stale")}),
+        "failures": MetadataValue.json({o.distinct_pose_id: o.error for o in per_status["failed"]}),
+        "objects_removed": len(shard_render.removed),
+        "stage_seconds": MetadataValue.json({k: round(v, 2) for k, v in shard_render.stage_seconds.items()}),
+    }
+
+
+@asset(code_version=RENDER_CODE_VERSION, group_name="rendering", partitions_def=pose_shards, kinds={"tar", "blender"},
+       pool="render", backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                    storage: StorageResource, optimized_poses: PoseTable, environment_maps: dict) -> Output[pd.DataFrame]:
-    """RGB (Cycles or raster), part-label and depth PNGs of every kept pose from ``n_views`` cameras;
-    a manifest row per image recording the renderer, samples, device and colour management."""
+    """Every kept pose from ``n_views`` cameras: RGB (Cycles or raster), part labels and depth in
+    one render block (a WebDataset tar + index) per distinct pose; a manifest row per image
+    locating its bytes and recording the renderer, samples, device and colour management.
+
+    Resumable and parallel: blocks stored complete and current are skipped, others rendered on
+    ``IH_RENDER_WORKERS`` processes; a failed block fails the step after the others are stored."""
     store = storage.object_store()
     shard = context.partition_key
     kept = optimized_poses.take(optimized_poses.meta["kept"].to_numpy(dtype=bool))
-    library = {name: envmaps.read_envmap(store.get_bytes(key), key) for name, key in environment_maps.items()}
+    maps = {name: store.get_bytes(key) for name, key in environment_maps.items()}
+    library = {name: envmaps.read_envmap(maps[name], key) for name, key in environment_maps.items()}
     options = render_options(settings, context.log.warning)
-    times = StageTimes()
-    rows, sheet, side_by_side = [], [], []
-    for img in render_pose_views(hand_model.get(), kept, shard, settings.n_views, settings.image_size, library,
-                                 key_prefix=storage.prefix, times=times, options=options, log_fn=context.log.info):
-        for kind, data in img.pngs.items():
-            store.put_bytes(img.record.keys[kind], data)
-        r = img.record
-        rows.append({"image_id": r.image_id, "pose_id": r.pose["pose_id"], "view": r.view, "render_seed": r.render_seed,
-                     "envmap": r.envmap, "rgb_key": r.keys["rgb"], "label_key": r.keys["label"], "depth_key": r.keys["depth"],
-                     "mask_iou": img.mask_iou, "alpha_iou": img.alpha_iou, "width": r.width, "height": r.height,
-                     "renderer": img.backend["renderer"], "samples": img.backend["samples"],
-                     "device": img.backend["device"], "colour_management": img.backend["colour_management"],
-                     "K": r.K.reshape(9), "R": r.R.reshape(9), "t": r.t,
-                     "visibility": r.visibility.reshape(42).astype(np.uint8)})
-        if len(sheet) < 20:
-            sheet.append(plots.draw_keypoints(img.rgb, annotate.project_record(r), r.visibility.reshape(42)))
-        if len(side_by_side) < 16 and img.backend["renderer"] == "cycles":
-            side_by_side += [img.rgb, img.raster_rgb]
-    manifest = pd.DataFrame(rows)
-    # a re-run with other data must not leave images of poses this shard no longer keeps
-    written = set(manifest[["rgb_key", "label_key", "depth_key"]].to_numpy().ravel()) if len(manifest) else set()
-    folder = "/".join(p for p in (storage.prefix, "render", shard) if p) + "/"
-    stale = [k for k in store.list_keys(folder) if k not in written]
-    for key in stale:
-        store.delete(key)
-    meta = {"images": len(manifest), "poses": len(kept), "stale_images_removed": len(stale), "stage_seconds": MetadataValue.json(
-        {k: round(v, 2) for k, v in times.seconds.items()})}
+    model = hand_model.get()
+    blocks = plan_blocks(kept, storage.prefix, shard, _block_inputs(settings, options, model, maps))
+    workers = render_workers(settings)
+    job = RenderJob(model, library, shard, settings.n_views, settings.image_size, options)
+    result = render_shard(store, shard_folder(storage.prefix, shard), blocks, job, workers, threads_per_worker(workers),
+                          visible_gpus(), log_fn=context.log.info)
+    meta = {"images": len(result.rows), "poses": len(kept), "workers": workers, **_block_metadata(result)}
+    failed = result.with_status("failed")
+    if failed:
+        raise Failure(f"{len(failed)} of {len(blocks)} render blocks of {shard} failed (the others are stored; a "
+                      f"re-run renders only what is missing): " + "; ".join(f"{o.distinct_pose_id}: {o.error}"
+                                                                             for o in failed[:5]), metadata=meta)
+    manifest = result.table()
     if len(manifest):
         meta["min_mask_iou"] = float(manifest["mask_iou"].min())
-        meta["contact_sheet"] = image(plots.image_grid(sheet, cols=5))
-        meta["renderer"] = MetadataValue.json(dict(img.backend))
-        if side_by_side:
-            meta["cycles_vs_raster"] = image(plots.image_grid(side_by_side, cols=4, max_side=256))
+        meta["renderer"] = MetadataValue.json({k: str(manifest[k].iloc[0]) for k in ("renderer", "samples", "device",
+                                                                                    "colour_management")})
+        if result.sheet:
+            meta["contact_sheet"] = image(plots.image_grid(result.sheet, cols=5))
+        if result.side_by_side:
+            meta["cycles_vs_raster"] = image(plots.image_grid(result.side_by_side, cols=4, max_side=256))
+        if manifest["alpha_iou"].notna().any():
             meta["min_alpha_iou"] = float(manifest["alpha_iou"].min())
         vis = np.stack(manifest["visibility"].to_numpy()).sum(axis=1)
         meta["histograms"] = image(plots.histograms({"view index": manifest["view"], "visible keypoints (of 42)": vis},
@@ -130,11 +158,12 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     return Output(manifest, metadata=meta)
 
 
-@asset(code_version="1", group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
+@asset(code_version="2", group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def annotations(context: AssetExecutionContext, hand_model: HandModelResource, optimized_poses: PoseTable,
                 rendered_views: pd.DataFrame) -> Output[pd.DataFrame]:
-    """One row per image: MANO pose/shape, 3D (world, camera) and 2D keypoints, K, R, t, visibility, boxes, lineage."""
+    """One row per image: MANO pose/shape, 3D (world, camera) and 2D keypoints, K, R, t, visibility,
+    boxes, lineage, and where its bytes are (block tar, member offsets, sizes, sha256)."""
     model = hand_model.get()
     by_id = {pid: i for i, pid in enumerate(optimized_poses.pose_ids)}
     rows = []
@@ -142,18 +171,17 @@ def annotations(context: AssetExecutionContext, hand_model: HandModelResource, o
         row = optimized_poses.take([by_id[pid]])
         kps = np.stack([model.forward_numpy(s, row.hand(s)).keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
         meta = row.meta.iloc[0]
-        for v in views.itertuples():
+        for v in views.to_dict("records"):
             record = ImageRecord(
-                image_id=v.image_id,
+                image_id=v["image_id"],
                 pose={"pose_id": pid, "distinct_pose_id": str(meta["distinct_pose_id"]), "source_ref": str(meta["source_ref"]),
                       "shard": context.partition_key},
                 hands={s: {k: row.hand(s)[k][0] for k in ("global_orient", "hand_pose", "betas", "transl")} for s in SIDES},
-                keypoints_world=kps, K=np.asarray(v.K).reshape(3, 3), R=np.asarray(v.R).reshape(3, 3), t=np.asarray(v.t),
-                width=int(v.width), height=int(v.height),
-                visibility=np.asarray(v.visibility).reshape(2, 21).astype(bool), view=int(v.view),
-                render_seed=int(v.render_seed), envmap=str(v.envmap),
-                keys={"rgb": v.rgb_key, "label": v.label_key, "depth": v.depth_key})
-            rows.append(annotate.annotation_row(record, model.name))
+                keypoints_world=kps, K=np.asarray(v["K"]).reshape(3, 3), R=np.asarray(v["R"]).reshape(3, 3),
+                t=np.asarray(v["t"]), width=int(v["width"]), height=int(v["height"]),
+                visibility=np.asarray(v["visibility"]).reshape(2, 21).astype(bool), view=int(v["view"]),
+                render_seed=int(v["render_seed"]), envmap=str(v["envmap"]))
+            rows.append({**annotate.annotation_row(record, model.name), **{c: v[c] for c in LOCATION_COLUMNS}})
     table = annotate.annotation_table(rows)
     versions.record(context, table)
     return Output(table, metadata={"images": len(table), "hand_model": model.name,

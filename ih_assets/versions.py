@@ -49,14 +49,15 @@ SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
     "pose_discriminator": ("seed", "discriminator_*"),
     "optimized_poses": ("seed", "optimize_*"),
     "environment_maps": ("seed", "n_environment_maps", "environment_dir", "envmap_*"),
-    "rendered_views": ("n_views", "image_size", "renderer", "render_*", "denoise", "cycles_*", "camera_*"),
+    "rendered_views": ("seed", "n_views", "image_size", "renderer", "render_*", "denoise", "cycles_*", "camera_*"),
     "annotations": (),
     "dataset_manifest": ("*",),   # it records the whole configuration
     "dataset_exports": ("export_*",),
     "webdataset_shards": (),
 }
-#: Fields that change no output: the preset only names a set of values.
-UNVERSIONED_SETTINGS = ("preset",)
+#: Fields that change no output: the preset only names a set of values; the number of render
+#: workers only decides how many blocks render at once.
+UNVERSIONED_SETTINGS = ("preset", "render_workers")
 
 
 def relevant_settings(settings: PipelineSettings, asset: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def annotation_suite(image_size: int | None = None) -> gx.ExpectationSuite:
     for column in SCALAR_COLUMNS:
         suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
     suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="image_id"))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="rgb_key"))
+    suite.add_expectation(gxe.ExpectCompoundColumnsToBeUnique(column_list=["tar_key", "rgb_offset"]))
     for column in ("fx", "fy"):
         suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True))
     suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column="r_orthonormality_error", min_value=0, max_value=1e-4))

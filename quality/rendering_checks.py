@@ -63,13 +63,14 @@ def annotation_expectations(settings: PipelineSettings, annotations: pd.DataFram
 
 
 @asset_check(asset="rendered_views", blocking=True, partitions_def=pose_shards,
-             description="Every image key (rgb, label, depth) of the shard is used by exactly one image: "
-                         "two poses mapping to one key would overwrite each other's renders.")
+             description="Every image member (rgb, label, depth) of the shard is used by exactly one image: "
+                         "two images sharing a member would show each other's pixels.")
 def image_keys_unique(rendered_views: pd.DataFrame) -> AssetCheckResult:
-    keys = pd.Series(rendered_views[["rgb_key", "label_key", "depth_key"]].to_numpy().ravel()
-                     if len(rendered_views) else [], dtype="string")
-    repeated = keys[keys.duplicated(keep=False)]
+    members = pd.Series([f"{key}@{offset}" for kind in ("rgb", "label", "depth")
+                         for key, offset in zip(rendered_views.get("tar_key", []), rendered_views.get(f"{kind}_offset", []))],
+                        dtype="string")
+    repeated = members[members.duplicated(keep=False)]
     ids = rendered_views["image_id"] if len(rendered_views) else pd.Series([], dtype="string")
     return AssetCheckResult(passed=repeated.empty and not ids.duplicated().any(), metadata={
-        "keys": len(keys), "repeated_keys": int(repeated.nunique()), "repeated_image_ids": int(ids.duplicated().sum()),
-        "first_repeated": str(repeated.iloc[0]) if len(repeated) else ""})
+        "members": len(members), "repeated_members": int(repeated.nunique()),
+        "repeated_image_ids": int(ids.duplicated().sum()), "first_repeated": str(repeated.iloc[0]) if len(repeated) else ""})

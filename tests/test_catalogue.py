@@ -536,10 +536,10 @@ def _(tmp):
 def _(tmp):
     data = _pose_table_bytes(lambda t: t.arrays.pop("right_betas"))
     return lambda: PoseTable.from_parquet_bytes(data, "poses.parquet")
-@kind("render manifest with a repeated image key", r"check failed: .*'first_repeated'.*k/p_v00_rgb\.png")
+@kind("render manifest with a repeated image member", r"check failed: .*'first_repeated'.*k/p\.tar@512")
 def _(tmp):
-    df = pd.DataFrame({"image_id": ["x/v00", "y/v00"], "rgb_key": ["k/p_v00_rgb.png"] * 2,
-                       "label_key": ["l1", "l2"], "depth_key": ["d1", "d2"]})
+    df = pd.DataFrame({"image_id": ["x/v00", "y/v00"], "tar_key": ["k/p.tar"] * 2, "rgb_offset": [512, 512],
+                       "label_offset": [1024, 4096], "depth_offset": [2048, 8192]})
     return lambda: check(image_keys_unique(df))
 
 

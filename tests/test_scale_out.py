@@ -36,3 +36,25 @@ def test_dask_cluster_run_equals_single_process_run(tmp_path, monkeypatch):
     a, b = _objects(tmp_path / "single"), _objects(tmp_path / "dask")
     assert a.keys() == b.keys() and len(a) >= 4
     assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+
+
+def test_two_render_workers_render_blocks_at_the_same_time(hand_model):
+    """Six blocks on two worker processes: each block's index records who rendered it and when,
+    and a block of one worker was rendering while a block of the other was (intervals overlap)."""
+    from handsynth.render.blocks import BlockIndex, index_key, shard_folder
+    from handsynth.render.workers import render_shard
+    from resources.object_store import MemoryObjectStore
+    from tests.test_render_blocks import render_job, shard_blocks
+
+    _, blocks = shard_blocks(hand_model, 6, 1, seed=5)
+    store = MemoryObjectStore()
+    result = render_shard(store, shard_folder("p", "shard=00000"), blocks, render_job(hand_model), workers=2,
+                          threads=1, gpus=[])
+    assert [o.status for o in result.outcomes] == ["rendered"] * 6
+    indexes = [BlockIndex.from_json(store.get_bytes(index_key(b.tar_key)), b.tar_key) for b in blocks]
+    workers = sorted({i.worker for i in indexes})
+    assert len(workers) == 2 and os.getpid() not in {int(w.rsplit(":", 1)[1]) for w in workers}
+    first, second = ([i for i in indexes if i.worker == w] for w in workers)
+    overlapping = [(a.tar_key, b.tar_key) for a in first for b in second
+                   if a.started < b.finished and b.started < a.finished]
+    assert overlapping, [(i.worker, i.started, i.finished) for i in indexes]

@@ -25,6 +25,7 @@ class RenderOptions:
     samples: int = 16             # Cycles path samples per pixel
     denoise: bool = True          # Cycles: OpenImageDenoise (prefilter FAST, quality BALANCED)
     device: str = "auto"          # Cycles: auto | cpu | cuda | optix
+    threads: int = 0              # Cycles CPU threads (0: all cores); several workers share a machine
     subdivision: int = 0          # Loop subdivision steps of the hand meshes, for BOTH passes (smooth
                                   # silhouettes in the photo and labels of the very same surface)
 
