@@ -31,6 +31,7 @@ import hashlib
 import io
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Mapping
@@ -402,10 +403,11 @@ class LocalStore(Store):
 
 class MemoryStore(Store):
     """Objects in fsspec's process-wide memory filesystem under ``/<name>``: every store (and
-    ``memory://name`` URI) with the same name shares them, until the process ends. For tests."""
+    ``memory://name`` URI) with the same name shares them, until the process ends; a store made
+    without a name gets a fresh, empty one of its own. For tests."""
 
-    def __init__(self, name: str = "default") -> None:
-        self.name = name.strip("/")
+    def __init__(self, name: str | None = None) -> None:
+        self.name = (name or f"anonymous-{uuid.uuid4().hex}").strip("/")
         super().__init__(MemoryFileSystem(), f"/{self.name}")
 
     def uri(self, key: str) -> str:

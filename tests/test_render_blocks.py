@@ -3,6 +3,7 @@ verified member reads, completeness checks, and a shard rendered by worker proce
 one block fails while the others are stored."""
 
 import io
+import re
 import tarfile
 
 import numpy as np
@@ -10,11 +11,11 @@ import pytest
 
 from handsynth import envmaps
 from handsynth.render import RenderOptions
-from handsynth.render.blocks import (Block, BlockIndex, BlockWriter, IntegrityError, check_block, index_key,
+from handsynth.render.blocks import (Block, BlockIndex, BlockWriter, check_block, index_key,
                                      inputs_digest, plan_blocks, read_member, sample_name, shard_folder, store_index)
 from handsynth.render.workers import RenderJob, assign, render_shard
 from handsynth.sources.procedural import generate_interacting_poses
-from resources.object_store import MemoryObjectStore
+from handsynth.storage import IntegrityError, MemoryStore
 
 PNGS = {"rgb": b"\x89PNG rgb" * 70, "label": b"labels", "depth": b"depth" * 200}
 
@@ -29,7 +30,7 @@ def _stored_block(store, key="p/render/shard=00000/d1.tar", digest="abc") -> tup
 
 
 def test_a_block_is_a_webdataset_tar_whose_rows_locate_each_member():
-    store = MemoryObjectStore()
+    store = MemoryStore()
     block, rows = _stored_block(store)
     with tarfile.open(fileobj=io.BytesIO(store.get_bytes(block.tar_key))) as tar:
         names = [m.name for m in tar.getmembers()]
@@ -47,39 +48,40 @@ def test_sample_names_keep_ids_apart_and_have_no_dot():
 
 
 def test_identical_images_give_identical_tars():
-    a, b = MemoryObjectStore(), MemoryObjectStore()
+    a, b = MemoryStore(), MemoryStore()
     _stored_block(a)
     _stored_block(b)
     assert a.get_bytes("p/render/shard=00000/d1.tar") == b.get_bytes("p/render/shard=00000/d1.tar")
 
 
 def test_an_altered_member_raises_an_integrity_error_naming_object_and_figures():
-    store = MemoryObjectStore()
+    store = MemoryStore()
     block, rows = _stored_block(store)
     data = bytearray(store.get_bytes(block.tar_key))
     data[rows[1]["depth_offset"]] ^= 0xFF
     store.put_bytes(block.tar_key, bytes(data))
     assert read_member(store, rows[1], "rgb") == PNGS["rgb"]          # other members still read
-    with pytest.raises(IntegrityError, match=r"memory://p/render/shard=00000/d1\.tar: depth image of d1/aug01/v00 "
-                                             r"at byte \d+: expected 1000 bytes sha256 [0-9a-f]{64}, found 1000 bytes"):
+    with pytest.raises(IntegrityError, match=r"memory://[^/]+/p/render/shard=00000/d1\.tar \(depth image of d1/aug01/v00 at byte "
+                                             r"\d+\): stored object corrupted: expected 1000 bytes sha256 [0-9a-f]{64}, "
+                                             r"found 1000 bytes sha256 [0-9a-f]{64}"):
         read_member(store, rows[1], "depth")
 
 
 def test_block_checks_tell_missing_stale_truncated_and_unreadable_blocks():
-    store = MemoryObjectStore()
+    store = MemoryStore()
     block, _ = _stored_block(store)
     assert check_block(store, Block("p/render/shard=00000/d2.tar", "d2", None, "abc")).state == "missing"
     assert check_block(store, Block(block.tar_key, "d1", None, "other inputs")).state == "stale"
     store.put_bytes(block.tar_key, store.get_bytes(block.tar_key)[:-512])
     truncated = check_block(store, block)
-    assert truncated.state == "corrupt" and "d1.tar: expected" in truncated.reason and "found" in truncated.reason
+    assert truncated.state == "corrupt" and "d1.tar: stored object corrupted: expected 20480 bytes" in truncated.reason and "found" in truncated.reason
     store.put_bytes(index_key(block.tar_key), b'{"format": "renderih-render-block/1", "tar_key": 3}')
     unreadable = check_block(store, block)
-    assert unreadable.state == "corrupt" and unreadable.reason.startswith("memory://p/render/shard=00000/d1.index.json:")
+    assert unreadable.state == "corrupt" and re.match(r"memory://[^/]+/p/render/shard=00000/d1\.index\.json: ", unreadable.reason)
 
 
 def test_an_aborted_block_leaves_no_object():
-    store = MemoryObjectStore()
+    store = MemoryStore()
     writer = BlockWriter(store, "k/x.tar")
     writer.add("x/v00", PNGS, b"{}")
     writer.abort(RuntimeError("renderer crashed"))
@@ -120,7 +122,7 @@ def test_a_failing_block_fails_alone_and_the_rerun_renders_only_it(hand_model):
     broken = poses.with_arrays(left_transl=poses.arrays["left_transl"] + np.array([[0.0, 0.0, 0.0], [50.0, 0.0, 0.0],
                                                                                   [0.0, 0.0, 0.0]]))
     bad_blocks = plan_blocks(broken, "p", "shard=00000", {"test": True})   # hands 50 m apart: no camera sees both
-    store = MemoryObjectStore()
+    store = MemoryStore()
     job = render_job(hand_model)
     first = render_shard(store, shard_folder("p", "shard=00000"), bad_blocks, job, workers=2, threads=1, gpus=[])
     status = {o.distinct_pose_id: o.status for o in first.outcomes}

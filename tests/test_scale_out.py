@@ -43,11 +43,11 @@ def test_two_render_workers_render_blocks_at_the_same_time(hand_model):
     and a block of one worker was rendering while a block of the other was (intervals overlap)."""
     from handsynth.render.blocks import BlockIndex, index_key, shard_folder
     from handsynth.render.workers import render_shard
-    from resources.object_store import MemoryObjectStore
+    from handsynth.storage import MemoryStore
     from tests.test_render_blocks import render_job, shard_blocks
 
     _, blocks = shard_blocks(hand_model, 6, 1, seed=5)
-    store = MemoryObjectStore()
+    store = MemoryStore()
     result = render_shard(store, shard_folder("p", "shard=00000"), blocks, render_job(hand_model), workers=2,
                           threads=1, gpus=[])
     assert [o.status for o in result.outcomes] == ["rendered"] * 6

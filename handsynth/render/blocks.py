@@ -27,12 +27,13 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 
 from handsynth import ids
 from handsynth.pose_table import PoseTable
+from handsynth.storage import IntegrityError, ObjectNotFoundError, sha256_hex
 
 #: Image kinds of a sample and their member suffix (WebDataset: the key ends at the first dot).
 MEMBER_SUFFIX: dict[str, str] = {"rgb": "png", "label": "label.png", "depth": "depth.png"}
@@ -41,14 +42,6 @@ TARGETS_SUFFIX = "json"
 LOCATION_COLUMNS: tuple[str, ...] = ("tar_key", *(f"{k}_{c}" for k in MEMBER_SUFFIX for c in ("offset", "bytes", "sha256")))
 INDEX_FORMAT = "renderih-render-block/1"
 _BLOCK = tarfile.BLOCKSIZE
-
-
-class IntegrityError(ValueError):
-    """Stored bytes differ from what their record says; the message names the object and both figures."""
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---- keys ------------------------------------------------------------------------------------------
@@ -114,16 +107,6 @@ def plan_blocks(kept: PoseTable, prefix: str, shard: str, context: Mapping[str, 
 # ---- writing ------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _open_sink(store: Any, key: str) -> Iterator[io.BufferedIOBase]:
-    """A writable stream for ``key`` that becomes the object only when the block closes without
-    error. Today one block is buffered and PUT (blocks are tens of MB at most); with the storage
-    layer's streaming ``store.open(key, "wb")`` (a multipart upload) this becomes that one call."""
-    buffer = io.BytesIO()
-    yield buffer
-    store.put_bytes(key, buffer.getvalue())
-
-
 class _Counting(io.RawIOBase):
     """Passes writes through while counting and hashing them (the tar's size and sha256)."""
 
@@ -147,7 +130,7 @@ class BlockWriter:
     def __init__(self, store: Any, tar_key: str) -> None:
         self.tar_key = tar_key
         self._stack = contextlib.ExitStack()
-        self._out = _Counting(self._stack.enter_context(_open_sink(store, tar_key)))
+        self._out = _Counting(self._stack.enter_context(store.open(tar_key, "wb")))  # visible on commit only
         self._tar = tarfile.open(fileobj=self._out, mode="w|", format=tarfile.PAX_FORMAT)
 
     def add(self, image_id: str, pngs: Mapping[str, bytes], targets: bytes) -> dict[str, Any]:
@@ -171,8 +154,11 @@ class BlockWriter:
         return self._out.size, self._out.hash.hexdigest()
 
     def abort(self, exc: BaseException) -> None:
-        """Drop the block: the sink sees ``exc`` and stores nothing."""
+        """Drop the block: the upload sees ``exc`` and stores nothing; the tar finishes into a
+        throw-away buffer so that nothing writes to the dropped upload later."""
         self._stack.__exit__(type(exc), exc, exc.__traceback__)
+        self._out.sink = io.BytesIO()
+        self._tar.close()
 
 
 # ---- the index ---------------------------------------------------------------------------------------
@@ -221,27 +207,15 @@ def store_index(store: Any, index: BlockIndex) -> None:
 # ---- reading ----------------------------------------------------------------------------------------
 
 
-def _read_range(store: Any, key: str, start: int, length: int) -> bytes:
-    """Bytes ``[start, start + length)`` of an object. The storage layer's ``read_range`` makes
-    this one ranged GET; until then the object is read whole."""
-    return store.get_bytes(key)[start:start + length]
-
-
-def _object_digest(store: Any, key: str) -> tuple[int, str]:
-    """Size and sha256 of a stored object (to be streamed through ``store.open(key, "rb")``)."""
-    data = store.get_bytes(key)
-    return len(data), sha256_hex(data)
-
-
 def read_member(store: Any, row: Mapping[str, Any], kind: str) -> bytes:
     """The bytes of image ``kind`` (rgb, label, depth) of a manifest/annotation row: one ranged
     read of its block tar, verified against the row's sha256 (:class:`IntegrityError` if not)."""
     key, start, length = str(row["tar_key"]), int(row[f"{kind}_offset"]), int(row[f"{kind}_bytes"])
-    data = _read_range(store, key, start, length)
+    data = store.read_range(key, start, length)
     found = sha256_hex(data)
     if len(data) != length or found != row[f"{kind}_sha256"]:
-        raise IntegrityError(f"{store.uri(key)}: {kind} image of {row.get('image_id', '?')} at byte {start}: expected "
-                             f"{length} bytes sha256 {row[f'{kind}_sha256']}, found {len(data)} bytes sha256 {found}")
+        raise IntegrityError(f"{store.uri(key)} ({kind} image of {row.get('image_id', '?')} at byte {start})", length,
+                             str(row[f"{kind}_sha256"]), len(data), found)
     return data
 
 
@@ -268,10 +242,10 @@ def check_block(store: Any, block: Block) -> BlockCheck:
         return BlockCheck("corrupt", str(exc), None)
     if index.inputs_digest != block.inputs_digest or index.tar_key != block.tar_key:
         return BlockCheck("stale", "rendered from other inputs (poses, settings, code or maps changed)", None)
-    if not store.exists(block.tar_key):
+    try:
+        store.verify(block.tar_key, index.tar_bytes, index.tar_sha256)
+    except ObjectNotFoundError:
         return BlockCheck("corrupt", f"{store.uri(block.tar_key)}: tar missing", None)
-    size, sha = _object_digest(store, block.tar_key)
-    if (size, sha) != (index.tar_bytes, index.tar_sha256):
-        return BlockCheck("corrupt", f"{store.uri(block.tar_key)}: expected {index.tar_bytes} bytes sha256 "
-                                     f"{index.tar_sha256}, found {size} bytes sha256 {sha}", None)
+    except IntegrityError as exc:
+        return BlockCheck("corrupt", str(exc), None)
     return BlockCheck("current", "", index)
