@@ -8,8 +8,11 @@ import smplx
 import torch
 import trimesh
 
+from handsynth import penetration as pen
 from handsynth.hand_model import mano_files
 from handsynth.hand_model.model import HandModel
+from handsynth.hand_model.parts import _boundary_loops
+from handsynth.keypoints import TIP_VERTEX_IDS
 
 
 def random_params(n: int, seed: int = 0, scale: float = 0.35) -> dict[str, np.ndarray]:
@@ -29,9 +32,12 @@ def test_standin_loads_through_smplx_and_gives_21_keypoints(hand_model):
     assert out.vertices.shape == (8, 778, 3)
     assert out.joints.shape == (8, 16, 3)
     assert out.keypoints.shape == (8, 21, 3)
-    tips = out.vertices[:, [744, 320, 443, 554, 671]]
+    tips = out.vertices[:, list(TIP_VERTEX_IDS.values())]
     assert torch.equal(out.keypoints[:, 16:], tips)
-    assert len(hand_model.faces("right")) == 1552
+    # open at the wrist like MANO: a disc of 778 vertices with one boundary loop of L, F = 2V - 2 - L
+    loops = _boundary_loops(hand_model.faces("right"), "stand-in")
+    assert len(loops) == 1 and 12 <= len(loops[0]) <= 20
+    assert len(hand_model.faces("right")) == 2 * 778 - 2 - len(loops[0])
 
 
 def test_generated_arrays_match_the_mano_schema(hand_model):
@@ -63,8 +69,10 @@ def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(hand_mode
                 m = trimesh.Trimesh(p.posed_numpy(verts[b]), p.faces, process=False)
                 assert m.is_watertight and m.is_winding_consistent, (side, p.part)
                 assert m.volume > 0, (side, p.part)
-    whole = trimesh.Trimesh(out.vertices[0].numpy(), hand_model.faces("right"), process=False)
-    assert whole.is_watertight and whole.volume > 0
+    # the whole surface as the penetration checks close it (a fan over the open wrist)
+    whole = trimesh.Trimesh(pen.closed_hand_vertices(hand_model, "right", out.vertices[0].numpy()),
+                            pen.closed_hand_faces(hand_model, "right"), process=False)
+    assert whole.is_watertight and whole.is_winding_consistent and whole.volume > 0
 
 
 def test_left_hand_is_the_mirror_of_the_right(hand_model):

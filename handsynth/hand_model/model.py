@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from smplx.lbs import batch_rodrigues
 from smplx.utils import Struct
 
+from handsynth import keypoints
 from handsynth.hand_model import mano_files, parts, standin, uv
 
 log = logging.getLogger(__name__)
 
 SIDES = ("right", "left")
-#: smplx VERTEX_IDS['mano'] order: thumb, index, middle, ring, pinky.
-TIP_VERTEX_IDS = tuple(standin.TIP_VERTEX_IDS.values())
+#: Fingertip vertices, thumb, index, middle, ring, pinky (the InterHand2.6M family's, see keypoints).
+TIP_VERTEX_IDS = tuple(keypoints.TIP_VERTEX_IDS.values())
 #: The joint whose bone carries each fingertip (thumb IP, index/middle/ring/pinky DIP).
 TIP_PARENT_JOINTS = (15, 3, 6, 12, 9)
 TIP_IDS_T = torch.tensor(TIP_VERTEX_IDS)

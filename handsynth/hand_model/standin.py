@@ -10,16 +10,19 @@ files. It is NOT MANO: no MANO data went into it.
 Its surface is the MIT-licensed rigged generic hand of the WebXR input profiles
 (``@webxr-input-profiles/assets``, ``generic-hand/right.glb``, fetched by
 ``scripts/fetch_assets.sh``): an artist-modelled hand with tapered fingers, knuckles, palm pads,
-interdigital webbing, nails' relief and a closed wrist, skinned to the 25 WebXR joints.
+interdigital webbing and nails' relief, skinned to the 25 WebXR joints.
 
 Construction (all in metres, right hand; fingers along +x, palm facing -y, thumb on the -z side):
 1. read the glb's mesh, joints and skin; weld its UV-seam duplicates into one closed genus-0
    surface; move the wrist joint to the origin, turn the middle finger's base onto +x and the
    palm onto -y, and scale to an adult hand (wrist to middle fingertip ``HAND_LENGTH_MM``);
-   the glb's flat wrist cut becomes a low dome;
-2. quadric decimation and longest-edge splits to exactly 778 vertices (F = 2V - 4 = 1552);
-3. fingertip vertices moved to MANO's indices (thumb 744, index 320, middle 443, ring 554,
-   pinky 671) so the 21 keypoints come out exactly as with MANO;
+   remove the glb's flat wrist cut, so the hand is open at the wrist like MANO (one boundary
+   loop, where :mod:`handsynth.hand_model.forearm` attaches a forearm);
+2. quadric decimation and longest-edge splits to exactly 778 vertices (a disc: F = 2V - 2 - L
+   for a wrist loop of L vertices);
+3. fingertip vertices moved to the InterHand2.6M family's indices
+   (:data:`handsynth.keypoints.TIP_VERTEX_IDS`), so that a loader's own MANO layer on our
+   parameters finds the same 21 keypoints as we do;
 4. the skeleton in MANO's order from the WebXR joints (a proximal phalanx's joint is the MCP,
    the thumb's metacarpal joint its CMC; the other metacarpals fold into the wrist), and the
    skinning weights from the glb's skin, its 25 joints summed into MANO's 16;
@@ -43,16 +46,15 @@ import numpy as np
 from scipy.optimize import nnls
 
 from handsynth.assets import NPM_HAND_PACKAGE, assets_dir
+from handsynth.keypoints import TIP_VERTEX_IDS
 
 #: Version of the generator; part of the model identity recorded in every manifest.
-STANDIN_VERSION = "standin-hand-4"
+STANDIN_VERSION = "standin-hand-5"
 
 NUM_VERTS = 778
 NUM_JOINTS = 16
 #: MANO's kinematic tree: 0 wrist, 1-3 index, 4-6 middle, 7-9 pinky, 10-12 ring, 13-15 thumb.
 PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14])
-#: smplx VERTEX_IDS['mano']: fingertip vertex per finger.
-TIP_VERTEX_IDS = {"thumb": 744, "index": 320, "middle": 443, "ring": 554, "pinky": 671}
 #: First joint of each finger chain (MANO order) and its tip name.
 FINGER_CHAINS = {"index": 1, "middle": 4, "pinky": 7, "ring": 10, "thumb": 13}
 
@@ -147,7 +149,8 @@ def read_webxr_hand(path: Path) -> RiggedHand:
     joints = np.stack([node_pos[n] for n in MANO_JOINT_NODES])
     tips = np.stack([node_pos[TIP_NODES[n]] for n in ("thumb", "index", "middle", "ring", "pinky")])
     hand = RiggedHand(positions[first], faces, weights[first] / weights[first].sum(axis=1, keepdims=True), joints, tips)
-    if _euler_characteristic(hand.vertices, hand.faces) != 2 or not _is_closed_manifold(hand.faces):
+    _, edge_counts = np.unique(_edges(hand.faces), axis=0, return_counts=True)
+    if _euler_characteristic(hand.vertices, hand.faces) != 2 or not (edge_counts == 2).all():
         raise ValueError(f"{path}: the welded hand mesh is not a closed genus-0 surface")
     return hand
 
@@ -165,12 +168,13 @@ def _to_standin_frame(hand: RiggedHand) -> RiggedHand:
     return RiggedHand(moved.vertices * scale, moved.faces, moved.weights, moved.joints * scale, moved.tips * scale)
 
 
-def _round_wrist(hand: RiggedHand, height: float = 0.006, rings: int = 3) -> RiggedHand:
-    """Replace the glb's flat wrist cut by a low dome, so the forearm stub ends like a limb.
+def _open_wrist(hand: RiggedHand) -> RiggedHand:
+    """Remove the glb's flat wrist cut, leaving an open wrist loop as real MANO has.
 
-    The cut is the one planar patch facing away from the fingers; its boundary loop is kept and
-    filled with ``rings`` concentric rings rising to ``height`` along the cut's normal, skinned
-    to the wrist like the loop around them.
+    The cut is the one planar patch facing away from the fingers. Without it the surface is a
+    disc (genus 0, one boundary loop), like MANO's: forearms attach at that loop
+    (:mod:`handsynth.hand_model.forearm`) and the penetration checks close it with a fan
+    (:func:`handsynth.penetration.closed_hand_faces`), one code path for both models.
     """
     import trimesh
 
@@ -184,41 +188,12 @@ def _round_wrist(hand: RiggedHand, height: float = 0.006, rings: int = 3) -> Rig
     for comp in trimesh.graph.connected_components(pairs, nodes=np.flatnonzero(flat)):
         if seed_face in comp:
             cut[comp] = True
-    ref = normals[seed_face]
-    faces = hand.faces[~cut]
-    directed = {(int(f[k]), int(f[(k + 1) % 3])) for f in faces for k in range(3)}
-    nxt = {a: b for a, b in directed if (b, a) not in directed}
-    loop = [next(iter(nxt))]
-    while nxt[loop[-1]] != loop[0] and len(loop) <= len(nxt):
-        loop.append(nxt[loop[-1]])
-    if len(loop) != len(nxt):
-        raise ValueError("stand-in hand: the wrist cut of the glb is not one simple loop")
-    ring_pts = hand.vertices[loop]
-    centre = ring_pts.mean(axis=0)
-    verts, weights = [hand.vertices], [hand.weights]
-    new_faces = [faces]
-    prev = np.array(loop)
-    wrist_w = np.eye(NUM_JOINTS)[0]
-    n_v = len(hand.vertices)
-    for k in range(1, rings + 1):
-        s = 1.0 - k / (rings + 1)
-        pts = centre + (ring_pts - centre) * s + ref * height * (1.0 - s * s)
-        ids = n_v + np.arange(len(loop))
-        n_v += len(loop)
-        verts.append(pts)
-        weights.append(np.tile(wrist_w, (len(loop), 1)))
-        a, b, a1, b1 = prev, np.roll(prev, -1), ids, np.roll(ids, -1)
-        new_faces += [np.stack([b, a, a1], axis=1), np.stack([b, a1, b1], axis=1)]
-        prev = ids
-    verts.append((centre + ref * height)[None])
-    weights.append(wrist_w[None])
-    new_faces.append(np.stack([np.roll(prev, -1), prev, np.full(len(prev), n_v)], axis=1))
-    v, f = _clean(np.concatenate(verts), np.concatenate(new_faces))
-    used = np.unique(np.concatenate(new_faces))
-    domed = RiggedHand(v, f, np.concatenate(weights)[used], hand.joints, hand.tips)
-    if _euler_characteristic(domed.vertices, domed.faces) != 2 or not _is_closed_manifold(domed.faces):
-        raise ValueError("stand-in hand: rounding the wrist did not leave a closed genus-0 surface")
-    return domed
+    used = np.unique(hand.faces[~cut])
+    v, f = _clean(hand.vertices, hand.faces[~cut])
+    opened = RiggedHand(v, f, hand.weights[used], hand.joints, hand.tips)
+    if not _is_disc(opened.vertices, opened.faces):
+        raise ValueError("stand-in hand: removing the wrist cut of the glb did not leave a surface with one open loop")
+    return opened
 
 
 def _tip_vertices(hand: RiggedHand) -> list[int]:
@@ -259,23 +234,23 @@ def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, n_target: int) ->
 
 
 def _decimated_mesh(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closed mesh with exactly NUM_VERTS vertices (genus 0, so 2V-4 faces).
+    """The open hand surface with exactly NUM_VERTS vertices, still a disc (one wrist loop).
 
     Quadric decimation can pinch an edge into a non-manifold one at high aggressiveness, so a few
-    settings are tried in a fixed order and the first closed genus-0 result is kept.
+    settings are tried in a fixed order and the first result of the right topology is kept.
     """
     import fast_simplification
 
-    target_faces = 2 * NUM_VERTS - 4
-    reduction = 1.0 - (target_faces - 24) / len(faces)
+    wrist_loop = 16  # the glb's, and MANO's; decimation may shorten it by a vertex or two
+    reduction = 1.0 - (2 * NUM_VERTS - 2 - wrist_loop - 24) / len(faces)
     for agg in (5.0, 4.0, 3.0, 6.0):
         v, f = fast_simplification.simplify(verts.astype(np.float32), faces, target_reduction=reduction, agg=agg)
         v, f = _clean(v.astype(np.float64), f.astype(np.int64))
-        if len(v) <= NUM_VERTS and _euler_characteristic(v, f) == 2 and _is_closed_manifold(f):
+        if len(v) <= NUM_VERTS and _is_disc(v, f):
             v, f = _split_longest_edges(v, f, NUM_VERTS)
-            if len(f) == target_faces and _euler_characteristic(v, f) == 2 and _is_closed_manifold(f):
+            if _is_disc(v, f):
                 return v, f
-    raise RuntimeError("could not decimate the stand-in surface to a closed genus-0 mesh of 778 vertices")
+    raise RuntimeError("could not decimate the stand-in surface to an open genus-0 mesh of 778 vertices")
 
 
 def _transfer_weights(hand: RiggedHand, verts: np.ndarray) -> np.ndarray:
@@ -299,10 +274,17 @@ def _euler_characteristic(v: np.ndarray, f: np.ndarray) -> int:
     return len(v) - len(np.unique(_edges(f), axis=0)) + len(f)
 
 
-def _is_closed_manifold(f: np.ndarray) -> bool:
-    """Every edge shared by exactly two faces."""
+def _is_disc(v: np.ndarray, f: np.ndarray) -> bool:
+    """A genus-0 surface with exactly one boundary loop (MANO's topology: open at the wrist)."""
+    from handsynth.hand_model.parts import _boundary_loops
+
     _, counts = np.unique(_edges(f), axis=0, return_counts=True)
-    return bool((counts == 2).all())
+    if counts.max() > 2 or _euler_characteristic(v, f) != 1:
+        return False
+    try:
+        return len(_boundary_loops(f, "stand-in")) == 1
+    except ValueError:  # a boundary that touches itself
+        return False
 
 
 def _clean(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -456,7 +438,7 @@ def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray, tip_ids: list[int]) 
 
 def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray]:
     """The right-hand stand-in as a dict in MANO's file schema (what ``MANO_RIGHT.npz`` holds)."""
-    hand = _round_wrist(_to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH)))
+    hand = _open_wrist(_to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH)))
     verts, faces = _decimated_mesh(hand.vertices, hand.faces)
     weights = _transfer_weights(hand, verts)
     decimated = RiggedHand(verts, faces, weights, hand.joints, hand.tips)
