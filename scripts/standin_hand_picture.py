@@ -35,11 +35,9 @@ def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     return pose
 
 
-def _posed(model: HandModel, bend_deg: float) -> np.ndarray:
-    """Right hand vertices with every finger joint bent by ``bend_deg`` about its flexion axis."""
-    angles = np.zeros((1, 15, 3))
-    angles[0, :, 0] = bend_deg
-    full = standin._anatomical_pose(model.rest_keypoints("right"), angles)[0]
+def _posed(model: HandModel, pose: str) -> np.ndarray:
+    """Right hand vertices in one of the stand-in's picture poses (``standin.PICTURE_POSES_DEG``)."""
+    full = standin.picture_pose(model.rest_keypoints("right"), pose)
     hand_pose = torch.as_tensor(full[None], dtype=torch.float32) - model.hands_mean("right")[None]
     z = torch.zeros(1, 3)
     return model.forward("right", z, hand_pose, torch.zeros(1, 10), z).vertices[0].numpy()
@@ -50,9 +48,9 @@ def main(out_dir: Path) -> None:
     layout = model.uv_layout("right")
     renderer = pyrender.OffscreenRenderer(TILE, TILE)
     shots = []  # (vertices, eye offset, up): back and palm of the open hand, a grasp, a fist
-    for bend, eye, up in ((0.0, (0, 0.3, 0), (1, 0, 0)), (0.0, (0, -0.3, 0), (1, 0, 0)),
-                          (40.0, (0.05, 0.12, -0.2), (1, 0, 0)), (85.0, (0.1, -0.1, -0.18), (0, 1, 0))):
-        shots.append((_posed(model, bend), np.array(eye, float), np.array(up, float)))
+    for pose, eye, up in (("open", (0, 0.3, 0), (1, 0, 0)), ("open", (0, -0.3, 0), (1, 0, 0)),
+                          ("grasp", (0.05, 0.12, -0.2), (1, 0, 0)), ("fist", (0.1, -0.1, -0.18), (0, 1, 0))):
+        shots.append((_posed(model, pose), np.array(eye, float), np.array(up, float)))
     rows, maps = [], []
     for seed in (3, 2, 1, 5, 10):
         tex = skin.skin_textures(model, "right", seed, size=1024)

@@ -30,7 +30,10 @@ Construction (all in metres, right hand; fingers along +x, palm facing -y, thumb
    weights summing to one), shape blend shapes from skeletal edits (size, finger lengths, palm
    width, thickness, girth, ...), and a pose PCA basis from a finger-synergy model.
 
-Pose correctives (``posedirs``) are zero: the stand-in has no scan data to learn them from.
+6. pose correctives (``posedirs``) regressed from volume-preserving targets over poses of each
+   joint (:mod:`handsynth.hand_model.correctives`): there is no scan data to learn them from,
+   and without them a bent finger collapses at its joints.
+
 The glb's own UVs do not survive step 2; :mod:`handsynth.hand_model.uv` lays the stand-in out
 like real MANO.
 """
@@ -46,10 +49,11 @@ import numpy as np
 from scipy.optimize import nnls
 
 from handsynth.assets import NPM_HAND_PACKAGE, assets_dir
+from handsynth.hand_model import correctives
 from handsynth.keypoints import TIP_VERTEX_IDS
 
 #: Version of the generator; part of the model identity recorded in every manifest.
-STANDIN_VERSION = "standin-hand-5"
+STANDIN_VERSION = "standin-hand-6"
 
 NUM_VERTS = 778
 NUM_JOINTS = 16
@@ -402,6 +406,27 @@ def relaxed_hands_mean(rest_keypoints: np.ndarray) -> np.ndarray:
     return _anatomical_pose(rest_keypoints, angles)[0]
 
 
+#: The poses ``docs/standin_hand.png`` shows, as anatomical (bend, splay, twist) angles in degrees
+#: of the finger joints (index, middle, pinky, ring: MCP, PIP, DIP; thumb: CMC, MCP, IP). The fist
+#: is a natural one (fingertips short of the palm, the thumb along the index): no finger passes
+#: through another, which tests check.
+PICTURE_POSES_DEG: dict[str, dict[str, tuple[float, float, float]]] = {
+    "open": {"fingers": (0.0, 0.0, 0.0), "thumb": (0.0, 0.0, 0.0)},
+    "grasp": {"fingers": (40.0, 40.0, 40.0), "thumb": (40.0, 40.0, 40.0)},
+    "fist": {"fingers": (75.0, 90.0, 45.0), "thumb": (0.0, 30.0, 35.0)},
+}
+
+
+def picture_pose(rest_keypoints: np.ndarray, name: str) -> np.ndarray:
+    """Full finger pose (45,) (not relative to ``hands_mean``) of one of :data:`PICTURE_POSES_DEG`,
+    each joint bent about its own flexion axis."""
+    bends = PICTURE_POSES_DEG[name]
+    angles = np.zeros((1, 15, 3))
+    for finger, first in FINGER_CHAINS.items():
+        angles[0, first - 1:first + 2, 0] = bends["thumb" if finger == "thumb" else "fingers"]
+    return _anatomical_pose(rest_keypoints, angles)[0]
+
+
 def _pose_synergies(rest_keypoints: np.ndarray, hands_mean: np.ndarray, seed: int = 0) -> np.ndarray:
     """Orthonormal PCA basis (45, 45) of a finger-synergy pose model (rows = components).
 
@@ -420,6 +445,34 @@ def _pose_synergies(rest_keypoints: np.ndarray, hands_mean: np.ndarray, seed: in
     x = _anatomical_pose(rest_keypoints, angles) - hands_mean
     _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=True)
     return vt
+
+
+#: Ranges (degrees: bend, splay, twist) the pose correctives are fitted over, per joint kind: the
+#: anatomical range of each axis with a margin (fixed here, so that revised joint limits elsewhere
+#: do not silently change the model).
+CORRECTIVE_RANGES_DEG: dict[str, tuple[tuple[float, float], ...]] = {
+    "mcp": ((-30, 95), (-25, 25), (-15, 15)), "pip": ((-10, 115), (-10, 10), (-10, 10)),
+    "dip": ((-15, 95), (-10, 10), (-10, 10)), "thumb_cmc": ((-25, 55), (-35, 35), (-35, 35)),
+    "thumb_mcp": ((-40, 60), (-15, 15), (-15, 15)), "thumb_ip": ((-15, 105), (-10, 10), (-10, 10)),
+}
+#: Poses per joint the correctives are fitted on.
+CORRECTIVE_SAMPLES = 48
+
+
+def _corrective_samples(rest_keypoints: np.ndarray, seed: int = 0) -> dict[int, np.ndarray]:
+    """Per MANO joint 1..15, full finger poses (M, 45) that turn that joint alone: bends evenly over
+    its range, splay and twist drawn within theirs."""
+    rng = np.random.default_rng(seed)
+    kinds = ["mcp", "pip", "dip"] * 4 + ["thumb_cmc", "thumb_mcp", "thumb_ip"]
+    samples = {}
+    for row, kind in enumerate(kinds):
+        (b0, b1), (s0, s1), (t0, t1) = CORRECTIVE_RANGES_DEG[kind]
+        angles = np.zeros((CORRECTIVE_SAMPLES, 15, 3))
+        angles[:, row, 0] = np.linspace(b0, b1, CORRECTIVE_SAMPLES)
+        angles[:, row, 1] = rng.uniform(s0, s1, CORRECTIVE_SAMPLES)
+        angles[:, row, 2] = rng.uniform(t0, t1, CORRECTIVE_SAMPLES)
+        samples[row + 1] = _anatomical_pose(rest_keypoints, angles)
+    return samples
 
 
 def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray, tip_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -461,7 +514,8 @@ def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray
         "J_regressor": regressor,
         "J": joints,
         "weights": weights,
-        "posedirs": np.zeros((NUM_VERTS, 3, 9 * (NUM_JOINTS - 1))),
+        "posedirs": correctives.fit_pose_correctives(verts, faces, weights, regressor @ verts, PARENTS,
+                                                     _corrective_samples(rest_keypoints)),
         "shapedirs": _shape_blend_shapes(verts, weights, joints, tips),
         "kintree_table": kintree,
         "hands_components": _pose_synergies(rest_keypoints, hands_mean),
@@ -481,8 +535,10 @@ def mirror_model(right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     left["J"] = right["J"] * m
     left["f"] = right["f"][:, [0, 2, 1]]
     left["shapedirs"] = right["shapedirs"] * m[None, :, None]
-    left["posedirs"] = right["posedirs"] * m[None, :, None]
-    # a mirrored rotation M R M has axis-angle (x, -y, -z)
+    # a mirrored rotation M R M has axis-angle (x, -y, -z), and pose features M (R - I) M: entry
+    # (a, b) of each joint's block changes sign with m_a m_b; the corrective itself is mirrored too
+    feature_sign = np.tile(np.outer(m, m).reshape(-1), NUM_JOINTS - 1)
+    left["posedirs"] = right["posedirs"] * m[None, :, None] * feature_sign[None, None, :]
     am = np.tile(np.array([1.0, -1.0, -1.0]), 15)
     left["hands_mean"] = right["hands_mean"] * am
     left["hands_components"] = right["hands_components"] * am[None, :]
