@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from handsynth import penetration as pen
-from handsynth.hand_model import correctives, standin
+from handsynth.hand_model import correctives, parts, standin
 from handsynth.hand_model.model import HandModel
 
 
@@ -21,8 +21,8 @@ def _posed(model: HandModel, full_pose: np.ndarray, side: str = "right") -> torc
 
 
 def _volume(model: HandModel, vertices: torch.Tensor) -> float:
-    closed, loops = correctives.closed_faces(model.faces("right"))
-    return float(correctives.enclosed_volume(correctives.with_loop_centres(vertices, loops), closed))
+    closed, loops = parts.close_loops(model.faces("right"))
+    return float(correctives.enclosed_volume(parts.with_loop_centres(vertices, loops), closed))
 
 
 @pytest.fixture(scope="module")

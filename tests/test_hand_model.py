@@ -11,7 +11,7 @@ import trimesh
 from handsynth import penetration as pen
 from handsynth.hand_model import mano_files
 from handsynth.hand_model.model import HandModel
-from handsynth.hand_model.parts import _boundary_loops
+from handsynth.hand_model.parts import boundary_loops
 from handsynth.keypoints import TIP_VERTEX_IDS
 
 
@@ -35,7 +35,7 @@ def test_standin_loads_through_smplx_and_gives_21_keypoints(hand_model):
     tips = out.vertices[:, list(TIP_VERTEX_IDS.values())]
     assert torch.equal(out.keypoints[:, 16:], tips)
     # open at the wrist like MANO: a disc of 778 vertices with one boundary loop of L, F = 2V - 2 - L
-    loops = _boundary_loops(hand_model.faces("right"), "stand-in")
+    loops = boundary_loops(hand_model.faces("right"), "stand-in")
     assert len(loops) == 1 and 12 <= len(loops[0]) <= 20
     assert len(hand_model.faces("right")) == 2 * 778 - 2 - len(loops[0])
 
@@ -69,6 +69,9 @@ def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(hand_mode
                 m = trimesh.Trimesh(p.posed_numpy(verts[b]), p.faces, process=False)
                 assert m.is_watertight and m.is_winding_consistent, (side, p.part)
                 assert m.volume > 0, (side, p.part)
+    # the wrist opening is closed by part 0's one outer cap: the rest of the caps lie inside the hand
+    outer = [(p.part, len(loop)) for p in hand_model.part_meshes("right") for loop, o in zip(p.cap_loops, p.outer_caps) if o]
+    assert outer == [(0, len(boundary_loops(hand_model.faces("right"), "stand-in")[0]))]
     # the whole surface as the penetration checks close it (a fan over the open wrist)
     whole = trimesh.Trimesh(pen.closed_hand_vertices(hand_model, "right", out.vertices[0].numpy()),
                             pen.closed_hand_faces(hand_model, "right"), process=False)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from smplx.lbs import batch_rigid_transform, batch_rodrigues
 
-from handsynth.hand_model.parts import _boundary_loops
+from handsynth.hand_model.parts import close_loops, with_loop_centres
 from handsynth.rotations import matrix_to_quaternion
 
 #: Newton steps of the volume inflation (each step is exact to first order in the inflation).
@@ -34,21 +34,6 @@ INFLATION_STEPS = 3
 BAND_SMOOTHING = 3
 #: Ridge damping of the per-vertex regression, relative to the number of samples.
 RIDGE = 1e-6
-
-
-def closed_faces(faces: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
-    """Faces (F, 3) of an open surface plus a fan over each boundary loop around a new centre vertex
-    (vertex V + i for loop i, the mean of the loop; see :func:`with_loop_centres`), and the loops."""
-    faces = np.asarray(faces, dtype=np.int64)
-    loops = _boundary_loops(faces, "hand surface")
-    n = int(faces.max()) + 1
-    caps = [[loop[(k + 1) % len(loop)], loop[k], n + i] for i, loop in enumerate(loops) for k in range(len(loop))]
-    return np.concatenate([faces, np.asarray(caps, dtype=np.int64).reshape(-1, 3)]), loops
-
-
-def with_loop_centres(vertices: torch.Tensor, loops: list[list[int]]) -> torch.Tensor:
-    """(..., V, 3) -> (..., V + len(loops), 3): the centre vertices :func:`closed_faces` refers to."""
-    return torch.cat([vertices] + [vertices[..., loop, :].mean(dim=-2, keepdim=True) for loop in loops], dim=-2)
 
 
 def enclosed_volume(vertices: torch.Tensor, faces: np.ndarray) -> torch.Tensor:
@@ -140,7 +125,7 @@ def inflated_targets(vertices: torch.Tensor, faces: np.ndarray, weights: torch.T
                      band: torch.Tensor) -> torch.Tensor:
     """Volume-preserving posed vertices (B, V, 3): DQS, then ``band`` (V,) inflated along the
     normals until each closed surface encloses the rest volume again."""
-    closed, loops = closed_faces(faces)
+    closed, loops = close_loops(faces)
     rest_volume = enclosed_volume(with_loop_centres(vertices, loops), closed)
     posed = dual_quaternion_skinning(vertices, weights, transforms)
     for _ in range(INFLATION_STEPS):

@@ -280,13 +280,13 @@ def _euler_characteristic(v: np.ndarray, f: np.ndarray) -> int:
 
 def _is_disc(v: np.ndarray, f: np.ndarray) -> bool:
     """A genus-0 surface with exactly one boundary loop (MANO's topology: open at the wrist)."""
-    from handsynth.hand_model.parts import _boundary_loops
+    from handsynth.hand_model.parts import boundary_loops
 
     _, counts = np.unique(_edges(f), axis=0, return_counts=True)
     if counts.max() > 2 or _euler_characteristic(v, f) != 1:
         return False
     try:
-        return len(_boundary_loops(f, "stand-in")) == 1
+        return len(boundary_loops(f, "stand-in")) == 1
     except ValueError:  # a boundary that touches itself
         return False
 
