@@ -25,9 +25,13 @@ def random_params(n: int, seed: int = 0, scale: float = 0.35) -> dict[str, np.nd
     }
 
 
-def test_standin_loads_through_smplx_and_gives_21_keypoints(hand_model):
+def test_models_load_through_smplx_and_give_21_keypoints(each_hand_model):
+    hand_model = each_hand_model
     assert all(isinstance(layer, smplx.MANO) for layer in hand_model.layers.values())
-    assert hand_model.is_standin and "stand-in" in hand_model.name
+    if hand_model.is_standin:
+        assert "stand-in" in hand_model.name
+    else:  # the MANO-like pickles, read as real MANO: the left file's shapedirs bug is fixed
+        assert hand_model.identity["kind"] == "mano" and hand_model.identity["left_shapedirs_fixed"]
     out = hand_model.forward_numpy("right", random_params(8))
     assert out.vertices.shape == (8, 778, 3)
     assert out.joints.shape == (8, 16, 3)
@@ -55,7 +59,8 @@ def test_generated_arrays_match_the_mano_schema(hand_model):
     assert (arrays["weights"].max(axis=1) < 0.9).sum() > 60
 
 
-def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(hand_model):
+def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(each_hand_model):
+    hand_model = each_hand_model
     labels = hand_model.part_labels
     assert labels.shape == (778,) and set(np.unique(labels)) == set(range(16))
     out = hand_model.forward_numpy("right", random_params(4, seed=3))
@@ -78,7 +83,8 @@ def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(hand_mode
     assert whole.is_watertight and whole.is_winding_consistent and whole.volume > 0
 
 
-def test_left_hand_is_the_mirror_of_the_right(hand_model):
+def test_left_hand_is_the_mirror_of_the_right(each_hand_model):
+    hand_model = each_hand_model
     p = random_params(6, seed=5)
     m = np.array([1.0, -1.0, -1.0])
     left = {
@@ -95,7 +101,8 @@ def test_left_hand_is_the_mirror_of_the_right(hand_model):
     assert lmesh.volume > 0  # re-wound faces keep normals outward
 
 
-def test_rest_proportions_are_adult_human(hand_model):
+def test_rest_proportions_are_adult_human(each_hand_model):
+    hand_model = each_hand_model
     kp = hand_model.rest_keypoints("right") * 1000.0  # mm
     wrist, middle_mcp, middle_tip = kp[0], kp[4], kp[18]
     assert 175 < np.linalg.norm(middle_tip - wrist) < 200      # wrist to middle fingertip
@@ -109,7 +116,8 @@ def test_rest_proportions_are_adult_human(hand_model):
     assert np.linalg.norm(kp[18] - kp[6]) > 20
 
 
-def test_shape_space_changes_size_and_keeps_joint_consistency(hand_model):
+def test_shape_space_changes_size_and_keeps_joint_consistency(each_hand_model):
+    hand_model = each_hand_model
     base = random_params(1, seed=9)
     base["betas"][:] = 0
     big = {k: v.copy() for k, v in base.items()}
@@ -125,12 +133,17 @@ def test_standin_generation_is_deterministic(hand_model, tmp_path):
     assert regenerated.identity["digest"] == hand_model.identity["digest"]
 
 
-def test_skeleton_only_keypoints_match_the_skinned_mesh(hand_model):
+def test_skeleton_only_keypoints_match_the_skinned_mesh(each_hand_model):
+    """Exact where the tips ride their distal bone alone (the stand-in: no correctives there); MANO's
+    tips also carry pose correctives, which the skeleton-only path skips."""
     p = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in random_params(16, seed=11).items()}
     for side in ("right", "left"):
-        full = hand_model.forward(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).keypoints
-        fast = hand_model.keypoints_fk(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"])
-        assert (full - fast).abs().max() < 1e-5, side
+        full = each_hand_model.forward(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"]).keypoints
+        fast = each_hand_model.keypoints_fk(side, p["global_orient"], p["hand_pose"], p["betas"], p["transl"])
+        tips = (full - fast)[:, 16:].norm(dim=-1) * 1000.0
+        print(each_hand_model.name, side, f"tips: median {tips.median():.2f} mm, max {tips.max():.2f} mm")
+        assert (full - fast)[:, :16].abs().max() < 1e-5, side
+        assert tips.max() < (0.01 if each_hand_model.is_standin else 5.0), side
 
 
 def test_missing_webxr_hand_names_the_file_and_the_fetch_script(tmp_path, monkeypatch):
@@ -170,7 +183,8 @@ def _torch_params(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_posed_equals_the_smplx_forward_and_joint_transforms(hand_model, side):
+def test_posed_equals_the_smplx_forward_and_joint_transforms(each_hand_model, side):
+    hand_model = each_hand_model
     from smplx.lbs import batch_rigid_transform
 
     p = _torch_params(8, seed=21)
@@ -195,7 +209,8 @@ def test_posed_equals_the_smplx_forward_and_joint_transforms(hand_model, side):
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_posed_gradients_equal_the_smplx_forward(hand_model, side):
+def test_posed_gradients_equal_the_smplx_forward(each_hand_model, side):
+    hand_model = each_hand_model
     p = _torch_params(8, seed=22)
     w = torch.randn(8, 778, 3, generator=torch.Generator().manual_seed(5))
     shaped = hand_model.shaped(side, p["betas"])
@@ -214,7 +229,8 @@ def test_posed_gradients_equal_the_smplx_forward(hand_model, side):
         assert torch.allclose(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6), (k, err)
 
 
-def test_posed_accepts_one_shape_for_the_whole_batch(hand_model):
+def test_posed_accepts_one_shape_for_the_whole_batch(each_hand_model):
+    hand_model = each_hand_model
     p = _torch_params(4, seed=23)
     p["betas"][:] = p["betas"][:1]
     one = hand_model.shaped("right", p["betas"][:1])
