@@ -77,7 +77,7 @@ def mano_like_arrays(standin_right: dict, seed: int = 0) -> dict[str, dict]:
     faces = np.asarray(standin_right["f"], dtype=np.int64)
     right = {k: np.array(v, copy=True) for k, v in standin_right.items() if k != "standin_version"}
     right["posedirs"] = right["posedirs"] + 2e-4 * _smooth_noise(rng, faces, (778, 3, 135))
-    right["hands_mean"] = right["hands_mean"] + rng.normal(0.0, 0.1, 45)
+    right["hands_mean"] = right["hands_mean"] + rng.normal(0.0, 0.05, 45)
     right["shapedirs"] = right["shapedirs"] + 1e-3 * _smooth_noise(rng, faces, (778, 3, 10))
     left = standin.mirror_model(right)
     left["shapedirs"] = left["shapedirs"].copy()

@@ -384,7 +384,7 @@ class HandModel:
 
         Fingertips ride rigidly on their distal bone. That is exact where a tip vertex is
         skinned to that bone alone without pose correctives (the stand-in) and about a millimetre
-        off where the tips carry correctives, which are skipped (median 1.1 mm, at most 2.4 mm on
+        off where the tips carry correctives, which are skipped (median 1.0 mm, at most 2.3 mm on
         the MANO-like test model's random poses); it is ~50x cheaper than the full mesh, which
         matters when keypoints of every InterHand2.6M frame are needed (deduplication).
         """
