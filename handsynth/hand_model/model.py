@@ -237,6 +237,15 @@ class HandModel:
             self._uv_layouts = {"right": right, "left": uv.mirrored_layout(right, self._faces["right"], self._faces["left"])}
         return self._uv_layouts[side]
 
+    def wrist_loop(self, side: str) -> np.ndarray:
+        """Vertex ids (L,) of the hand's open wrist, in the direction of its boundary edges (a face
+        holds the edge loop[i] -> loop[i + 1]): where a forearm attaches (MANO and the stand-in are
+        both open there)."""
+        loops = parts.boundary_loops(self._faces[side], f"{self.name} ({side})")
+        if len(loops) != 1:
+            raise ValueError(f"{self.name} ({side}): expected one open wrist loop, found {len(loops)} boundary loops")
+        return np.asarray(loops[0], dtype=np.int64)
+
     def part_meshes(self, side: str) -> list[parts.PartMesh]:
         return self._part_meshes[side]
 
