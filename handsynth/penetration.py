@@ -172,7 +172,7 @@ class PartGrids:
     values: (16, 2, R, R, R), axes (z, y, x) as grid_sample expects; channel 0 the signed distance
     to the part's closed mesh (says whether a point is inside the part, hence inside the hand),
     channel 1 the unsigned distance to the part's OUTER faces, i.e. without the caps that close it
-    inside the hand (a cap over an opening of the whole hand, MANO's wrist, is outer). The depth of a point inside the hand is the smallest channel-1 value over all
+    inside the hand. The depth of a point inside the hand is the smallest channel-1 value over all
     parts: the union of the parts' outer faces is the whole hand surface, the caps are no surface.
     lo, hi: (16, 3) box corners in the rest frame; fit: per part the pseudo-inverse (4, Vp) of its
     homogeneous mean-shape rest vertices, to fit the affine map to any shape's vertices.
@@ -199,7 +199,8 @@ class PartGrids:
             pts = np.stack([xx, yy, zz], axis=-1).reshape(-1, 3)
             voxel = float(((hi - lo) / (resolution - 1)).norm())
             sdf = grid_signed_distance(pts, (resolution,) * 3, pv.numpy(), part.faces, band=voxel)
-            surface = grid_surface_distance(pts, pv.numpy()[part.outer_faces], exact_within=voxel)
+            outer = part.faces[(part.faces < len(part.vertex_ids)).all(axis=1)]
+            surface = grid_surface_distance(pts, pv.numpy()[outer], exact_within=voxel)
             values.append(torch.as_tensor(np.stack([sdf, surface])).reshape(2, resolution, resolution, resolution))
             los.append(lo)
             his.append(hi)

@@ -42,7 +42,7 @@ def test_hand_and_forearm_join_into_one_closed_surface(each_hand_model, side):
     arm = _attach(each_hand_model, side, hands, _elbows(each_hand_model, side), sleeve_start=0.13)
     loop = each_hand_model.wrist_loop(side)
     assert torch.equal(arm.vertices[:, :len(loop)], hands["vertices"][:, loop])           # ring 0 is the wrist
-    verts, faces = arm.joined(hands["vertices"], each_hand_model.faces(side))
+    verts, faces = arm.joined(hands["vertices"], each_hand_model.open_faces(side))
     for b in range(len(WRIST_ANGLES)):
         mesh = trimesh.Trimesh(verts[b].numpy(), faces, process=False)
         assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0, WRIST_ANGLES[b]

@@ -8,7 +8,6 @@ import smplx
 import torch
 import trimesh
 
-from handsynth import penetration as pen
 from handsynth.hand_model import mano_files
 from handsynth.hand_model.model import HandModel
 from handsynth.hand_model.parts import boundary_loops
@@ -38,10 +37,12 @@ def test_models_load_through_smplx_and_give_21_keypoints(each_hand_model):
     assert out.keypoints.shape == (8, 21, 3)
     tips = out.vertices[:, list(TIP_VERTEX_IDS.values())]
     assert torch.equal(out.keypoints[:, 16:], tips)
-    # open at the wrist like MANO: a disc of 778 vertices with one boundary loop of L, F = 2V - 2 - L
-    loops = boundary_loops(hand_model.faces("right"), "stand-in")
-    assert len(loops) == 1 and 12 <= len(loops[0]) <= 20
-    assert len(hand_model.faces("right")) == 2 * 778 - 2 - len(loops[0])
+    # the model is open at the wrist like MANO: a disc of 778 vertices with one boundary loop of L,
+    # F = 2V - 2 - L; the surface the pipeline sees is closed by a cap of L - 2 triangles: F = 2V - 4
+    loops = boundary_loops(hand_model.open_faces("right"), "model")
+    assert len(loops) == 1 and 12 <= len(loops[0]) <= 20 and np.array_equal(loops[0], hand_model.wrist_loop("right"))
+    assert len(hand_model.open_faces("right")) == 2 * 778 - 2 - len(loops[0])
+    assert len(hand_model.faces("right")) == 2 * 778 - 4
 
 
 def test_generated_arrays_match_the_mano_schema(hand_model):
@@ -74,13 +75,12 @@ def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(each_hand
                 m = trimesh.Trimesh(p.posed_numpy(verts[b]), p.faces, process=False)
                 assert m.is_watertight and m.is_winding_consistent, (side, p.part)
                 assert m.volume > 0, (side, p.part)
-    # the wrist opening is closed by part 0's one outer cap: the rest of the caps lie inside the hand
-    outer = [(p.part, len(loop)) for p in hand_model.part_meshes("right") for loop, o in zip(p.cap_loops, p.outer_caps) if o]
-    assert outer == [(0, len(boundary_loops(hand_model.faces("right"), "stand-in")[0]))]
-    # the whole surface as the penetration checks close it (a fan over the open wrist)
-    whole = trimesh.Trimesh(pen.closed_hand_vertices(hand_model, "right", out.vertices[0].numpy()),
-                            pen.closed_hand_faces(hand_model, "right"), process=False)
-    assert whole.is_watertight and whole.is_winding_consistent and whole.volume > 0
+    for side in ("right", "left"):  # the whole surface, its wrist capped, and the wrist cap is the palm's
+        whole = trimesh.Trimesh(hand_model.forward_numpy(side, random_params(1, seed=4)).vertices[0].numpy(),
+                                hand_model.faces(side), process=False)
+        assert whole.is_watertight and whole.is_winding_consistent and whole.volume > 0, side
+        cap = hand_model.faces(side)[len(hand_model.open_faces(side)):]
+        assert np.isin(cap, hand_model.wrist_loop(side)).all() and (hand_model.face_labels[side][-len(cap):] == 0).all()
 
 
 def test_left_hand_is_the_mirror_of_the_right(each_hand_model):

@@ -80,7 +80,8 @@ class Forearm:
 
     def joined(self, hand_vertices: torch.Tensor, hand_faces: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Hand and forearm as one surface: vertices (B, V + Nf - L, 3) (the hand's first, ring 0
-        welded onto the hand's wrist loop) and faces; closed when the hand is open only at the wrist."""
+        welded onto the hand's wrist loop) and faces; ``hand_faces`` are the hand's open ones
+        (:meth:`HandModel.open_faces`), and the result is closed."""
         n_loop, n_hand = len(self.hand_loop), hand_vertices.shape[1]
         index = np.concatenate([self.hand_loop, n_hand + np.arange(self.vertices.shape[1] - n_loop)])
         return (torch.cat([hand_vertices, self.vertices[:, n_loop:].to(hand_vertices.dtype)], dim=1),

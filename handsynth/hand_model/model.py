@@ -154,7 +154,8 @@ class HandModel:
         self._skin: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         weights = self.layers["right"].lbs_weights.detach().cpu().numpy()
         self.part_labels: np.ndarray = parts.vertex_part_labels(weights)  # (778,)
-        self._faces = {s: self.layers[s].faces.astype(np.int64) for s in SIDES}
+        self._open_faces = {s: self.layers[s].faces.astype(np.int64) for s in SIDES}
+        self._faces = {s: parts.fill_loops(self._open_faces[s], f"{self.name} ({s})") for s in SIDES}
         right_face_labels = parts.face_part_labels(self._faces["right"], weights)
         self.face_labels = {"right": right_face_labels, "left": right_face_labels}
         self._part_meshes = {
@@ -226,8 +227,14 @@ class HandModel:
         return bool(self.identity["is_standin"])
 
     def faces(self, side: str) -> np.ndarray:
-        """Triangles (F, 3); the left hand's are wound for its mirrored geometry."""
+        """Triangles (F, 3) of the hand's closed surface, the left hand's wound for its mirrored
+        geometry: the model's own plus a flat cap over the wrist opening (MANO and the stand-in are
+        open there), made of the opening's own vertices. What renders, labels and checks see."""
         return self._faces[side]
+
+    def open_faces(self, side: str) -> np.ndarray:
+        """The model's own triangles, open at the wrist: what a forearm joins (see :meth:`wrist_loop`)."""
+        return self._open_faces[side]
 
     def uv_layout(self, side: str) -> uv.UVLayout:
         """Texture coordinates for ``side``: one layout per model (cached by digest), mirrored for the left."""
@@ -241,7 +248,7 @@ class HandModel:
         """Vertex ids (L,) of the hand's open wrist, in the direction of its boundary edges (a face
         holds the edge loop[i] -> loop[i + 1]): where a forearm attaches (MANO and the stand-in are
         both open there)."""
-        loops = parts.boundary_loops(self._faces[side], f"{self.name} ({side})")
+        loops = parts.boundary_loops(self._open_faces[side], f"{self.name} ({side})")
         if len(loops) != 1:
             raise ValueError(f"{self.name} ({side}): expected one open wrist loop, found {len(loops)} boundary loops")
         return np.asarray(loops[0], dtype=np.int64)

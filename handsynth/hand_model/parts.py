@@ -145,16 +145,6 @@ class PartMesh:
     vertex_ids: np.ndarray      # (Vp,) indices into the hand's 778 vertices
     cap_loops: tuple[np.ndarray, ...]  # each (L,) hand vertex ids; cap centre = their mean
     faces: np.ndarray           # (Fp, 3) into [vertex_ids..., cap centres...]
-    #: per cap loop: whether it closes an opening of the whole hand (MANO's wrist), so that its cap
-    #: is part of the hand's closed surface rather than a wall inside the hand between two parts
-    outer_caps: tuple[bool, ...] = ()
-
-    @property
-    def outer_faces(self) -> np.ndarray:
-        """The faces on the hand's closed surface: the part's own skin and its outer caps."""
-        n = len(self.vertex_ids)
-        outer_centres = [n + i for i, outer in enumerate(self.outer_caps) if outer]
-        return self.faces[(self.faces < n).all(axis=1) | np.isin(self.faces[:, 2], outer_centres)]
 
     def posed(self, vertices: torch.Tensor) -> torch.Tensor:
         """Part vertices of posed hands: (B, 778, 3) -> (B, Vp + n_caps, 3)."""
@@ -167,6 +157,14 @@ class PartMesh:
         """Same as :meth:`posed` for one hand as numpy: (778, 3) -> (Vp + n_caps, 3)."""
         caps = [vertices[loop].mean(axis=0, keepdims=True) for loop in self.cap_loops]
         return np.concatenate([vertices[self.vertex_ids], *caps], axis=0)
+
+
+def fill_loops(faces: np.ndarray, where: str = "hand model") -> np.ndarray:
+    """Faces of an open, consistently wound surface plus a flat cap over each boundary loop, made of
+    the loop's own vertices (a fan from its first vertex): a closed surface without new vertices."""
+    faces = np.asarray(faces, dtype=np.int64)
+    caps = [[loop[0], loop[k + 1], loop[k]] for loop in boundary_loops(faces, where) for k in range(1, len(loop) - 1)]
+    return np.concatenate([faces, np.asarray(caps, dtype=np.int64).reshape(-1, 3)])
 
 
 def close_loops(faces: np.ndarray, where: str = "hand model") -> tuple[np.ndarray, list[np.ndarray]]:
@@ -190,18 +188,13 @@ def with_loop_centres(vertices: ArrayT, loops: list[np.ndarray]) -> ArrayT:
 
 
 def build_part_meshes(faces: np.ndarray, face_labels: np.ndarray, where: str = "hand model") -> list[PartMesh]:
-    """Close every part's open boundary with a fan around the loop centre; a loop that is an
-    opening of the whole hand (MANO's wrist) is marked as an outer cap."""
-    faces = np.asarray(faces, dtype=np.int64)
-    opening = {(int(a), int(b)) for loop in boundary_loops(faces, where) for a, b in zip(loop, np.roll(loop, -1))}
+    """Close every part's open boundary with a fan around the loop centre."""
     parts = []
     for part in range(NUM_PARTS):
-        pf = faces[face_labels == part]
+        pf = np.asarray(faces, dtype=np.int64)[face_labels == part]
         if len(pf) == 0:
             raise ValueError(f"{where}: part {part} has no faces")
         vertex_ids = np.unique(pf)
         closed, loops = close_loops(np.searchsorted(vertex_ids, pf), f"{where}, part {part}")
-        cap_loops = tuple(vertex_ids[loop] for loop in loops)
-        outer = tuple(all((int(a), int(b)) in opening for a, b in zip(loop, np.roll(loop, -1))) for loop in cap_loops)
-        parts.append(PartMesh(part, vertex_ids, cap_loops, closed, outer))
+        parts.append(PartMesh(part, vertex_ids, tuple(vertex_ids[loop] for loop in loops), closed))
     return parts
