@@ -161,9 +161,13 @@ class PartMesh:
 
 def fill_loops(faces: np.ndarray, where: str = "hand model") -> np.ndarray:
     """Faces of an open, consistently wound surface plus a flat cap over each boundary loop, made of
-    the loop's own vertices (a fan from its first vertex): a closed surface without new vertices."""
+    the loop's own vertices (a fan from its lowest vertex): a closed surface without new vertices.
+
+    The caps are listed by their sorted vertex ids, so a mirrored model (its faces re-wound, its
+    loops running the other way) gets the same triangles in the same order, face for face."""
     faces = np.asarray(faces, dtype=np.int64)
-    caps = [[loop[0], loop[k + 1], loop[k]] for loop in boundary_loops(faces, where) for k in range(1, len(loop) - 1)]
+    caps = sorted(([loop[0], loop[k + 1], loop[k]] for loop in boundary_loops(faces, where) for k in range(1, len(loop) - 1)),
+                  key=sorted)
     return np.concatenate([faces, np.asarray(caps, dtype=np.int64).reshape(-1, 3)])
 
 
