@@ -437,8 +437,9 @@ def penetration_stats(depths: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def closed_hand_faces(model: HandModel, side: str) -> np.ndarray:
-    """The hand's triangles with each open boundary (the wrist) closed by a fan around the loop's
-    centre, appended as vertex 778 (+1 per loop): the whole closed surface the checks measure against."""
+    """The whole closed surface the checks measure against: the hand's triangles with any open
+    boundary closed by a fan around the loop's centre, appended as vertex 778 (+1 per loop).
+    ``HandModel.faces`` already caps the wrist, so for it this adds nothing."""
     return parts.close_loops(model.faces(side), f"{model.name}, {side} hand")[0]
 
 

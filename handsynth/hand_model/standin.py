@@ -28,8 +28,7 @@ Construction (all in metres, right hand; fingers along +x, palm facing -y, thumb
    skinning weights from the glb's skin, its 25 joints summed into MANO's 16;
 5. a joint regressor reproducing the skeleton from the surrounding vertices (non-negative
    weights summing to one), shape blend shapes from skeletal edits (size, finger lengths, palm
-   width, thickness, girth, ...), and a pose PCA basis from a finger-synergy model.
-
+   width, thickness, girth, ...), and a pose PCA basis from a finger-synergy model;
 6. pose correctives (``posedirs``) regressed from volume-preserving targets over poses of each
    joint (:mod:`handsynth.hand_model.correctives`): there is no scan data to learn them from,
    and without them a bent finger collapses at its joints.
@@ -177,8 +176,8 @@ def _open_wrist(hand: RiggedHand) -> RiggedHand:
 
     The cut is the one planar patch facing away from the fingers. Without it the surface is a
     disc (genus 0, one boundary loop), like MANO's: forearms attach at that loop
-    (:mod:`handsynth.hand_model.forearm`) and the penetration checks close it with a fan
-    (:func:`handsynth.penetration.closed_hand_faces`), one code path for both models.
+    (:mod:`handsynth.hand_model.forearm`), and :meth:`HandModel.faces` closes it with a flat cap
+    for renders and checks, one code path for both models.
     """
     import trimesh
 
