@@ -128,9 +128,19 @@ def test_shape_space_changes_size_and_keeps_joint_consistency(each_hand_model):
     assert 1.08 < lb / la < 1.16  # +2 std of overall size is about +12 %
 
 
-def test_standin_generation_is_deterministic(hand_model, tmp_path):
+def test_standin_generation_is_deterministic_and_cached_by_build_key(hand_model, tmp_path):
+    from handsynth.hand_model import standin
+
     regenerated = HandModel.standin(cache_dir=tmp_path)
     assert regenerated.identity["digest"] == hand_model.identity["digest"]
+    # a cached copy made by other generator code (another build key) is made again
+    path = tmp_path / standin.STANDIN_VERSION / "MANO_RIGHT.npz"
+    stale = dict(mano_files.read_mano_file(path), build_key=np.array("other code"))
+    stale["posedirs"] = np.zeros_like(stale["posedirs"])
+    mano_files.write_npz(path, stale)
+    again = HandModel.standin(cache_dir=tmp_path)
+    assert str(mano_files.read_mano_file(path)["build_key"]) == standin.build_key()
+    assert again.identity["digest"] == hand_model.identity["digest"]
 
 
 def test_skeleton_only_keypoints_match_the_skinned_mesh(each_hand_model):

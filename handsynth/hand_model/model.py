@@ -165,14 +165,27 @@ class HandModel:
     # ---- construction ------------------------------------------------------------------
     @classmethod
     def standin(cls, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> "HandModel":
-        """The generated stand-in (NOT MANO), built once and cached as MANO-schema ``.npz`` files."""
+        """The generated stand-in (NOT MANO), built once and cached as MANO-schema ``.npz`` files.
+
+        A cached copy records the build key of the code that made it (:func:`standin.build_key`);
+        one made by other generator code is made again, so that every machine running the same
+        code has the same stand-in.
+        """
         folder = Path(cache_dir or default_cache_dir()) / standin.STANDIN_VERSION
-        if not (folder / "MANO_RIGHT.npz").exists() or not (folder / "MANO_LEFT.npz").exists():
+        paths = {side: folder / f"MANO_{side.upper()}.npz" for side in SIDES}
+        key = standin.build_key()
+        arrays = None
+        if all(p.exists() for p in paths.values()):
+            arrays = {side: mano_files.read_mano_file(p) for side, p in paths.items()}
+            if any(str(arrays[side].get("build_key", "")) != key for side in SIDES):
+                log.info("the stand-in cached in %s was built by other code; generating it again", folder)
+                arrays = None
+        if arrays is None:
             log.info("generating the stand-in hand model into %s", folder)
             right = standin.generate_standin_model()
-            mano_files.write_npz(folder / "MANO_LEFT.npz", standin.mirror_model(right))
-            mano_files.write_npz(folder / "MANO_RIGHT.npz", right)
-        arrays = {side: mano_files.read_mano_file(folder / f"MANO_{side.upper()}.npz") for side in SIDES}
+            mano_files.write_npz(paths["left"], standin.mirror_model(right))
+            mano_files.write_npz(paths["right"], right)
+            arrays = {side: mano_files.read_mano_file(p) for side, p in paths.items()}
         layers = _mano_layers(folder, arrays)
         identity = {
             "kind": "standin",

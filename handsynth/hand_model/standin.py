@@ -39,6 +39,7 @@ like real MANO.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -488,6 +489,24 @@ def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray, tip_ids: list[int]) 
     return verts[perm], inverse[faces], perm
 
 
+#: Modules whose code decides the stand-in's arrays (the generator, the correctives' fit, the
+#: anatomical frames its relaxed pose and samples are built in, the tip convention).
+BUILD_MODULES = ("handsynth.hand_model.standin", "handsynth.hand_model.correctives", "handsynth.hand_model.parts",
+                 "handsynth.joint_limits", "handsynth.rotations", "handsynth.keypoints")
+
+
+def build_key() -> str:
+    """Digest of the code that generates the stand-in: its version, the glb's pinned path and the
+    source of :data:`BUILD_MODULES`. A cached stand-in made by other code is made again, even when
+    nobody bumped :data:`STANDIN_VERSION` (a comment-only edit just regenerates the same arrays)."""
+    import importlib
+
+    h = hashlib.sha256(f"{STANDIN_VERSION}\n{GLB_PATH}\n".encode())
+    for name in BUILD_MODULES:
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray]:
     """The right-hand stand-in as a dict in MANO's file schema (what ``MANO_RIGHT.npz`` holds)."""
     hand = _open_wrist(_to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH)))
@@ -523,6 +542,7 @@ def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray
         "bs_style": np.array("lbs"),
         "bs_type": np.array("lrotmin"),
         "standin_version": np.array(STANDIN_VERSION),
+        "build_key": np.array(build_key()),
     }
 
 
