@@ -28,6 +28,15 @@ Order = Literal["mano", "ih26m", "wrist_first"]
 
 FINGERS: tuple[str, ...] = ("thumb", "index", "middle", "ring", "pinky")
 
+#: The fingertip keypoints are these vertices of MANO's 778-vertex mesh, per finger: the
+#: InterHand2.6M family's convention, which loaders running their own MANO layer on exported
+#: parameters use (IntagHand ``models/manolayer.py`` ``ManoLayer.forward``; InterHand2.6M's
+#: ``J_regressor_mano_ih26m.npy`` picks the same thumb, index, ring and pinky vertices and the
+#: middle one's neighbour 445). smplx's ``VERTEX_IDS['mano']`` (744, 320, 443, 554, 671) differ by
+#: a vertex or three, which on real MANO moves a tip by a few millimetres. The generated stand-in
+#: places its fingertips at exactly these indices.
+TIP_VERTEX_IDS: dict[str, int] = {"thumb": 745, "index": 317, "middle": 444, "ring": 556, "pinky": 673}
+
 
 def _base_to_tip(finger: str) -> list[str]:
     return [f"{finger}{k}" for k in range(1, 5)]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from handsynth.hand_model import parts
 from handsynth.hand_model.model import HandModel
 
 SIDES = ("right", "left")
@@ -153,7 +154,7 @@ def grid_surface_distance(grid_points: np.ndarray, tri: np.ndarray, exact_within
 # ---- per-part grids -----------------------------------------------------------------------------
 
 #: Grid cache format; bump when what a grid holds changes.
-GRID_FORMAT = 2
+GRID_FORMAT = 3
 #: A query farther than this outside a part's posed bounding box skips that part (m). Depths beyond
 #: it can only be over-estimated (fewer parts offer a nearer outer face), never missed.
 CULL_MARGIN = 0.010
@@ -436,25 +437,15 @@ def penetration_stats(depths: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def closed_hand_faces(model: HandModel, side: str) -> np.ndarray:
-    """The hand's triangles with each open boundary (the wrist) closed by a fan around the loop's
-    centre, appended as vertex 778 (+1 per loop): the whole closed surface the checks measure against."""
-    from handsynth.hand_model.parts import _boundary_loops
-
-    faces = np.asarray(model.faces(side), dtype=np.int64)
-    loops = _boundary_loops(faces, f"{model.name}, {side} hand")
-    n = int(faces.max()) + 1
-    caps = [[loop[(k + 1) % len(loop)], loop[k], n + i] for i, loop in enumerate(loops) for k in range(len(loop))]
-    return np.concatenate([faces, np.asarray(caps, dtype=np.int64).reshape(-1, 3)])
+    """The whole closed surface the checks measure against: the hand's triangles with any open
+    boundary closed by a fan around the loop's centre, appended as vertex 778 (+1 per loop).
+    ``HandModel.faces`` already caps the wrist, so for it this adds nothing."""
+    return parts.close_loops(model.faces(side), f"{model.name}, {side} hand")[0]
 
 
 def closed_hand_vertices(model: HandModel, side: str, vertices: np.ndarray | torch.Tensor):
     """(..., 778, 3) posed vertices plus one centre per boundary loop, matching :func:`closed_hand_faces`."""
-    from handsynth.hand_model.parts import _boundary_loops
-
-    loops = _boundary_loops(np.asarray(model.faces(side), dtype=np.int64), f"{model.name}, {side} hand")
-    if isinstance(vertices, torch.Tensor):
-        return torch.cat([vertices] + [vertices[..., list(l), :].mean(dim=-2, keepdim=True) for l in loops], dim=-2)
-    return np.concatenate([vertices] + [vertices[..., list(l), :].mean(axis=-2, keepdims=True) for l in loops], axis=-2)
+    return parts.with_loop_centres(vertices, parts.close_loops(model.faces(side), f"{model.name}, {side} hand")[1])
 
 
 def exact_depths(model: HandModel, vertices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

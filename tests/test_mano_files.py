@@ -4,45 +4,14 @@ from __future__ import annotations
 
 import pickle
 import sys
-import types
 
 import numpy as np
 import pytest
-import scipy.sparse
 import torch
 
 from handsynth.hand_model import mano_files, standin
 from handsynth.hand_model.model import HandModel
-
-
-def _write_chumpy_pickle(path, arrays: dict) -> None:
-    """Pickle like the official MANO files: big arrays inside chumpy ``Ch`` objects.
-
-    chumpy is not installed: a throwaway module named ``chumpy.ch`` provides the class for
-    pickling and is removed again, so the reader must cope without it.
-    """
-    chumpy = types.ModuleType("chumpy")
-    ch = types.ModuleType("chumpy.ch")
-
-    class Ch:  # what chumpy.ch.Ch pickles: an object whose state dict holds the values in 'x'
-        def __init__(self, x):
-            self.x = x
-            self._dirty_vars = set()
-
-    Ch.__module__ = "chumpy.ch"
-    Ch.__qualname__ = "Ch"
-    ch.Ch = Ch
-    sys.modules["chumpy"], sys.modules["chumpy.ch"] = chumpy, ch
-    try:
-        data = dict(arrays)
-        for key in ("v_template", "weights", "posedirs", "shapedirs"):
-            data[key] = Ch(np.asarray(arrays[key]))
-        data["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
-        data["f"] = np.asarray(arrays["f"]).astype(np.uint32)
-        with open(path, "wb") as fh:
-            pickle.dump(data, fh, protocol=2)
-    finally:
-        del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+from tests.mano_like import write_chumpy_pickle
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +22,7 @@ def standin_arrays(hand_model):
 
 def test_chumpy_pickle_reads_into_the_same_arrays(tmp_path, standin_arrays):
     assert "chumpy" not in sys.modules
-    _write_chumpy_pickle(tmp_path / "MANO_RIGHT.pkl", standin_arrays["right"])
+    write_chumpy_pickle(tmp_path / "MANO_RIGHT.pkl", standin_arrays["right"])
     read = mano_files.read_mano_file(tmp_path / "MANO_RIGHT.pkl")
     for key in mano_files.MANO_SCHEMA:
         assert np.allclose(np.asarray(read[key], dtype=np.float64),
@@ -65,8 +34,8 @@ def test_mano_folder_of_pickles_poses_like_the_standin(tmp_path, hand_model, sta
     # the released left model shares shapedirs[:, 0] with the right one: reproduce that bug
     left["shapedirs"] = standin_arrays["left"]["shapedirs"].copy()
     left["shapedirs"][:, 0] = standin_arrays["right"]["shapedirs"][:, 0]
-    _write_chumpy_pickle(tmp_path / "MANO_RIGHT.pkl", standin_arrays["right"])
-    _write_chumpy_pickle(tmp_path / "MANO_LEFT.pkl", left)
+    write_chumpy_pickle(tmp_path / "MANO_RIGHT.pkl", standin_arrays["right"])
+    write_chumpy_pickle(tmp_path / "MANO_LEFT.pkl", left)
     mano = HandModel.from_mano_folder(tmp_path)
     assert mano.identity["kind"] == "mano" and mano.identity["left_shapedirs_fixed"] is True
     rng = np.random.default_rng(0)

@@ -236,7 +236,7 @@ def test_separation_frees_hands_with_a_small_rigid_shift(hand_model, field):
 
 def test_untangle_frees_fingers_a_rigid_shift_cannot_and_stays_within_the_limits(hand_model, field):
     """The penetration-only pass after the projection moves fingers (within the joint limits) as
-    well as the hand: on this sample a rigid shift alone leaves a pose 5 mm deep; the final stage
+    well as the hand: on this sample a rigid shift alone leaves a pose over 3 mm deep; the final stage
     (untangle, then the rigid shift) frees every pose by the exact whole-surface check."""
     frames = jl.AnatomicalFrames.from_rest_keypoints(hand_model.rest_keypoints("right"))
     obj = op._Objective(hand_model, None, None, frames, field)
@@ -247,7 +247,7 @@ def test_untangle_frees_fingers_a_rigid_shift_cannot_and_stays_within_the_limits
         return np.array([max(float(d.max()) for d in pen.exact_depths(hand_model, {s: verts[s][i] for s in verts}).values())
                          for i in range(len(verts["right"]))]) * 1000.0
 
-    start = _interpenetrating_poses(hand_model, 12, seed=5)
+    start = _interpenetrating_poses(hand_model, 12, seed=8)
     rigid = {s: dict(h) for s, h in start.items()}
     op._separate(obj, rigid, None, config)
     final = {s: dict(h) for s, h in start.items()}

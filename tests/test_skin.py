@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from handsynth.keypoints import TIP_VERTEX_IDS
 from handsynth.render import skin
 
 SIZE = 128
@@ -80,7 +81,7 @@ def test_anatomy_nails_on_fingertips_and_palms_lighter(hand_model, textures):
     v, albedo, nail = _vertex_maps(hand_model, t)
     joints = hand_model.layers["right"].J_regressor.numpy() @ v
     # nails: on every finger, near its tip, on the back of the hand
-    tips = v[[744, 320, 443, 554, 671]]
+    tips = v[list(TIP_VERTEX_IDS.values())]
     nail_v = np.flatnonzero(nail > 0.5)
     assert len(nail_v) > 10
     nearest_tip = np.linalg.norm(v[nail_v][:, None] - tips[None], axis=2)

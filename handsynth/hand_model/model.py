@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from smplx.lbs import batch_rodrigues
 from smplx.utils import Struct
 
+from handsynth import keypoints
 from handsynth.hand_model import mano_files, parts, standin, uv
 
 log = logging.getLogger(__name__)
 
 SIDES = ("right", "left")
-#: smplx VERTEX_IDS['mano'] order: thumb, index, middle, ring, pinky.
-TIP_VERTEX_IDS = tuple(standin.TIP_VERTEX_IDS.values())
+#: Fingertip vertices, thumb, index, middle, ring, pinky (the InterHand2.6M family's, see keypoints).
+TIP_VERTEX_IDS = tuple(keypoints.TIP_VERTEX_IDS.values())
 #: The joint whose bone carries each fingertip (thumb IP, index/middle/ring/pinky DIP).
 TIP_PARENT_JOINTS = (15, 3, 6, 12, 9)
 TIP_IDS_T = torch.tensor(TIP_VERTEX_IDS)
@@ -153,7 +154,8 @@ class HandModel:
         self._skin: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         weights = self.layers["right"].lbs_weights.detach().cpu().numpy()
         self.part_labels: np.ndarray = parts.vertex_part_labels(weights)  # (778,)
-        self._faces = {s: self.layers[s].faces.astype(np.int64) for s in SIDES}
+        self._open_faces = {s: self.layers[s].faces.astype(np.int64) for s in SIDES}
+        self._faces = {s: parts.fill_loops(self._open_faces[s], f"{self.name} ({s})") for s in SIDES}
         right_face_labels = parts.face_part_labels(self._faces["right"], weights)
         self.face_labels = {"right": right_face_labels, "left": right_face_labels}
         self._part_meshes = {
@@ -163,14 +165,27 @@ class HandModel:
     # ---- construction ------------------------------------------------------------------
     @classmethod
     def standin(cls, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> "HandModel":
-        """The generated stand-in (NOT MANO), built once and cached as MANO-schema ``.npz`` files."""
+        """The generated stand-in (NOT MANO), built once and cached as MANO-schema ``.npz`` files.
+
+        A cached copy records the build key of the code that made it (:func:`standin.build_key`);
+        one made by other generator code is made again, so that every machine running the same
+        code has the same stand-in.
+        """
         folder = Path(cache_dir or default_cache_dir()) / standin.STANDIN_VERSION
-        if not (folder / "MANO_RIGHT.npz").exists() or not (folder / "MANO_LEFT.npz").exists():
+        paths = {side: folder / f"MANO_{side.upper()}.npz" for side in SIDES}
+        key = standin.build_key()
+        arrays = None
+        if all(p.exists() for p in paths.values()):
+            arrays = {side: mano_files.read_mano_file(p) for side, p in paths.items()}
+            if any(str(arrays[side].get("build_key", "")) != key for side in SIDES):
+                log.info("the stand-in cached in %s was built by other code; generating it again", folder)
+                arrays = None
+        if arrays is None:
             log.info("generating the stand-in hand model into %s", folder)
             right = standin.generate_standin_model()
-            mano_files.write_npz(folder / "MANO_LEFT.npz", standin.mirror_model(right))
-            mano_files.write_npz(folder / "MANO_RIGHT.npz", right)
-        arrays = {side: mano_files.read_mano_file(folder / f"MANO_{side.upper()}.npz") for side in SIDES}
+            mano_files.write_npz(paths["left"], standin.mirror_model(right))
+            mano_files.write_npz(paths["right"], right)
+            arrays = {side: mano_files.read_mano_file(p) for side, p in paths.items()}
         layers = _mano_layers(folder, arrays)
         identity = {
             "kind": "standin",
@@ -225,8 +240,14 @@ class HandModel:
         return bool(self.identity["is_standin"])
 
     def faces(self, side: str) -> np.ndarray:
-        """Triangles (F, 3); the left hand's are wound for its mirrored geometry."""
+        """Triangles (F, 3) of the hand's closed surface, the left hand's wound for its mirrored
+        geometry: the model's own plus a flat cap over the wrist opening (MANO and the stand-in are
+        open there), made of the opening's own vertices. What renders, labels and checks see."""
         return self._faces[side]
+
+    def open_faces(self, side: str) -> np.ndarray:
+        """The model's own triangles, open at the wrist: what a forearm joins (see :meth:`wrist_loop`)."""
+        return self._open_faces[side]
 
     def uv_layout(self, side: str) -> uv.UVLayout:
         """Texture coordinates for ``side``: one layout per model (cached by digest), mirrored for the left."""
@@ -235,6 +256,15 @@ class HandModel:
                                         self.layers["right"].v_template.detach().cpu().numpy(), self._faces["right"])
             self._uv_layouts = {"right": right, "left": uv.mirrored_layout(right, self._faces["right"], self._faces["left"])}
         return self._uv_layouts[side]
+
+    def wrist_loop(self, side: str) -> np.ndarray:
+        """Vertex ids (L,) of the hand's open wrist, in the direction of its boundary edges (a face
+        holds the edge loop[i] -> loop[i + 1]): where a forearm attaches (MANO and the stand-in are
+        both open there)."""
+        loops = parts.boundary_loops(self._open_faces[side], f"{self.name} ({side})")
+        if len(loops) != 1:
+            raise ValueError(f"{self.name} ({side}): expected one open wrist loop, found {len(loops)} boundary loops")
+        return np.asarray(loops[0], dtype=np.int64)
 
     def part_meshes(self, side: str) -> list[parts.PartMesh]:
         return self._part_meshes[side]
@@ -382,9 +412,10 @@ class HandModel:
         """(B, 21, 3) keypoints by forward kinematics of the skeleton alone, no skinning.
 
         Fingertips ride rigidly on their distal bone. That is exact where a tip vertex is
-        skinned to that bone alone (the stand-in) and within about a millimetre for MANO, whose
-        small pose correctives are skipped; it is ~50x cheaper than the full mesh, which matters
-        when keypoints of every InterHand2.6M frame are needed (deduplication).
+        skinned to that bone alone without pose correctives (the stand-in) and about a millimetre
+        off where the tips carry correctives, which are skipped (median 1.0 mm, at most 2.3 mm on
+        the MANO-like test model's random poses); it is ~50x cheaper than the full mesh, which
+        matters when keypoints of every InterHand2.6M frame are needed (deduplication).
         """
         layer = self.layers[side]
         ids = TIP_IDS_T.to(self.device)

@@ -10,11 +10,13 @@ a fixed topology and follows the posed hand exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 NUM_PARTS = 16
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def vertex_part_labels(weights: np.ndarray) -> np.ndarray:
@@ -113,7 +115,7 @@ def _components(face_ids: np.ndarray, neighbours: list[list[int]]) -> list[np.nd
     return comps
 
 
-def _boundary_loops(faces: np.ndarray, where: str) -> list[list[int]]:
+def boundary_loops(faces: np.ndarray, where: str) -> list[list[int]]:
     """Oriented boundary loops of an open, consistently wound surface patch."""
     directed = {(int(f[k]), int(f[(k + 1) % 3])) for f in faces for k in range(3)}
     boundary = [(a, b) for a, b in directed if (b, a) not in directed]
@@ -157,6 +159,38 @@ class PartMesh:
         return np.concatenate([vertices[self.vertex_ids], *caps], axis=0)
 
 
+def fill_loops(faces: np.ndarray, where: str = "hand model") -> np.ndarray:
+    """Faces of an open, consistently wound surface plus a flat cap over each boundary loop, made of
+    the loop's own vertices (a fan from its lowest vertex): a closed surface without new vertices.
+
+    The caps are listed by their sorted vertex ids, so a mirrored model (its faces re-wound, its
+    loops running the other way) gets the same triangles in the same order, face for face."""
+    faces = np.asarray(faces, dtype=np.int64)
+    caps = sorted(([loop[0], loop[k + 1], loop[k]] for loop in boundary_loops(faces, where) for k in range(1, len(loop) - 1)),
+                  key=sorted)
+    return np.concatenate([faces, np.asarray(caps, dtype=np.int64).reshape(-1, 3)])
+
+
+def close_loops(faces: np.ndarray, where: str = "hand model") -> tuple[np.ndarray, list[np.ndarray]]:
+    """Faces of an open, consistently wound surface plus a fan closing each boundary loop around a
+    new centre vertex (``V + i`` for loop ``i``, V = the largest index + 1; see
+    :func:`with_loop_centres`), and the loops. The centre is the mean of its loop's vertices, so a
+    closed surface keeps a fixed topology and follows the posed surface exactly."""
+    faces = np.asarray(faces, dtype=np.int64)
+    loops = [np.asarray(loop) for loop in boundary_loops(faces, where)]
+    n = int(faces.max()) + 1
+    # the surface's boundary edge a->b is matched by the cap's b->a
+    caps = [[loop[(k + 1) % len(loop)], loop[k], n + i] for i, loop in enumerate(loops) for k in range(len(loop))]
+    return np.concatenate([faces, np.asarray(caps, dtype=np.int64).reshape(-1, 3)]), loops
+
+
+def with_loop_centres(vertices: ArrayT, loops: list[np.ndarray]) -> ArrayT:
+    """(..., V, 3) numpy or torch -> (..., V + len(loops), 3): the centres :func:`close_loops` refers to."""
+    if isinstance(vertices, torch.Tensor):
+        return torch.cat([vertices] + [vertices[..., list(loop), :].mean(dim=-2, keepdim=True) for loop in loops], dim=-2)
+    return np.concatenate([vertices] + [vertices[..., loop, :].mean(axis=-2, keepdims=True) for loop in loops], axis=-2)
+
+
 def build_part_meshes(faces: np.ndarray, face_labels: np.ndarray, where: str = "hand model") -> list[PartMesh]:
     """Close every part's open boundary with a fan around the loop centre."""
     parts = []
@@ -164,14 +198,7 @@ def build_part_meshes(faces: np.ndarray, face_labels: np.ndarray, where: str = "
         pf = np.asarray(faces, dtype=np.int64)[face_labels == part]
         if len(pf) == 0:
             raise ValueError(f"{where}: part {part} has no faces")
-        loops = _boundary_loops(pf, f"{where}, part {part}")
         vertex_ids = np.unique(pf)
-        local = {int(v): i for i, v in enumerate(vertex_ids)}
-        out = [[local[int(a)] for a in f] for f in pf]
-        for li, loop in enumerate(loops):
-            c = len(vertex_ids) + li
-            n = len(loop)
-            # the surface's boundary edge a->b is matched by the cap's b->a
-            out.extend([local[loop[(k + 1) % n]], local[loop[k]], c] for k in range(n))
-        parts.append(PartMesh(part, vertex_ids, tuple(np.array(l) for l in loops), np.array(out, dtype=np.int64)))
+        closed, loops = close_loops(np.searchsorted(vertex_ids, pf), f"{where}, part {part}")
+        parts.append(PartMesh(part, vertex_ids, tuple(vertex_ids[loop] for loop in loops), closed))
     return parts

@@ -10,30 +10,36 @@ files. It is NOT MANO: no MANO data went into it.
 Its surface is the MIT-licensed rigged generic hand of the WebXR input profiles
 (``@webxr-input-profiles/assets``, ``generic-hand/right.glb``, fetched by
 ``scripts/fetch_assets.sh``): an artist-modelled hand with tapered fingers, knuckles, palm pads,
-interdigital webbing, nails' relief and a closed wrist, skinned to the 25 WebXR joints.
+interdigital webbing and nails' relief, skinned to the 25 WebXR joints.
 
 Construction (all in metres, right hand; fingers along +x, palm facing -y, thumb on the -z side):
 1. read the glb's mesh, joints and skin; weld its UV-seam duplicates into one closed genus-0
    surface; move the wrist joint to the origin, turn the middle finger's base onto +x and the
    palm onto -y, and scale to an adult hand (wrist to middle fingertip ``HAND_LENGTH_MM``);
-   the glb's flat wrist cut becomes a low dome;
-2. quadric decimation and longest-edge splits to exactly 778 vertices (F = 2V - 4 = 1552);
-3. fingertip vertices moved to MANO's indices (thumb 744, index 320, middle 443, ring 554,
-   pinky 671) so the 21 keypoints come out exactly as with MANO;
+   remove the glb's flat wrist cut, so the hand is open at the wrist like MANO (one boundary
+   loop, where :mod:`handsynth.hand_model.forearm` attaches a forearm);
+2. quadric decimation and longest-edge splits to exactly 778 vertices (a disc: F = 2V - 2 - L
+   for a wrist loop of L vertices);
+3. fingertip vertices moved to the InterHand2.6M family's indices
+   (:data:`handsynth.keypoints.TIP_VERTEX_IDS`), so that a loader's own MANO layer on our
+   parameters finds the same 21 keypoints as we do;
 4. the skeleton in MANO's order from the WebXR joints (a proximal phalanx's joint is the MCP,
    the thumb's metacarpal joint its CMC; the other metacarpals fold into the wrist), and the
    skinning weights from the glb's skin, its 25 joints summed into MANO's 16;
 5. a joint regressor reproducing the skeleton from the surrounding vertices (non-negative
    weights summing to one), shape blend shapes from skeletal edits (size, finger lengths, palm
-   width, thickness, girth, ...), and a pose PCA basis from a finger-synergy model.
+   width, thickness, girth, ...), and a pose PCA basis from a finger-synergy model;
+6. pose correctives (``posedirs``) regressed from volume-preserving targets over poses of each
+   joint (:mod:`handsynth.hand_model.correctives`): there is no scan data to learn them from,
+   and without them a bent finger collapses at its joints.
 
-Pose correctives (``posedirs``) are zero: the stand-in has no scan data to learn them from.
 The glb's own UVs do not survive step 2; :mod:`handsynth.hand_model.uv` lays the stand-in out
 like real MANO.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -43,16 +49,16 @@ import numpy as np
 from scipy.optimize import nnls
 
 from handsynth.assets import NPM_HAND_PACKAGE, assets_dir
+from handsynth.hand_model import correctives
+from handsynth.keypoints import TIP_VERTEX_IDS
 
 #: Version of the generator; part of the model identity recorded in every manifest.
-STANDIN_VERSION = "standin-hand-4"
+STANDIN_VERSION = "standin-hand-6"
 
 NUM_VERTS = 778
 NUM_JOINTS = 16
 #: MANO's kinematic tree: 0 wrist, 1-3 index, 4-6 middle, 7-9 pinky, 10-12 ring, 13-15 thumb.
 PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14])
-#: smplx VERTEX_IDS['mano']: fingertip vertex per finger.
-TIP_VERTEX_IDS = {"thumb": 744, "index": 320, "middle": 443, "ring": 554, "pinky": 671}
 #: First joint of each finger chain (MANO order) and its tip name.
 FINGER_CHAINS = {"index": 1, "middle": 4, "pinky": 7, "ring": 10, "thumb": 13}
 
@@ -147,7 +153,8 @@ def read_webxr_hand(path: Path) -> RiggedHand:
     joints = np.stack([node_pos[n] for n in MANO_JOINT_NODES])
     tips = np.stack([node_pos[TIP_NODES[n]] for n in ("thumb", "index", "middle", "ring", "pinky")])
     hand = RiggedHand(positions[first], faces, weights[first] / weights[first].sum(axis=1, keepdims=True), joints, tips)
-    if _euler_characteristic(hand.vertices, hand.faces) != 2 or not _is_closed_manifold(hand.faces):
+    _, edge_counts = np.unique(_edges(hand.faces), axis=0, return_counts=True)
+    if _euler_characteristic(hand.vertices, hand.faces) != 2 or not (edge_counts == 2).all():
         raise ValueError(f"{path}: the welded hand mesh is not a closed genus-0 surface")
     return hand
 
@@ -165,12 +172,13 @@ def _to_standin_frame(hand: RiggedHand) -> RiggedHand:
     return RiggedHand(moved.vertices * scale, moved.faces, moved.weights, moved.joints * scale, moved.tips * scale)
 
 
-def _round_wrist(hand: RiggedHand, height: float = 0.006, rings: int = 3) -> RiggedHand:
-    """Replace the glb's flat wrist cut by a low dome, so the forearm stub ends like a limb.
+def _open_wrist(hand: RiggedHand) -> RiggedHand:
+    """Remove the glb's flat wrist cut, leaving an open wrist loop as real MANO has.
 
-    The cut is the one planar patch facing away from the fingers; its boundary loop is kept and
-    filled with ``rings`` concentric rings rising to ``height`` along the cut's normal, skinned
-    to the wrist like the loop around them.
+    The cut is the one planar patch facing away from the fingers. Without it the surface is a
+    disc (genus 0, one boundary loop), like MANO's: forearms attach at that loop
+    (:mod:`handsynth.hand_model.forearm`), and :meth:`HandModel.faces` closes it with a flat cap
+    for renders and checks, one code path for both models.
     """
     import trimesh
 
@@ -184,41 +192,12 @@ def _round_wrist(hand: RiggedHand, height: float = 0.006, rings: int = 3) -> Rig
     for comp in trimesh.graph.connected_components(pairs, nodes=np.flatnonzero(flat)):
         if seed_face in comp:
             cut[comp] = True
-    ref = normals[seed_face]
-    faces = hand.faces[~cut]
-    directed = {(int(f[k]), int(f[(k + 1) % 3])) for f in faces for k in range(3)}
-    nxt = {a: b for a, b in directed if (b, a) not in directed}
-    loop = [next(iter(nxt))]
-    while nxt[loop[-1]] != loop[0] and len(loop) <= len(nxt):
-        loop.append(nxt[loop[-1]])
-    if len(loop) != len(nxt):
-        raise ValueError("stand-in hand: the wrist cut of the glb is not one simple loop")
-    ring_pts = hand.vertices[loop]
-    centre = ring_pts.mean(axis=0)
-    verts, weights = [hand.vertices], [hand.weights]
-    new_faces = [faces]
-    prev = np.array(loop)
-    wrist_w = np.eye(NUM_JOINTS)[0]
-    n_v = len(hand.vertices)
-    for k in range(1, rings + 1):
-        s = 1.0 - k / (rings + 1)
-        pts = centre + (ring_pts - centre) * s + ref * height * (1.0 - s * s)
-        ids = n_v + np.arange(len(loop))
-        n_v += len(loop)
-        verts.append(pts)
-        weights.append(np.tile(wrist_w, (len(loop), 1)))
-        a, b, a1, b1 = prev, np.roll(prev, -1), ids, np.roll(ids, -1)
-        new_faces += [np.stack([b, a, a1], axis=1), np.stack([b, a1, b1], axis=1)]
-        prev = ids
-    verts.append((centre + ref * height)[None])
-    weights.append(wrist_w[None])
-    new_faces.append(np.stack([np.roll(prev, -1), prev, np.full(len(prev), n_v)], axis=1))
-    v, f = _clean(np.concatenate(verts), np.concatenate(new_faces))
-    used = np.unique(np.concatenate(new_faces))
-    domed = RiggedHand(v, f, np.concatenate(weights)[used], hand.joints, hand.tips)
-    if _euler_characteristic(domed.vertices, domed.faces) != 2 or not _is_closed_manifold(domed.faces):
-        raise ValueError("stand-in hand: rounding the wrist did not leave a closed genus-0 surface")
-    return domed
+    used = np.unique(hand.faces[~cut])
+    v, f = _clean(hand.vertices, hand.faces[~cut])
+    opened = RiggedHand(v, f, hand.weights[used], hand.joints, hand.tips)
+    if not _is_disc(opened.vertices, opened.faces):
+        raise ValueError("stand-in hand: removing the wrist cut of the glb did not leave a surface with one open loop")
+    return opened
 
 
 def _tip_vertices(hand: RiggedHand) -> list[int]:
@@ -259,23 +238,23 @@ def _split_longest_edges(verts: np.ndarray, faces: np.ndarray, n_target: int) ->
 
 
 def _decimated_mesh(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closed mesh with exactly NUM_VERTS vertices (genus 0, so 2V-4 faces).
+    """The open hand surface with exactly NUM_VERTS vertices, still a disc (one wrist loop).
 
     Quadric decimation can pinch an edge into a non-manifold one at high aggressiveness, so a few
-    settings are tried in a fixed order and the first closed genus-0 result is kept.
+    settings are tried in a fixed order and the first result of the right topology is kept.
     """
     import fast_simplification
 
-    target_faces = 2 * NUM_VERTS - 4
-    reduction = 1.0 - (target_faces - 24) / len(faces)
+    wrist_loop = 16  # the glb's, and MANO's; decimation may shorten it by a vertex or two
+    reduction = 1.0 - (2 * NUM_VERTS - 2 - wrist_loop - 24) / len(faces)
     for agg in (5.0, 4.0, 3.0, 6.0):
         v, f = fast_simplification.simplify(verts.astype(np.float32), faces, target_reduction=reduction, agg=agg)
         v, f = _clean(v.astype(np.float64), f.astype(np.int64))
-        if len(v) <= NUM_VERTS and _euler_characteristic(v, f) == 2 and _is_closed_manifold(f):
+        if len(v) <= NUM_VERTS and _is_disc(v, f):
             v, f = _split_longest_edges(v, f, NUM_VERTS)
-            if len(f) == target_faces and _euler_characteristic(v, f) == 2 and _is_closed_manifold(f):
+            if _is_disc(v, f):
                 return v, f
-    raise RuntimeError("could not decimate the stand-in surface to a closed genus-0 mesh of 778 vertices")
+    raise RuntimeError("could not decimate the stand-in surface to an open genus-0 mesh of 778 vertices")
 
 
 def _transfer_weights(hand: RiggedHand, verts: np.ndarray) -> np.ndarray:
@@ -299,10 +278,17 @@ def _euler_characteristic(v: np.ndarray, f: np.ndarray) -> int:
     return len(v) - len(np.unique(_edges(f), axis=0)) + len(f)
 
 
-def _is_closed_manifold(f: np.ndarray) -> bool:
-    """Every edge shared by exactly two faces."""
+def _is_disc(v: np.ndarray, f: np.ndarray) -> bool:
+    """A genus-0 surface with exactly one boundary loop (MANO's topology: open at the wrist)."""
+    from handsynth.hand_model.parts import boundary_loops
+
     _, counts = np.unique(_edges(f), axis=0, return_counts=True)
-    return bool((counts == 2).all())
+    if counts.max() > 2 or _euler_characteristic(v, f) != 1:
+        return False
+    try:
+        return len(boundary_loops(f, "stand-in")) == 1
+    except ValueError:  # a boundary that touches itself
+        return False
 
 
 def _clean(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -420,6 +406,27 @@ def relaxed_hands_mean(rest_keypoints: np.ndarray) -> np.ndarray:
     return _anatomical_pose(rest_keypoints, angles)[0]
 
 
+#: The poses ``docs/standin_hand.png`` shows, as anatomical (bend, splay, twist) angles in degrees
+#: of the finger joints (index, middle, pinky, ring: MCP, PIP, DIP; thumb: CMC, MCP, IP). The fist
+#: is a natural one (fingertips short of the palm, the thumb along the index): no finger passes
+#: through another, which tests check.
+PICTURE_POSES_DEG: dict[str, dict[str, tuple[float, float, float]]] = {
+    "open": {"fingers": (0.0, 0.0, 0.0), "thumb": (0.0, 0.0, 0.0)},
+    "grasp": {"fingers": (40.0, 40.0, 40.0), "thumb": (40.0, 40.0, 40.0)},
+    "fist": {"fingers": (75.0, 90.0, 45.0), "thumb": (0.0, 30.0, 35.0)},
+}
+
+
+def picture_pose(rest_keypoints: np.ndarray, name: str) -> np.ndarray:
+    """Full finger pose (45,) (not relative to ``hands_mean``) of one of :data:`PICTURE_POSES_DEG`,
+    each joint bent about its own flexion axis."""
+    bends = PICTURE_POSES_DEG[name]
+    angles = np.zeros((1, 15, 3))
+    for finger, first in FINGER_CHAINS.items():
+        angles[0, first - 1:first + 2, 0] = bends["thumb" if finger == "thumb" else "fingers"]
+    return _anatomical_pose(rest_keypoints, angles)[0]
+
+
 def _pose_synergies(rest_keypoints: np.ndarray, hands_mean: np.ndarray, seed: int = 0) -> np.ndarray:
     """Orthonormal PCA basis (45, 45) of a finger-synergy pose model (rows = components).
 
@@ -440,6 +447,34 @@ def _pose_synergies(rest_keypoints: np.ndarray, hands_mean: np.ndarray, seed: in
     return vt
 
 
+#: Ranges (degrees: bend, splay, twist) the pose correctives are fitted over, per joint kind: the
+#: anatomical range of each axis with a margin (fixed here, so that revised joint limits elsewhere
+#: do not silently change the model).
+CORRECTIVE_RANGES_DEG: dict[str, tuple[tuple[float, float], ...]] = {
+    "mcp": ((-30, 95), (-25, 25), (-15, 15)), "pip": ((-10, 115), (-10, 10), (-10, 10)),
+    "dip": ((-15, 95), (-10, 10), (-10, 10)), "thumb_cmc": ((-25, 55), (-35, 35), (-35, 35)),
+    "thumb_mcp": ((-40, 60), (-15, 15), (-15, 15)), "thumb_ip": ((-15, 105), (-10, 10), (-10, 10)),
+}
+#: Poses per joint the correctives are fitted on.
+CORRECTIVE_SAMPLES = 48
+
+
+def _corrective_samples(rest_keypoints: np.ndarray, seed: int = 0) -> dict[int, np.ndarray]:
+    """Per MANO joint 1..15, full finger poses (M, 45) that turn that joint alone: bends evenly over
+    its range, splay and twist drawn within theirs."""
+    rng = np.random.default_rng(seed)
+    kinds = ["mcp", "pip", "dip"] * 4 + ["thumb_cmc", "thumb_mcp", "thumb_ip"]
+    samples = {}
+    for row, kind in enumerate(kinds):
+        (b0, b1), (s0, s1), (t0, t1) = CORRECTIVE_RANGES_DEG[kind]
+        angles = np.zeros((CORRECTIVE_SAMPLES, 15, 3))
+        angles[:, row, 0] = np.linspace(b0, b1, CORRECTIVE_SAMPLES)
+        angles[:, row, 1] = rng.uniform(s0, s1, CORRECTIVE_SAMPLES)
+        angles[:, row, 2] = rng.uniform(t0, t1, CORRECTIVE_SAMPLES)
+        samples[row + 1] = _anatomical_pose(rest_keypoints, angles)
+    return samples
+
+
 def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray, tip_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Permute vertices so each fingertip vertex (thumb, index, ...) sits at MANO's index.
 
@@ -454,9 +489,27 @@ def _reorder_for_tips(verts: np.ndarray, faces: np.ndarray, tip_ids: list[int]) 
     return verts[perm], inverse[faces], perm
 
 
+#: Modules whose code decides the stand-in's arrays (the generator, the correctives' fit, the
+#: anatomical frames its relaxed pose and samples are built in, the tip convention).
+BUILD_MODULES = ("handsynth.hand_model.standin", "handsynth.hand_model.correctives", "handsynth.hand_model.parts",
+                 "handsynth.joint_limits", "handsynth.rotations", "handsynth.keypoints")
+
+
+def build_key() -> str:
+    """Digest of the code that generates the stand-in: its version, the glb's pinned path and the
+    source of :data:`BUILD_MODULES`. A cached stand-in made by other code is made again, even when
+    nobody bumped :data:`STANDIN_VERSION` (a comment-only edit just regenerates the same arrays)."""
+    import importlib
+
+    h = hashlib.sha256(f"{STANDIN_VERSION}\n{GLB_PATH}\n".encode())
+    for name in BUILD_MODULES:
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray]:
     """The right-hand stand-in as a dict in MANO's file schema (what ``MANO_RIGHT.npz`` holds)."""
-    hand = _round_wrist(_to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH)))
+    hand = _open_wrist(_to_standin_frame(read_webxr_hand(Path(glb_path) if glb_path else assets_dir() / GLB_PATH)))
     verts, faces = _decimated_mesh(hand.vertices, hand.faces)
     weights = _transfer_weights(hand, verts)
     decimated = RiggedHand(verts, faces, weights, hand.joints, hand.tips)
@@ -479,7 +532,8 @@ def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray
         "J_regressor": regressor,
         "J": joints,
         "weights": weights,
-        "posedirs": np.zeros((NUM_VERTS, 3, 9 * (NUM_JOINTS - 1))),
+        "posedirs": correctives.fit_pose_correctives(verts, faces, weights, regressor @ verts, PARENTS,
+                                                     _corrective_samples(rest_keypoints)),
         "shapedirs": _shape_blend_shapes(verts, weights, joints, tips),
         "kintree_table": kintree,
         "hands_components": _pose_synergies(rest_keypoints, hands_mean),
@@ -488,6 +542,7 @@ def generate_standin_model(glb_path: Path | None = None) -> dict[str, np.ndarray
         "bs_style": np.array("lbs"),
         "bs_type": np.array("lrotmin"),
         "standin_version": np.array(STANDIN_VERSION),
+        "build_key": np.array(build_key()),
     }
 
 
@@ -499,8 +554,10 @@ def mirror_model(right: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     left["J"] = right["J"] * m
     left["f"] = right["f"][:, [0, 2, 1]]
     left["shapedirs"] = right["shapedirs"] * m[None, :, None]
-    left["posedirs"] = right["posedirs"] * m[None, :, None]
-    # a mirrored rotation M R M has axis-angle (x, -y, -z)
+    # a mirrored rotation M R M has axis-angle (x, -y, -z), and pose features M (R - I) M: entry
+    # (a, b) of each joint's block changes sign with m_a m_b; the corrective itself is mirrored too
+    feature_sign = np.tile(np.outer(m, m).reshape(-1), NUM_JOINTS - 1)
+    left["posedirs"] = right["posedirs"] * m[None, :, None] * feature_sign[None, None, :]
     am = np.tile(np.array([1.0, -1.0, -1.0]), 15)
     left["hands_mean"] = right["hands_mean"] * am
     left["hands_components"] = right["hands_components"] * am[None, :]

@@ -95,7 +95,7 @@ def cached_uv_layout(cache_dir: Path, digest: str, vertices: np.ndarray, faces: 
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             layout = UVLayout(z["uv"], z["faces_uv"], z["vertex_ids"])
-        if layout.faces_uv.shape == faces.shape:
+        if layout.faces_uv.shape == faces.shape and np.array_equal(layout.vertex_ids[layout.faces_uv], faces):
             return layout
         log.warning("%s: cached UV layout does not fit the model's %d faces; recomputing", path, len(faces))
     log.info("computing the UV layout of hand model %s with xatlas", digest)
