@@ -1,6 +1,6 @@
 """``ih-pipeline``: run the pipeline, export the data for training, preview it, score predictions.
 
-    ih-pipeline run [--refresh] [--shard KEY]          the main job (ih_assets.main_job)
+    ih-pipeline run [--refresh] [--shard KEY] [--wait]   the main job (ih_assets.main_job)
     ih-pipeline export --source SRC --to DIR [--formats interhand26m,intaghand,webdataset] [--splits ...]
     ih-pipeline preview --source SRC --out sheet.png [-n 20]
     ih-pipeline metrics --pred P.npz --gt G.npz        (handsynth.metrics_cli)

@@ -42,8 +42,8 @@ TAG_HOST, TAG_PID, TAG_PID_START = "renderih/host", "renderih/pid", "renderih/pi
 _UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
                DagsterRunStatus.CANCELING]
 #: Folders under the prefix, besides the per-shard assets' own, that hold a shard's objects as
-#: ``<folder>/<shard>/...`` or ``<folder>/<shard>.<ext>`` (the rendered images).
-SHARD_FOLDERS = ("render",)
+#: ``<folder>/<shard>/...`` or ``<folder>/<shard>.<ext>``: the rendered images, the WebDataset tars.
+SHARD_FOLDERS = ("render", "webdataset")
 #: Exit code when another main job holds the instance lock or the bucket lease.
 EXIT_LOCKED = 3
 
@@ -213,8 +213,11 @@ def _dataset_line(instance: DagsterInstance) -> str:
 
 
 def run(refresh: bool = False, shards: list[str] | None = None, wait: bool = False) -> int:
-    instance = DagsterInstance.get()
-    with instance_lock(instance.root_directory, wait, log):   # first: a second job is refused in seconds
+    home = os.environ.get("DAGSTER_HOME") or DagsterInstance.get().root_directory   # unset: Dagster's own error
+    # the lock comes first: a second job is refused in seconds, and two jobs never create a fresh
+    # instance's SQLite databases at the same time
+    with instance_lock(home, wait, log):
+        instance = DagsterInstance.get()
         from ih_assets.definitions import FINAL_JOB, PARTITIONED_JOB, UNPARTITIONED_JOB, defs  # reads the settings
 
         check_inputs(defs.resources)

@@ -13,6 +13,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from handsynth import envmaps, userfiles
 from handsynth.hand_model import mano_files
 from handsynth.hand_model.model import HandModel
+from ih_assets.main_job import environment_folder_changed
 from ih_assets.rendering import environment_maps
 from resources.settings import PipelineSettings
 from resources.sources import open_uri
@@ -113,9 +114,12 @@ def test_the_library_follows_the_folder_and_drops_what_it_no_longer_has(tmp_path
     first = instance.get_latest_materialization_event(AssetKey("environment_maps")).asset_materialization
     assert first.metadata["source_digest"].value == userfiles.files_digest(MAPS)
 
+    settings = PipelineSettings.from_preset("test", environment_dir=str(folder))
+    assert environment_folder_changed(instance, settings) == []       # the main job skips it
     changed = {"map0.hdr": MAPS["map0.hdr"], "map2.hdr": envmaps.write_hdr(envmaps.procedural_envmap(7, 8, 16))}
     (folder / "map1.hdr").unlink()
     (folder / "map2.hdr").write_bytes(changed["map2.hdr"])
+    assert environment_folder_changed(instance, settings) == ["files in IH_ENVIRONMENT_DIR changed"]
     assert _materialize(storage, folder, instance).success
     assert _library(storage) == changed
     second = instance.get_latest_materialization_event(AssetKey("environment_maps")).asset_materialization
