@@ -74,18 +74,22 @@ def fail_runs_of_dead_processes(instance: DagsterInstance) -> list[str]:
     return failed
 
 
+def _environment_dir_refused(exc: Exception) -> ValueError:
+    return ValueError(f"IH_ENVIRONMENT_DIR: {exc}; allowed: a folder of valid equirectangular "
+                      f"{'/'.join(envmaps.LIBRARY_EXTENSIONS)} maps, regular files only")
+
+
 def check_inputs(resources: dict[str, Any]) -> None:
     """Refuse, before any run starts, the inputs a run would otherwise fail on after minutes, with
     one line naming the variable, the value and what is allowed. (Settings are refused when
-    ``ih_assets.definitions`` is imported; the content of each map is checked by its asset.)"""
+    ``ih_assets.definitions`` is imported; the maps' content by :func:`check_environment_maps`.)"""
     settings, hand, source = resources["settings"], resources["hand_model"], resources["pose_source"]
     if settings.environment_dir:
-        allowed = f"a folder of regular {'/'.join(envmaps.LIBRARY_EXTENSIONS)} files"
         try:
             if not userfiles.list_files(settings.environment_dir, envmaps.LIBRARY_EXTENSIONS):
-                raise ValueError(f"IH_ENVIRONMENT_DIR: {settings.environment_dir}: no maps in it; allowed: {allowed}")
-        except userfiles.UserFileError as exc:
-            raise ValueError(f"IH_ENVIRONMENT_DIR: {exc}; allowed: {allowed}") from None
+                raise envmaps.EnvironmentMapError(f"{settings.environment_dir}: no maps in it")
+        except ValueError as exc:
+            raise _environment_dir_refused(exc) from None
     if hand.source == "mano":
         try:
             hand.get()   # loaded and validated once; the runs of this process reuse it
@@ -99,6 +103,15 @@ def check_inputs(resources: dict[str, Any]) -> None:
             except userfiles.UserFileError as exc:
                 raise ValueError(f"IH_INTERHAND_MANO_FILES: {exc}; allowed: comma-separated regular files or "
                                  "s3://bucket/key URIs") from None
+
+
+def check_environment_maps(settings: Any) -> None:
+    """Decode every map of ``IH_ENVIRONMENT_DIR`` (a one-line refusal naming a bad one); done only
+    when ``environment_maps`` is about to copy them, as decoding large maps takes a while."""
+    try:
+        envmaps.read_map_folder(settings.environment_dir)
+    except ValueError as exc:
+        raise _environment_dir_refused(exc) from None
 
 
 def environment_folder_changed(instance: DagsterInstance, settings: Any) -> list[str]:
@@ -221,14 +234,19 @@ def run(refresh: bool = False, shards: list[str] | None = None, wait: bool = Fal
         from ih_assets.definitions import FINAL_JOB, PARTITIONED_JOB, UNPARTITIONED_JOB, defs  # reads the settings
 
         check_inputs(defs.resources)
+        unpart = defs.get_job_def(UNPARTITIONED_JOB)
+        todo = _plan(defs, instance, sorted(unpart.asset_layer.executable_asset_keys), None, refresh)
+        if AssetKey("environment_maps") in todo and defs.resources["settings"].environment_dir:
+            check_environment_maps(defs.resources["settings"])
         storage = defs.resources["storage"].process_config_and_initialize()  # resolves EnvVar settings
         store = storage.object_store()
         with bucket_lease(store, storage.prefix, wait, log):
-            return _run(defs, instance, store, storage, refresh, shards, (UNPARTITIONED_JOB, PARTITIONED_JOB, FINAL_JOB))
+            return _run(defs, instance, store, storage, refresh, shards, todo, (UNPARTITIONED_JOB, PARTITIONED_JOB, FINAL_JOB))
 
 
 def _run(defs: Any, instance: DagsterInstance, store: Any, storage: Any, refresh: bool, shards: list[str] | None,
-         jobs: tuple[str, str, str]) -> int:
+         todo: dict[AssetKey, list[str]], jobs: tuple[str, str, str]) -> int:
+    """The three jobs in order; ``todo`` is the plan of the unpartitioned assets."""
     started = time.monotonic()
     tags = run_tags()
     made: Counter[str] = Counter()
@@ -236,7 +254,6 @@ def _run(defs: Any, instance: DagsterInstance, store: Any, storage: Any, refresh
         log(f"run {run_id} of a killed main job marked failed; its pool slots are free")
 
     unpart = defs.get_job_def(jobs[0])
-    todo = _plan(defs, instance, sorted(unpart.asset_layer.executable_asset_keys), None, refresh)
     if todo:
         log(f"materializing {_explain(todo)}")
         result = unpart.execute_in_process(instance=instance, asset_selection=list(todo), tags=tags, raise_on_error=False)

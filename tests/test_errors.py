@@ -36,6 +36,13 @@ def _environment_dir_with_a_link(tmp: Path) -> dict[str, str]:
     return {"IH_ENVIRONMENT_DIR": str(folder)}
 
 
+def _environment_dir_with_garbage(tmp: Path) -> dict[str, str]:
+    folder = tmp / "maps"
+    folder.mkdir()
+    (folder / "broken.hdr").write_bytes(b"not a map")
+    return {"IH_ENVIRONMENT_DIR": str(folder)}
+
+
 CASES = [
     ("views 0", MAIN_JOB, lambda tmp: {"IH_N_VIEWS": "0"},
      r"IH_N_VIEWS=0: Input should be greater than or equal to 1; allowed: an integer from 1 to 1000"),
@@ -44,7 +51,10 @@ CASES = [
     ("MANO folder missing", MAIN_JOB, lambda tmp: {"IH_MANO_DIR": str(tmp / "nowhere")},
      r"IH_MANO_DIR: \S*nowhere: MANO model folder not found; allowed: a folder holding MANO_RIGHT and MANO_LEFT"),
     ("link in the environment folder", MAIN_JOB, _environment_dir_with_a_link,
-     r"IH_ENVIRONMENT_DIR: \S*maps/passwd\.hdr: a symbolic link; .*allowed: a folder of regular \.hdr/\.exr files"),
+     r"IH_ENVIRONMENT_DIR: \S*maps/passwd\.hdr: a symbolic link; .*allowed: a folder of valid equirectangular "
+     r"\.hdr/\.exr maps, regular files only"),
+    ("unreadable map in the environment folder", MAIN_JOB, _environment_dir_with_garbage,
+     r"IH_ENVIRONMENT_DIR: \S*maps/broken\.hdr: not a Radiance HDR file"),
     ("run through ih-pipeline", CLI[:] + ["run"], lambda tmp: {"IH_RENDERER": "vray"},
      r"IH_RENDERER='vray': Input should be 'cycles' or 'raster'; allowed: one of 'cycles', 'raster'"),
     ("export splits", CLI + ["export", "--source", "x", "--to", "y", "--splits", "train=0.7,test=0.1"], lambda tmp: {},
