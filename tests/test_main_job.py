@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(env: dict, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "ih_assets.main_job", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)  # minutes on a loaded machine
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -46,12 +46,12 @@ def _start(env: dict, log: Path, *args: str) -> subprocess.Popen:
 def test_concurrent_start_refused_queued_noop_then_identical_refresh(seaweed_server, tmp_path):  # noqa: F811
     env = main_job_env(seaweed_server, tmp_path / "dagster_home", "main-job-test")
     together = {name: _start(env, tmp_path / f"{name}.out") for name in ("a", "b")}
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1200
     while not any("[main]" in (tmp_path / f"{n}.out").read_text() for n in together):   # one holds the locks
         assert time.monotonic() < deadline and all(p.poll() in (None, 0, 3) for p in together.values())
         time.sleep(1)
     queued = _start(env, tmp_path / "queued.out", "--wait")
-    codes = {name: proc.wait(timeout=900) for name, proc in together.items()}
+    codes = {name: proc.wait(timeout=1800) for name, proc in together.items()}
     winner, loser = sorted(together, key=lambda n: codes[n])
     assert (codes[winner], codes[loser]) == (0, 3), codes
     refusal = (tmp_path / f"{loser}.err").read_text()
@@ -60,7 +60,7 @@ def test_concurrent_start_refused_queued_noop_then_identical_refresh(seaweed_ser
     assert len(shard_lines(first)) == 3 and all("never materialized" in line for line in shard_lines(first).values())
     assert "materialized in this run:" in first and "annotated images, manifest s3://main-job-test/" in first
 
-    assert queued.wait(timeout=600) == 0, (tmp_path / "queued.err").read_text()[-3000:]
+    assert queued.wait(timeout=1800) == 0, (tmp_path / "queued.err").read_text()[-3000:]
     second = (tmp_path / "queued.out").read_text()
     assert f"waiting for the main job pid {together[winner].pid}" in second
     assert shard_lines(second) == {} and "unpartitioned assets up to date" in second

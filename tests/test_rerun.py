@@ -20,7 +20,7 @@ from tests.test_main_job import ROOT, main_job_env, shard_lines
 
 def _run(env: dict) -> str:
     proc = subprocess.run([sys.executable, "-m", "ih_assets.main_job"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)  # minutes on a loaded machine
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
