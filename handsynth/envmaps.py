@@ -10,10 +10,13 @@ Equirectangular maps, world +y up: column -> azimuth phi in [-pi, pi), row -> po
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from handsynth import userfiles
 from handsynth.cameras import Camera
 
 #: File types of the environment-map library (under ``library/envmaps/``) that ``environment_maps`` reads
@@ -95,9 +98,6 @@ def median_cut_lights(env: np.ndarray, n_lights: int = 8) -> tuple[list[Light], 
 #: How linear radiance becomes 8-bit pixels, for both backends; recorded in every manifest row.
 COLOUR_MANAGEMENT = ("scene-linear Rec.709 x exposure (auto key 0.22 x random 0.6-1.5) -> Reinhard x/(1+x) "
                      "per channel -> gamma 1/2.2 -> 8 bit")
-
-#: File types a user's environment library may hold (both read by :func:`read_envmap`).
-LIBRARY_EXTENSIONS = (".hdr", ".exr")
 
 _LUMINANCE = np.array([0.2126, 0.7152, 0.0722])
 
@@ -446,14 +446,35 @@ def npm_hdri_exr(js_text: str, name: str) -> bytes:
         raise ValueError(f"{name}: bad base64 EXR data ({exc})") from exc
 
 
-def load_npm_hdris(folder) -> dict[str, tuple[np.ndarray, int]]:
-    """Every ``*.exr.js`` in ``folder`` decoded and repaired: name -> (map, pixels repaired)."""
-    from pathlib import Path
+def read_map_folder(folder: str | os.PathLike[str]) -> dict[str, bytes]:
+    """``name -> bytes`` of every map (:data:`LIBRARY_EXTENSIONS`) in a user's folder, each one
+    decoded and validated here, so nothing of a folder with one bad file goes further. Links and
+    special files are refused (:mod:`handsynth.userfiles`); other file types are ignored."""
+    names = userfiles.list_files(folder, LIBRARY_EXTENSIONS)
+    if not names:
+        raise EnvironmentMapError(f"{folder}: no {'/'.join(LIBRARY_EXTENSIONS)} files in the environment-map folder")
+    files = userfiles.read_files(folder, names)
+    by_stem: dict[str, str] = {}
+    for name, data in files.items():
+        stem = name.rsplit(".", 1)[0]
+        if stem in by_stem:
+            raise EnvironmentMapError(f"{folder}: {by_stem[stem]} and {name} would share the map name {stem!r}")
+        by_stem[stem] = name
+        read_envmap(data, str(Path(folder, name)))
+    return files
 
+
+def load_npm_hdris(folder: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, int]]:
+    """Every ``*.exr.js`` in ``folder`` decoded and repaired: name -> (map, pixels repaired)."""
     maps = {}
-    for path in sorted(Path(folder).glob("*.exr.js")):
-        name = path.name[: -len(".exr.js")]
-        env, repaired = repair_negative_radiance(read_exr(npm_hdri_exr(path.read_text(), str(path)), str(path)))
-        validate_envmap(env, str(path))
-        maps[name] = (env, repaired)
+    names = userfiles.list_files(folder, (".exr.js",))
+    for file_name, data in userfiles.read_files(folder, names).items():
+        where = str(Path(folder, file_name))
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{where}: not an ASCII JavaScript module ({exc})") from exc
+        env, repaired = repair_negative_radiance(read_exr(npm_hdri_exr(text, where), where))
+        validate_envmap(env, where)
+        maps[file_name[: -len(".exr.js")]] = (env, repaired)
     return maps

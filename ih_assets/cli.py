@@ -1,6 +1,6 @@
 """``ih-pipeline``: run the pipeline, export the data for training, preview it, score predictions.
 
-    ih-pipeline run [--refresh] [--shard KEY]          the main job (ih_assets.main_job)
+    ih-pipeline run [--refresh] [--shard KEY] [--wait]   the main job (ih_assets.main_job)
     ih-pipeline export --source SRC --to DIR [--formats interhand26m,intaghand,webdataset] [--splits ...]
     ih-pipeline preview --source SRC --out sheet.png [-n 20]
     ih-pipeline metrics --pred P.npz --gt G.npz        (handsynth.metrics_cli)
@@ -14,7 +14,6 @@ downloaded from S3; files a previous export left and this one did not write are 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
-from handsynth import exports, plots, training
+from handsynth import cli_errors, exports, plots, training
 from handsynth.storage import open_store
 
 T = TypeVar("T")
@@ -89,7 +88,16 @@ def preview(source: str, out: str, n: int = 20) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ih-pipeline", description=__doc__.splitlines()[0])
+    """Refused arguments and inputs are one line on stderr and a non-zero exit; ``--debug``
+    anywhere (or ``IH_DEBUG=1``) shows tracebacks instead (:mod:`handsynth.cli_errors`)."""
+    debug, argv = cli_errors.debug_requested(sys.argv[1:] if argv is None else list(argv))
+    return cli_errors.run_reporting(lambda: _main(argv, debug), "ih-pipeline", debug)
+
+
+def _main(argv: list[str], debug: bool) -> int:
+    parser = cli_errors.OneLineParser(prog="ih-pipeline", description=__doc__.splitlines()[0],
+                                      epilog=f"{cli_errors.DEBUG_FLAG} (anywhere) or {cli_errors.DEBUG_ENV}=1: "
+                                             "tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="materialize the pipeline (all arguments go to ih_assets.main_job)", add_help=False)
     ex = sub.add_parser("export", help="bucket or local folder -> local IH2.6M / IntagHand / WebDataset folders")
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from ih_assets.main_job import main as run_main
 
-        return run_main(rest)
+        return run_main(rest + [cli_errors.DEBUG_FLAG] if debug else rest)
     if args.command == "metrics":
         from handsynth.metrics_cli import main as metrics_main
 
@@ -118,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         formats = [f.strip() for f in args.formats.split(",") if f.strip()]
         unknown = sorted(set(formats) - set(FORMATS))
         if unknown:
-            parser.error(f"unknown format(s) {unknown}; choose from {list(FORMATS)}")
+            parser.error(f"--formats {args.formats!r}: unknown format(s) {unknown}; choose from {list(FORMATS)}")
         try:
             splits = exports.parse_splits(args.splits)
         except exports.ExportError as exc:
-            parser.error(str(exc))
+            parser.error(f"--splits {args.splits!r}: {exc}")
         for fmt, counts in export(args.source, args.to, formats, splits, args.mano_dir).items():
             print(f"{fmt}: {counts} -> {Path(args.to, fmt)}")
         return 0

@@ -2,13 +2,12 @@
 
 import dataclasses
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, Failure, MetadataValue, Output, asset
 
-from handsynth import annotate, envmaps, plots
+from handsynth import annotate, envmaps, plots, userfiles
 from handsynth.assets import NPM_HDRI_PACKAGE, assets_dir
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
@@ -27,15 +26,16 @@ from resources.storage import StorageResource
 SIDES = ("right", "left")
 
 
+#: Library maps under this name prefix were generated here (the fallback); they never count as the user's.
+PROCEDURAL_PREFIX = "procedural_"
+
+
 def _library_sources(settings: PipelineSettings) -> tuple[str, dict[str, bytes], dict[str, bytes]]:
-    """Maps to put into an empty library: the user's folder, else the npm Poly Haven set (decoded,
-    negative radiance repaired, stored as .hdr), else procedural maps. -> (source, files, extra files)."""
+    """Maps the library should hold when it is managed here: the user's folder, else the npm Poly
+    Haven set (decoded, negative radiance repaired, stored as .hdr), else procedural maps.
+    -> (source, map files, extra files). Every map is decoded and validated before it is returned."""
     if settings.environment_dir:
-        folder = Path(settings.environment_dir)
-        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix.lower() in envmaps.LIBRARY_EXTENSIONS}
-        if not files:
-            raise ValueError(f"environment_dir {folder}: no {'/'.join(envmaps.LIBRARY_EXTENSIONS)} files")
-        return f"folder {folder}", files, {}
+        return f"folder {settings.environment_dir}", envmaps.read_map_folder(settings.environment_dir), {}
     npm = assets_dir() / NPM_HDRI_PACKAGE
     if (npm / "hdri").is_dir():
         maps = envmaps.load_npm_hdris(npm / "hdri")
@@ -43,42 +43,52 @@ def _library_sources(settings: PipelineSettings) -> tuple[str, dict[str, bytes],
         files = {f"{name}.hdr": envmaps.write_hdr(env) for name, (env, _) in maps.items()}
         extra = {f"{NPM_HDRI_PACKAGE}.LICENSE": (npm / "LICENSE").read_bytes()} if (npm / "LICENSE").exists() else {}
         return f"npm @pmndrs/assets 1.7.0 (Poly Haven, CC0; negative pixels repaired: {repaired})", files, extra
-    return "procedural (npm HDRIs not found: run scripts/fetch_assets.sh)", {}, {}
+    files = {f"{PROCEDURAL_PREFIX}{i:03d}.hdr": envmaps.write_hdr(envmaps.procedural_envmap(seed=settings.seed * 1000 + i))
+             for i in range(settings.n_environment_maps)}
+    return "procedural (npm HDRIs not found: run scripts/fetch_assets.sh)", files, {}
 
 
-@asset(code_version="1", group_name="rendering", kinds={"hdr", "json"})
+@asset(code_version="2", group_name="rendering", kinds={"hdr", "json"})
 def environment_maps(context: AssetExecutionContext, settings: PipelineSettings, storage: StorageResource) -> Output[dict]:
-    """The HDR library: every .hdr/.exr under ``<prefix>/library/envmaps/``. An empty library (or
-    one holding only procedural maps) is filled from ``environment_dir`` or the npm Poly Haven
-    HDRIs; procedural maps remain only as a logged fallback. Every listed map is read and validated."""
+    """The HDR library: every .hdr/.exr under ``<prefix>/library/envmaps/``.
+
+    With ``environment_dir`` the library follows that folder: maps are added, replaced and removed
+    to match it, and its digest is recorded so the main job re-syncs when the folder changes.
+    Without it, maps a user put into the bucket are used as they are; a library that is empty or
+    holds only procedural maps follows the npm Poly Haven set (procedural maps only when npm is
+    unavailable, with a warning). Every map is validated before anything is uploaded, so a
+    rejected file never enters the library, and the data version covers the maps' bytes."""
     store = storage.object_store()
     folder = "/".join(p for p in (storage.prefix, "library/envmaps") if p)
-    keys = [k for k in store.list_keys(folder + "/") if k.lower().endswith(envmaps.LIBRARY_EXTENSIONS)]
-    source, generated = "library", 0
-    if all(k.rsplit("/", 1)[-1].startswith("procedural_") for k in keys):
+    stored = {k: store.get_bytes(k) for k in store.list_keys(folder + "/") if k.lower().endswith(envmaps.LIBRARY_EXTENSIONS)}
+    users_own = any(not k.rsplit("/", 1)[-1].startswith(PROCEDURAL_PREFIX) for k in stored)
+    meta: dict = {}
+    if settings.environment_dir or not users_own:
         source, files, extra = _library_sources(settings)
-        if files:
-            for key in keys:
-                store.delete(key)
-            keys = []
-            for name, data in {**files, **extra}.items():
-                store.put_bytes(f"{folder}/{name}", data)
-            keys = [f"{folder}/{name}" for name in files]
-        elif not keys:
+        if source.startswith("procedural"):
             context.log.warning(f"environment maps: {source}")
-            for i in range(settings.n_environment_maps):
-                key = f"{folder}/procedural_{i:03d}.hdr"
-                store.put_bytes(key, envmaps.write_hdr(envmaps.procedural_envmap(seed=settings.seed * 1000 + i)))
-                keys.append(key)
-                generated += 1
-        context.log.info(f"environment maps from {source}")
-    library = {k.rsplit("/", 1)[-1].rsplit(".", 1)[0]: k for k in sorted(keys)}
-    if len(library) != len(keys):
-        raise ValueError(f"{folder}: two maps share a name with different extensions: {sorted(keys)}")
-    maps = {name: envmaps.read_envmap(store.get_bytes(key), key) for name, key in library.items()}  # validates all
+        wanted = {f"{folder}/{name}": data for name, data in files.items()}
+        put = [key for key, data in wanted.items() if stored.get(key) != data]
+        for key in put:   # new or changed first, then what the source no longer has
+            store.put_bytes(key, wanted[key])
+        gone = sorted(set(stored) - set(wanted))
+        for key in gone:
+            store.delete(key)
+        for name, data in extra.items():
+            store.put_bytes(f"{folder}/{name}", data)
+        stored = wanted
+        meta = {"maps_uploaded": len(put), "maps_removed": len(gone), "source_digest": userfiles.files_digest(files)}
+        context.log.info(f"environment maps from {source}: {len(put)} uploaded, {len(gone)} removed")
+    else:
+        source = "library"
+    library = {k.rsplit("/", 1)[-1].rsplit(".", 1)[0]: k for k in sorted(stored)}
+    if len(library) != len(stored):
+        raise ValueError(f"{folder}: two maps share a name with different extensions: {sorted(stored)}")
+    maps = {name: envmaps.read_envmap(stored[key], key) for name, key in library.items()}  # validates all
     previews = [envmaps.tone_map(env, envmaps.auto_exposure(env)) for env in list(maps.values())[:8]]
-    versions.record(context, library, settings)
-    return Output(library, metadata={"maps": len(library), "generated": generated, "source": source,
+    digests = {name: hashlib.sha256(stored[key]).hexdigest() for name, key in library.items()}
+    versions.record(context, {"maps": library, "sha256": digests}, settings)
+    return Output(library, metadata={**meta, "maps": len(library), "source": source,
                                      "max_radiance": MetadataValue.json({n: round(float(e.max()), 1) for n, e in maps.items()}),
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 

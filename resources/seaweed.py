@@ -11,7 +11,11 @@ Command line (used by the demo script)::
 
     python -m resources.seaweed serve --dir DIR --s3-port 8333
 
-runs in the foreground until SIGTERM / SIGINT and writes ``DIR/seaweed.pid``. It listens on
+runs in the foreground until SIGTERM / SIGINT and writes ``DIR/seaweed.pid``. Killed in any way
+(SIGKILL included), it takes its ``weed`` along: the kernel sends ``weed`` SIGTERM when its parent
+dies (``PR_SET_PDEATHSIG``), and a ``weed`` that still outlived its owner (a platform without
+that signal, or one still shutting down) is stopped by the next start on the same data folder,
+which finds it through ``DIR/weed.pid``. It listens on
 loopback only and, by default, accepts any request, signed or not. ``--auth-from-env`` makes it
 accept only the key pair in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (read from the
 environment, so the secret never appears in a process list); ``--s3-config FILE`` hands SeaweedFS
@@ -20,7 +24,9 @@ an identities file (several keys, per-identity actions) instead.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import ctypes
+import json
 import os
 import random
 import shutil
@@ -32,10 +38,14 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Callable
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from handsynth import cli_errors
+from handsynth.processes import process_alive, process_start
 
 #: Components of ``weed mini`` that listen on an HTTP port plus a gRPC port at +10000.
 GRPC_COMPONENTS: tuple[str, ...] = ("master", "volume", "filer", "s3", "admin")
@@ -46,6 +56,26 @@ GRPC_OFFSET = 10000
 #: server only sees them when passed explicitly, so its auth mode never depends on the caller's shell.
 CREDENTIAL_ENV: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_BUCKET")
 HOST = "127.0.0.1"
+#: ``prctl`` option: the signal the kernel sends a process when the thread that forked it exits.
+PR_SET_PDEATHSIG = 1
+#: Seconds a leftover ``weed`` gets to stop on SIGTERM before SIGKILL.
+LEFTOVER_GRACE_S = 10.0
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when this process dies (Linux), or
+    None where ``prctl`` is missing. libc is loaded here, before the fork, not in the child."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+    return arm
 
 
 class SeaweedError(RuntimeError):
@@ -107,6 +137,8 @@ class SeaweedServer:
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``s3_port`` fixes the S3 port
     (the demo uses 8333); everything else is always chosen free. With ``access_key`` and
     ``secret_key`` the server only accepts those credentials; without them it accepts any.
+    ``die_with_parent``: ``weed`` gets SIGTERM when the thread that started it ends (so start it
+    from a thread that lives as long as the server, e.g. the main thread).
     """
 
     def __init__(
@@ -115,8 +147,9 @@ class SeaweedServer:
         s3_port: int | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 120.0,  # ~1.5 s idle; far more on a loaded machine
         s3_config: str | os.PathLike[str] | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         if (access_key is None) != (secret_key is None):
             raise ValueError("SeaweedServer: give both access_key and secret_key, or neither")
@@ -127,6 +160,8 @@ class SeaweedServer:
         self.access_key, self.secret_key = access_key, secret_key
         self.startup_timeout = startup_timeout
         self.log_path = self.data_dir / "weed.log"
+        self.pid_path = self.data_dir / "weed.pid"
+        self.die_with_parent = die_with_parent
         self._fixed_s3_port = s3_port
         self.ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -138,6 +173,7 @@ class SeaweedServer:
             raise SeaweedError(f"SeaweedFS server in {self.data_dir} is already running (pid {self._proc.pid})")
         weed = find_weed()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
         self.ports = self._choose_ports()
         cmd = [str(weed), "mini", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
                "-master.telemetry=false", "-volume.preStopSeconds=0"]
@@ -152,8 +188,11 @@ class SeaweedServer:
             # spawns without touching the caller's group (Ctrl+C in a shell reaches only us).
             self._proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                env=env, start_new_session=True, preexec_fn=_die_with_parent() if self.die_with_parent else None,
             )
+        owner = os.getpid()
+        self.pid_path.write_text(json.dumps({"weed": [self._proc.pid, process_start(self._proc.pid)],
+                                             "owner": [owner, process_start(owner)]}))
         try:
             self._wait_ready()
         except BaseException:
@@ -164,16 +203,41 @@ class SeaweedServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the server's process group, SIGKILL it if still alive after ``timeout`` s."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                proc.wait()
+        self.pid_path.unlink(missing_ok=True)
+
+    def _stop_leftover(self) -> None:
+        """Stop a ``weed`` of this data folder whose owner is gone (see the module docstring); one
+        whose owner lives is refused, as two servers on one folder would corrupt it."""
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            proc.wait()
+            record = json.loads(self.pid_path.read_text())
+            (pid, start), (owner, owner_start) = record["weed"], record["owner"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if process_alive(pid, start):
+            if process_alive(owner, owner_start):
+                raise SeaweedError(f"{self.data_dir} is already served by weed pid {pid} of process {owner}; "
+                                   "stop that server first")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+                deadline = time.monotonic() + LEFTOVER_GRACE_S
+                while process_alive(pid, start) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if process_alive(pid, start):
+                    os.killpg(pid, signal.SIGKILL)
+            while process_alive(pid, start):
+                time.sleep(0.05)
+        self.pid_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "SeaweedServer":
         return self.start()
@@ -340,7 +404,7 @@ def ping(endpoint: str, wait: float = 0.0) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resources.seaweed", description=__doc__.splitlines()[0])
+    parser = cli_errors.OneLineParser(prog="python -m resources.seaweed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run a SeaweedFS S3 server in the foreground")
     p.add_argument("--dir", required=True, help="data directory (also holds weed.log and the pid file)")

@@ -8,7 +8,7 @@ launchpad or through ``IH_<FIELD>`` environment variables (see :func:`settings_f
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from dagster import ConfigurableResource
 from pydantic import Field, ValidationError
@@ -102,27 +102,54 @@ class PipelineSettings(ConfigurableResource):
         return out
 
 
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def allowed_values(name: str) -> str:
+    """What field ``name`` accepts, in words, from its type and declared range (for error messages)."""
+    field = PipelineSettings.model_fields[name]
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(repr(v) for v in get_args(field.annotation))
+    if field.annotation is bool:
+        return "true or false (also 1/0, yes/no)"
+    bounds = {attr: getattr(m, attr) for m in field.metadata for attr in ("ge", "gt", "le", "lt") if hasattr(m, attr)}
+    kind = {int: "an integer", float: "a finite number"}.get(field.annotation, "text")
+    low = f"{bounds['ge']}" if "ge" in bounds else f"above {bounds['gt']}" if "gt" in bounds else None
+    high = f"{bounds['le']}" if "le" in bounds else f"below {bounds['lt']}" if "lt" in bounds else None
+    return f"{kind} from {low} to {high}" if low is not None and high is not None else kind
+
+
 def settings_from_env(environ: dict[str, str] | None = None) -> PipelineSettings:
-    """``IH_PRESET`` picks the preset; ``IH_<FIELD>`` (e.g. ``IH_N_VIEWS=4``) overrides one field."""
+    """``IH_PRESET`` picks the preset; ``IH_<FIELD>`` (e.g. ``IH_N_VIEWS=4``) overrides one field.
+
+    A refused value is one ``ValueError`` line per run naming each variable, its value, what is
+    wrong and what is allowed (the command line prints it without a traceback)."""
     env = dict(os.environ if environ is None else environ)
     preset = env.get("IH_PRESET", "demo")
+    if preset not in PRESETS:
+        raise ValueError(f"IH_PRESET={preset!r}: unknown preset; allowed: one of {', '.join(map(repr, sorted(PRESETS)))}")
     overrides: dict[str, Any] = {}
+    problems = []
     for name, field in PipelineSettings.model_fields.items():
         raw = env.get(f"IH_{name.upper()}")
         if raw is None or name == "preset":
             continue
+        if field.annotation is bool:
+            if raw.lower() not in _TRUE + _FALSE:
+                problems.append(f"IH_{name.upper()}={raw!r}: not a truth value; allowed: {allowed_values(name)}")
+            overrides[name] = raw.lower() in _TRUE
+        elif field.annotation in (int, float):
+            try:
+                overrides[name] = field.annotation(raw)
+            except ValueError:
+                problems.append(f"IH_{name.upper()}={raw!r}: not {'an integer' if field.annotation is int else 'a number'}; "
+                                f"allowed: {allowed_values(name)}")
+        else:
+            overrides[name] = raw
+    if not problems:
         try:
-            if field.annotation is bool:
-                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError("expected true/false")
-                overrides[name] = raw.lower() in ("1", "true", "yes")
-            else:
-                overrides[name] = field.annotation(raw) if field.annotation in (int, float) else raw
-        except ValueError as exc:
-            raise ValueError(f"environment variable IH_{name.upper()}={raw!r}: {exc}") from exc
-    try:
-        return PipelineSettings.from_preset(preset, **overrides)
-    except ValidationError as exc:
-        problems = "; ".join(f"IH_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
-                             for e in exc.errors())
-        raise ValueError(f"invalid pipeline settings (preset {preset!r}): {problems}") from exc
+            return PipelineSettings.from_preset(preset, **overrides)
+        except ValidationError as exc:
+            problems = [f"IH_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}; allowed: {allowed_values(str(e['loc'][0]))}"
+                        for e in exc.errors()]
+    raise ValueError(f"invalid pipeline settings (preset {preset!r}): {'; '.join(problems)}")

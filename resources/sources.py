@@ -13,6 +13,7 @@ from typing import Any, Iterator, Literal
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from handsynth import userfiles
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
 from handsynth.sources import interhand, procedural
@@ -22,7 +23,7 @@ from resources.storage import S3Storage
 
 @contextlib.contextmanager
 def open_uri(uri: str, s3: S3Storage | None) -> Iterator[Any]:
-    """A binary stream for a local path or an ``s3://bucket/key`` URI."""
+    """A binary stream for a local path (a regular file, not a link) or an ``s3://bucket/key`` URI."""
     if uri.startswith("s3://"):
         if s3 is None:
             raise ValueError(f"{uri}: an S3 URI needs the S3 storage settings (endpoint, credentials)")
@@ -37,9 +38,9 @@ def open_uri(uri: str, s3: S3Storage | None) -> Iterator[Any]:
             yield stream
     else:
         try:
-            fh = open(uri, "rb")
-        except OSError as exc:
-            raise FileNotFoundError(f"{uri}: cannot open the InterHand2.6M file ({exc.strerror})") from exc
+            fh = userfiles.open_file(uri)  # a link or special file is refused, not followed
+        except userfiles.UserFileError as exc:
+            raise FileNotFoundError(f"{uri}: cannot open the InterHand2.6M file ({exc.reason})") from None
         with fh:
             yield fh
 

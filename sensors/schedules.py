@@ -2,11 +2,12 @@
 
 A shard is stale when its last ``annotations`` materialization is older than the latest
 ``deduped_poses`` (new distinct poses) or, when re-rendering on library changes is enabled, the
-latest ``environment_maps``. The run key carries the storage ids of those upstream
-materializations, so evaluating the schedule again requests nothing new: a finished backfill is
-a no-op. One shard per run (the per-shard IO manager stores one object per partition, and the
-assets declare ``BackfillPolicy.multi_run(max_partitions_per_run=1)``); the number of runs one tick
-requests is capped so a fresh paper-scale backfill is spread over ticks.
+latest ``environment_maps``; it is missing when it has none, or when the main job removed the
+shard (and its objects) after it (:mod:`resources.removed_shards`). The run key carries the
+storage ids of those upstream materializations, so evaluating the schedule again requests
+nothing new: a finished backfill is a no-op. One shard per run (the per-shard IO manager stores
+one object per partition, and the assets declare ``BackfillPolicy.multi_run(max_partitions_per_run=1)``);
+the number of runs one tick requests is capped so a fresh paper-scale backfill is spread over ticks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import os
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
+
+from resources.removed_shards import live_materialization
 
 SHARDS = "pose_shards"
 SHARD_JOB = "generate_shard"
@@ -24,9 +27,8 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
-def _latest(instance: DagsterInstance, key: AssetKey, partition: str | None = None):
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+def _latest(instance: DagsterInstance, key: AssetKey):
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1).records
     return records[0] if records else None
 
 
@@ -40,7 +42,7 @@ def stale_shard_requests(instance: DagsterInstance, rerender_on_library: bool, m
     version = "-".join(str(r.storage_id) for r in latest)
     requests = []
     for shard in instance.get_dynamic_partitions(SHARDS):
-        done = _latest(instance, FINAL_ASSET, shard)
+        done = live_materialization(instance, FINAL_ASSET, shard)
         if done is None or done.timestamp < newest:
             requests.append(RunRequest(run_key=f"{shard}:{version}", partition_key=shard,
                                        tags={"renderih/reason": "missing" if done is None else "stale"}))

@@ -472,9 +472,9 @@ for _name, _env, _match in [
     ("settings discriminator epochs 0", {"discriminator_epochs": "0"}, r"IH_DISCRIMINATOR_EPOCHS=0: "),
     ("settings negative seed", {"seed": "-5"}, r"IH_SEED=-5: "),
     ("settings optimize_iterations negative", {"optimize_iterations": "-1"}, r"IH_OPTIMIZE_ITERATIONS=-1: "),
-    ("settings non-integer value", {"n_views": "four"}, r"environment variable IH_N_VIEWS='four': invalid literal"),
+    ("settings non-integer value", {"n_views": "four"}, r"IH_N_VIEWS='four': not an integer; allowed: an integer from 1 to 1000"),
     ("settings unknown schedule", {"optimize_schedule": "fast"}, r"IH_OPTIMIZE_SCHEDULE='fast': Input should be 'renderih' or 'reference'"),
-    ("settings unknown preset", {"preset": "huge"}, r"unknown preset 'huge'"),
+    ("settings unknown preset", {"preset": "huge"}, r"IH_PRESET='huge': unknown preset; allowed: one of 'demo', 'paper', 'test'"),
 ]:
     KINDS.append(Kind(_name, _match, lambda tmp, e=_env: settings(**e)))
 

@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from dagster import (AssetCheckResult, AssetKey, DataVersion, Definitions, Output, asset, asset_check,
+from dagster import (AssetCheckResult, AssetKey, DagsterInstance, DataVersion, Definitions, Output, asset, asset_check,
                      instance_for_test, materialize)
 
 from ih_assets import versions
+from resources.removed_shards import live_materialization
 from resources.settings import PRESETS, PipelineSettings
 from tests.s3_fixtures import s3_storage, seaweed_server  # noqa: F401  (fixture)
 from tests.test_main_job import ROOT, main_job_env, shard_lines
@@ -19,7 +20,7 @@ from tests.test_main_job import ROOT, main_job_env, shard_lines
 
 def _run(env: dict) -> str:
     proc = subprocess.run([sys.executable, "-m", "ih_assets.main_job"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)  # minutes on a loaded machine
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -57,6 +58,10 @@ def test_settings_change_rerenders_exactly_the_affected_assets(seaweed_server, t
     named = {m for k in store.list_keys("renderih/") for m in re.findall(r"shard=\d+", k)}
     assert named == shards, f"orphans of {sorted(named - shards)}"
     assert len([k for k in store.list_keys("renderih/render/") if k.endswith("_rgb.png")]) == _manifest(store)["images"]
+    with DagsterInstance.from_config(str(home)) as instance:   # Dagster's records follow the deletion
+        for key in (AssetKey("augmented_poses"), AssetKey("annotations")):
+            live = {s for s in instance.get_materialized_partitions(key) if live_materialization(instance, key, s)}
+            assert live == shards, (key, live)
 
 
 def test_every_setting_is_declared_by_an_asset():

@@ -14,6 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from handsynth.processes import process_alive
 from resources.seaweed import GRPC_OFFSET, SeaweedError, SeaweedServer, find_weed, free_ports
 from tests.s3_fixtures import seaweed_server  # noqa: F401 (fixture)
 
@@ -24,14 +25,6 @@ def accepts_connections(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_free_ports_are_distinct_with_free_grpc_twins() -> None:
@@ -77,7 +70,7 @@ def test_second_server_with_credentials_runs_alongside_and_stops_cleanly(
         with pytest.raises(ClientError, match="SignatureDoesNotMatch|AccessDenied"):
             bad.list_buckets()
         pid, s3_port = second.pid, second.s3_port
-    assert not pid_alive(pid) and not accepts_connections(s3_port)
+    assert not process_alive(pid) and not accepts_connections(s3_port)
     assert seaweed_server.running  # stopping one server leaves the other alone
 
 
@@ -96,16 +89,13 @@ def test_cli_serves_until_sigterm_and_removes_its_pid_file(tmp_path: Path) -> No
         assert accepts_connections(port)
         weed_pid = int(line.split("weed pid ")[1].split(",")[0])
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert not pid_file.exists()
-    deadline = time.monotonic() + 5
-    while pid_alive(weed_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not pid_alive(weed_pid) and not accepts_connections(port)
+    assert _gone(weed_pid) and not accepts_connections(port)
 
 
 def test_fixed_s3_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -166,3 +156,53 @@ def test_cli_auth_from_env_without_keys_is_a_clear_error(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-m", "resources.seaweed", "serve", "--dir", str(tmp_path / "x"),
                            "--auth-from-env"], cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2 and "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in done.stderr
+
+
+def _serve(data: Path, port: int) -> tuple[subprocess.Popen, int]:
+    """``serve`` on a fixed port; returns the wrapper and the weed pid from its first line."""
+    proc = subprocess.Popen([sys.executable, "-m", "resources.seaweed", "serve", "--dir", str(data), "--s3-port",
+                             str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "SeaweedFS S3 endpoint" in line, line + proc.stderr.read()
+    return proc, int(line.split("weed pid ")[1].split(",")[0])
+
+
+def _gone(pid: int, within: float = 60.0) -> bool:
+    deadline = time.monotonic() + within
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not process_alive(pid)
+
+
+def test_killed_wrapper_takes_its_weed_along_and_serve_starts_again(tmp_path: Path) -> None:
+    [port], _ = free_ports(1, 0)
+    wrapper, weed = _serve(tmp_path / "data", port)
+    wrapper.kill()                 # SIGKILL: no handler runs; the kernel's parent-death signal stops weed
+    wrapper.wait()
+    assert _gone(weed), f"weed {weed} outlived its killed wrapper"
+    again, weed_again = _serve(tmp_path / "data", port)   # same folder, same port: free again
+    try:
+        assert accepts_connections(port)
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=60) == 0
+    assert _gone(weed_again)
+
+
+def test_a_leftover_weed_is_stopped_by_the_next_start_on_its_folder(tmp_path: Path) -> None:
+    """Without the parent-death signal (other platforms, or a weed still shutting down), the next
+    start on the same data folder stops the weed its dead owner left; a live owner's is refused."""
+    data = tmp_path / "data"
+    owner = subprocess.Popen([sys.executable, "-c", "import sys, time; from resources.seaweed import SeaweedServer; "
+                              f"s = SeaweedServer({str(data)!r}, die_with_parent=False).start(); "
+                              "print(s.pid, flush=True); time.sleep(600)"],
+                             cwd=REPO, stdout=subprocess.PIPE, text=True)
+    leftover = int(owner.stdout.readline())
+    owner.kill()
+    owner.wait()
+    assert process_alive(leftover)   # nothing stopped it
+    with SeaweedServer(data) as server:
+        assert _gone(leftover, within=1.0) and server.running
+        with pytest.raises(SeaweedError, match="is already served by weed pid"):
+            SeaweedServer(data).start()
+        assert server.running

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from handsynth import userfiles
+
 #: Arrays a MANO file must hold, with their expected shapes (None = any length on that axis).
 MANO_SCHEMA: dict[str, tuple[int | None, ...]] = {
     "v_template": (778, 3),
@@ -125,7 +127,10 @@ def read_mano_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ManoModelError(f"{path}: MANO model file not found")
-    data = path.read_bytes()
+    try:
+        data = userfiles.read_file(path)  # a link or special file is refused, not followed
+    except userfiles.UserFileError as exc:
+        raise ManoModelError(str(exc)) from None
     try:
         if path.suffix == ".npz":
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
