@@ -26,7 +26,7 @@ import warnings
 from collections import Counter
 from typing import Any
 
-from dagster import AssetKey, AssetRecordsFilter, BetaWarning, DagsterInstance, DagsterRunStatus, PreviewWarning, RunsFilter
+from dagster import AssetKey, BetaWarning, DagsterInstance, DagsterRunStatus, PreviewWarning, RunsFilter
 
 from handsynth import cli_errors, envmaps, userfiles
 from handsynth.storage import Store
