@@ -78,7 +78,7 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 
 
-@asset(code_version="1", group_name="rendering", partitions_def=pose_shards, kinds={"png", "blender"}, pool="render",
+@asset(code_version="2", group_name="rendering", partitions_def=pose_shards, kinds={"png", "blender"}, pool="render",
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                    storage: StorageResource, optimized_poses: PoseTable, environment_maps: dict) -> Output[pd.DataFrame]:
@@ -91,13 +91,14 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     options = render_options(settings, context.log.warning)
     times = StageTimes()
     rows, sheet, side_by_side = [], [], []
-    for img in render_pose_views(hand_model.get(), kept, shard, settings.n_views, settings.image_size, library,
-                                 key_prefix=storage.prefix, times=times, options=options, log_fn=context.log.info):
+    for img in render_pose_views(hand_model.get(), kept, settings.n_views, settings.image_size, library,
+                                 seed=settings.seed, options=options, times=times, log_fn=context.log.info,
+                                 shard=shard, key_prefix=storage.prefix):
         for kind, data in img.pngs.items():
             store.put_bytes(img.record.keys[kind], data)
         r = img.record
         rows.append({"image_id": r.image_id, "pose_id": r.pose["pose_id"], "view": r.view, "render_seed": r.render_seed,
-                     "envmap": r.envmap, "rgb_key": r.keys["rgb"], "label_key": r.keys["label"], "depth_key": r.keys["depth"],
+                     "envmap": r.envmap, **img.scene, "rgb_key": r.keys["rgb"], "label_key": r.keys["label"], "depth_key": r.keys["depth"],
                      "mask_iou": img.mask_iou, "alpha_iou": img.alpha_iou, "width": r.width, "height": r.height,
                      "renderer": img.backend["renderer"], "samples": img.backend["samples"],
                      "device": img.backend["device"], "colour_management": img.backend["colour_management"],

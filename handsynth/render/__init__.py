@@ -27,12 +27,20 @@ class RenderOptions:
     device: str = "auto"          # Cycles: auto | cpu | cuda | optix
     subdivision: int = 0          # Loop subdivision steps of the hand meshes, for BOTH passes (smooth
                                   # silhouettes in the photo and labels of the very same surface)
+    threads: int = 0              # Cycles threads per worker (0: every core); several workers on one
+                                  # machine share its cores. Outputs do not depend on it (tested)
+    noise_threshold: float = 0.01  # Cycles adaptive sampling: a pixel stops once its noise estimate is
+                                   # below this (Cycles' default); 0 renders every pixel at ``samples``
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"renderer {self.backend!r}: choose one of {BACKENDS}")
         if self.samples < 1:
             raise ValueError(f"render samples must be >= 1, got {self.samples}")
+        if self.threads < 0:
+            raise ValueError(f"render threads must be >= 0 (0: every core), got {self.threads}")
+        if not 0.0 <= self.noise_threshold < 1.0:
+            raise ValueError(f"noise threshold must be in [0, 1), got {self.noise_threshold}")
 
 
 @dataclass
