@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from handsynth import cameras, envmaps
@@ -83,6 +84,37 @@ def test_cycles_images_do_not_depend_on_the_thread_count(hand_model):
     one, two = (list(render_pose_views(hand_model, poses, 1, 64, library, seed=0,
                                        options=replace(CYCLES, denoise=True, threads=n)))[0] for n in (1, 2))
     assert one.pngs["rgb"] == two.pngs["rgb"]
+
+
+@needs_blender
+def test_alpha_check_blocks_a_cycles_camera_a_few_pixels_off(hand_model, monkeypatch):
+    """The blocking check on rendered_views passes the aligned renders and fails when the Cycles
+    camera is shifted by 2 px against the camera of the labels."""
+    from dagster import AssetKey
+
+    from quality.rendering_checks import alpha_matches_labels
+
+    poses = generate_interacting_poses(hand_model, 1, seed=0)
+    library = {"sky": envmaps.procedural_envmap(0, 32, 64)}
+
+    def manifest() -> pd.DataFrame:
+        images = list(render_pose_views(hand_model, poses, 2, 96, library, seed=0, options=CYCLES))
+        return pd.DataFrame({"image_id": [i.record.image_id for i in images], "alpha_iou": [i.alpha_iou for i in images]})
+
+    aligned = alpha_matches_labels(manifest())
+    begin = CyclesRenderer.begin
+
+    def shifted_begin(self, scene, seed):
+        cam = scene.camera
+        off = cameras.Camera(cam.K + np.array([[0, 0, 2.0], [0, 0, 0], [0, 0, 0]]), cam.R, cam.t, cam.width, cam.height)
+        return begin(self, SceneSpec(scene.hands, off, scene.env_name, scene.env, scene.env_rotation, scene.exposure), seed)
+
+    monkeypatch.setattr(CyclesRenderer, "begin", shifted_begin)
+    shifted = alpha_matches_labels(manifest())
+    spec = next(iter(alpha_matches_labels.check_specs))
+    assert spec.blocking and spec.asset_key == AssetKey("rendered_views")
+    assert aligned.passed and aligned.metadata["min_alpha_iou"].value >= 0.98
+    assert not shifted.passed and shifted.metadata["min_alpha_iou"].value < 0.97
 
 
 @needs_blender
