@@ -122,6 +122,17 @@ class HandSurface:
 
 
 def hand_surface(model: HandModel, subdivision: int) -> HandSurface:
+    """The surface of ``model`` at ``subdivision``, worked out once per process (every block needs it)."""
+    key = (str(model.identity["digest"]), subdivision)
+    if key not in _SURFACES:
+        _SURFACES[key] = _hand_surface(model, subdivision)
+    return _SURFACES[key]
+
+
+_SURFACES: dict[tuple[str, int], HandSurface] = {}
+
+
+def _hand_surface(model: HandModel, subdivision: int) -> HandSurface:
     base_faces = {s: model.faces(s) for s in SIDES}
     faces, n_vertices = {}, {}
     for s in SIDES:
@@ -206,22 +217,29 @@ class PoseLighting:
 
 
 class EnvironmentLibrary:
-    """The maps with what every pose lit by one needs: median-cut lights and auto exposure."""
+    """The maps with what a pose lit by one needs: median-cut lights and auto exposure, worked out
+    for a map when a pose first uses it (a render block uses one map of the library)."""
 
     def __init__(self, env_library: dict[str, np.ndarray]) -> None:
         if not env_library:
             raise ValueError("rendering needs at least one environment map")
         self.maps = env_library
         self.names = sorted(env_library)
-        self.lights = {n: envmaps.median_cut_lights(env_library[n], MAX_DIRECTIONAL_LIGHTS) for n in self.names}
-        self.key_exposure = {n: envmaps.auto_exposure(env_library[n]) for n in self.names}
+        self._lighting: dict[str, tuple[list[envmaps.Light], np.ndarray, float]] = {}
+
+    def lights(self, name: str) -> tuple[list[envmaps.Light], np.ndarray, float]:
+        """(median-cut lights, ambient, auto exposure) of one map."""
+        if name not in self._lighting:
+            env = self.maps[name]
+            self._lighting[name] = (*envmaps.median_cut_lights(env, MAX_DIRECTIONAL_LIGHTS), envmaps.auto_exposure(env))
+        return self._lighting[name]
 
     def pose_lighting(self, seed: int, geometry: PoseGeometry) -> PoseLighting:
         """The map (per distinct pose) and its rotation (per pose); see the module doc."""
         name = self.names[seed_for("envmap", seed, geometry.distinct_pose_id) % len(self.names)]
         width = self.maps[name].shape[1]
         rotation = 2 * np.pi * (seed_for("env_rotation", seed, geometry.pose_id) % width) / width
-        return PoseLighting(name, rotation, self.key_exposure[name])
+        return PoseLighting(name, rotation, self.lights(name)[2])
 
 
 def hand_meshes(geometry: PoseGeometry, surface: HandSurface, colors: dict[str, np.ndarray]) -> list[HandMesh]:
@@ -342,7 +360,7 @@ class _Run:
             t = times.add("skin", t)
             lighting = self.library.pose_lighting(self.seed, geometry)
             env = self.library.maps[lighting.env_name]
-            env_lights, ambient = self.library.lights[lighting.env_name]
+            env_lights, ambient, _ = self.library.lights(lighting.env_name)
             renderer.set_scene(hand_meshes(geometry, surface, person.srgb),
                                envmaps.rotate_lights(env_lights, lighting.rotation), ambient)
             if cycles is not None:

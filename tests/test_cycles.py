@@ -118,6 +118,34 @@ def test_alpha_check_blocks_a_cycles_camera_a_few_pixels_off(hand_model, monkeyp
 
 
 @needs_blender
+def test_only_the_pixels_the_hands_can_touch_are_path_traced_and_nothing_else_changes(hand_model):
+    """Each view renders the hands' projected box (plus the pixel filter's reach): without the
+    denoiser, the same RGBA as the whole frame, pixel for pixel."""
+    from handsynth.render.cycles import hands_region
+    from handsynth.views import hand_meshes, hand_surface, pose_geometry
+
+    surface = hand_surface(hand_model, 1)
+    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4))
+    colors = {s: np.full((surface.n_vertices[s], 3), 0.4) for s in ("right", "left")}
+    points = geometry.all_vertices
+    cam = cameras.sample_camera(points.mean(axis=0), points, cameras.CameraRanges(), np.random.default_rng(1), 80, 80)
+    renderer = CyclesRenderer(80, 80, surface.both_faces, surface.hand_of_face, samples=4, denoise=False, device="cpu")
+    try:
+        env = envmaps.procedural_envmap(3, 16, 32)
+        renderer.render(SceneSpec(hand_meshes(geometry, surface, colors), cam, "m", env, 0.5, 1.0), seed=2)
+        request = {"op": "render", "seed": 2, "envmap": "m", "env_rotation": 0.5,
+                   "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()}}
+        whole = renderer._call(request)[1]["rgba"]
+        region = hands_region(points, cam)
+        part = renderer._call({**request, "region": region})[1]["rgba"]
+    finally:
+        renderer.close()
+    x0, y0, x1, y1 = region
+    assert (x1 - x0 + 1) * (y1 - y0 + 1) < 0.8 * 80 * 80 and (whole[..., 3] > 0).any()
+    np.testing.assert_array_equal(part, whole)
+
+
+@needs_blender
 def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
     """Cycles' own rendering of the world (film not transparent, nothing else in view) against the
     numpy view of the rotated map that is composited behind the hands: checks the y-up -> z-up

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from handsynth import envmaps
+from handsynth.cameras import project
 from handsynth.render import RenderedRGB, SceneSpec
 from handsynth.render.cycles_worker import read_message, write_message
 
@@ -66,6 +67,7 @@ class CyclesRenderer:
         self._proc = subprocess.Popen([str(blender_python()), str(WORKER)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, cwd=tempfile.gettempdir())
         self._sent_envmaps: dict[str, np.ndarray] = {}   # name -> the map the worker holds under it
+        self._vertices: np.ndarray | None = None   # the geometry the worker holds (for each view's region)
         self.worn: object = None                  # the caller's name for the skin textures last sent
         self._pending: str | None = None          # the op sent by begin() whose answer is not read yet
         arrays = {"faces": faces.astype(np.int32), "hand_of_face": np.asarray(hand_of_face, np.uint8)}
@@ -120,6 +122,7 @@ class CyclesRenderer:
         vertices = np.concatenate([h.vertices for h in hands]).astype(np.float32)
         colors = np.concatenate([h.colors for h in hands]).astype(np.float32)
         self._call({"op": "geometry", "material": material}, {"vertices": vertices, "colors": colors})
+        self._vertices = vertices
 
     def begin(self, scene: SceneSpec, seed: int) -> None:
         """Start one view of the current geometry (``scene.hands`` are not sent: see :meth:`set_geometry`)."""
@@ -129,7 +132,8 @@ class CyclesRenderer:
             self._sent_envmaps[scene.env_name] = scene.env
         cam = scene.camera
         self._send({"op": "render", "seed": int(seed), "envmap": scene.env_name, "env_rotation": scene.env_rotation,
-                    "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()}})
+                    "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()},
+                    "region": hands_region(self._vertices, cam)})
         self._pending = "render"
 
     def finish(self) -> np.ndarray:
@@ -161,6 +165,28 @@ class CyclesRenderer:
             if stream and not stream.closed:
                 stream.close()
         self._stderr.close()
+
+
+#: Pixels around the hands' projected box that are rendered too: Cycles' pixel filter
+#: (Blackman-Harris, 1.5 px wide) spreads a surface into neighbouring pixels.
+REGION_MARGIN_PX = 3
+
+
+def hands_region(vertices: np.ndarray | None, camera) -> list[int] | None:
+    """[x0, y0, x1, y1]: the pixels the hands can touch, the only ones worth path-tracing and
+    denoising (about half of a 256 x 256 view; the rest is film-transparent background, composited
+    from the map afterwards). None (the whole frame) without geometry or with a vertex behind the camera."""
+    if vertices is None or len(vertices) == 0:
+        return None
+    cam = vertices.astype(np.float64) @ camera.R.T + camera.t
+    if (cam[:, 2] <= 0).any():
+        return None
+    uv = project(vertices.astype(np.float64), camera.K, camera.R, camera.t)
+    lo = np.floor(uv.min(axis=0)).astype(int) - REGION_MARGIN_PX
+    hi = np.ceil(uv.max(axis=0)).astype(int) + REGION_MARGIN_PX
+    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    x1, y1 = min(int(hi[0]), camera.width - 1), min(int(hi[1]), camera.height - 1)
+    return None if x0 > x1 or y0 > y1 else [x0, y0, x1, y1]
 
 
 def composite(rgba: np.ndarray, background: np.ndarray, exposure: float) -> RenderedRGB:

@@ -19,8 +19,10 @@ Requests (``header["op"]``):
 - ``geometry``: material; arrays ``vertices`` (V, 3) float32 (project world, y up, m), ``colors``
   (V, 3) float32 linear albedo. Sent once per pose: its views reuse the mesh (and its BVH).
 - ``render``: seed, envmap, env_rotation (radians about world up), camera (K, R, t as nested
-  lists, OpenCV) -> array ``rgba`` (H, W, 4) float32 linear premultiplied (``transparent``: false
-  renders the world behind the hands, for checking the world mapping).
+  lists, OpenCV), optional region [x0, y0, x1, y1] (inclusive pixel bounds, row 0 at the top: only
+  these pixels are path-traced and denoised, the others come back empty) -> array ``rgba``
+  (H, W, 4) float32 linear premultiplied (``transparent``: false renders the world behind the
+  hands, for checking the world mapping).
 - ``quit``.
 
 Cost model (measured on 2 cores, 256 x 256, 8 samples): any change to the world's shader (another
@@ -333,6 +335,7 @@ class CyclesScene:
         for key, value in camera_lens(K, self.width, self.height).items():
             setattr(self.camera.data, key, value)
         scene.cycles.seed = int(header["seed"]) % (2 ** 31)
+        self._set_region(header.get("region"))
         transparent = bool(header.get("transparent", True))
         if scene.render.film_transparent != transparent:
             scene.render.film_transparent = transparent
@@ -350,6 +353,16 @@ class CyclesScene:
             bpy.data.images.remove(img)
             os.unlink(path)
         return pixels.reshape(self.height, self.width, 4)[::-1].copy()
+
+    def _set_region(self, region: list[int] | None) -> None:
+        """Blender's render border: fractions of the frame, y from the bottom."""
+        render = self.scene.render
+        render.use_border, render.use_crop_to_border = region is not None, False
+        if region is not None:
+            x0, y0, x1, y1 = (int(v) for v in region)
+            w, h = self.width, self.height
+            render.border_min_x, render.border_max_x = max(x0, 0) / w, min(x1 + 1, w) / w
+            render.border_min_y, render.border_max_y = max(h - 1 - y1, 0) / h, min(h - y0, h) / h
 
     def close(self) -> None:
         os.rmdir(self.tmp)
