@@ -30,10 +30,11 @@ preview shows the same scene as Cycles.
 Lighting is a capture rig: all views of one pose see the same map under the same rotation
 (as InterHand2.6M's cameras see one frame at one instant), and all augmentations of a distinct
 pose share the map, each under its own rotation; each view keeps its own exposure (a camera
-setting). Why: a change of the world costs Cycles ~1.4 CPU s (it re-syncs the world shader),
-more than path-tracing a 256 x 256 image, so the worker turns hands and camera instead of the
-map and changes the map only between distinct poses (one render block). Diversity is unchanged
-where it matters: at paper scale 3,680 distinct poses draw maps and 110,000 poses rotations.
+setting). Why: a change of the world costs Cycles 1-1.4 CPU s (mostly its importance map), more
+than path-tracing a 256 x 256 image, so the worker turns hands and camera instead of the map and
+changes the map only between distinct poses (one render block). The draws stay varied: at paper
+scale 3,680 distinct poses draw a map each and 110,000 poses a rotation each, and each pose wears
+one of the skin bank's 64 people.
 Every image records its map, rotation and exposure (:attr:`RenderedImage.scene`).
 """
 

@@ -144,3 +144,32 @@ def test_a_users_folder_of_hdr_and_exr_maps_fills_the_library(tmp_path):
     assert np.allclose(envmaps.read_envmap(files["sky.exr"], "sky.exr"), env)
     hdr = envmaps.read_envmap(files["studio.hdr"], "studio.hdr")
     assert np.all(np.abs(hdr - env) <= env.max(axis=-1, keepdims=True) / 128 + 1e-6)
+
+
+def test_the_renderer_pool_lends_a_renderer_to_one_caller_and_closes_one_whose_use_raised():
+    from handsynth.render.pool import RendererPool
+
+    class Worker:
+        made = 0
+
+        def __init__(self) -> None:
+            Worker.made += 1
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    pool = RendererPool()
+    with pool.borrow("k", Worker) as first:
+        with pool.borrow("k", Worker) as second:      # busy: a second caller gets its own
+            assert second is not first
+    with pool.borrow("k", Worker) as again:
+        assert again in (first, second) and Worker.made == 2
+    with pytest.raises(RuntimeError, match="render failed"):
+        with pool.borrow("k", Worker) as broken:
+            raise RuntimeError("render failed")
+    assert broken.closed
+    with pool.borrow("k", Worker) as next_one:
+        assert next_one is not broken
+    pool.close_all()
+    assert all(w.closed for w in (first, second))
