@@ -3,8 +3,9 @@
 EGL is selected before OpenGL loads: Mesa's llvmpipe on a CPU machine, the NVIDIA driver on a GPU
 one, same code. One OffscreenRenderer (GL context) serves every :class:`HandRenderer` of the
 process, whatever its size (creating a context costs far more than a 256 x 256 frame, and
-pyrender's ``delete`` terminates the EGL display under every other context of the process). Labels come from pyrender's segmentation pass, one node per
-(hand, part) submesh with a flat colour = label id, so they are exact integers:
+pyrender's ``delete`` terminates the EGL display under every other context of the process).
+Labels come from pyrender's segmentation pass, one node per (hand, part) submesh with a flat
+colour = label id, so they are exact integers:
 0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts. Depth comes from the same
 pass (see ``HandRenderer``); pixel (r, c) of every output is the sample at projected (c, r).
 """
@@ -117,7 +118,7 @@ class HandRenderer:
         hides the latter, the segmentation pass draws only them): pyrender keeps GL buffers only
         for the scene it drew last, so two scenes would be uploaded again on every pass.
         """
-        colour = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=np.clip(ambient, 0, 1))
+        scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=np.clip(ambient, 0, 1))
         # both hands in ONE mesh: pyrender keeps nodes in a set, so separate meshes would be drawn
         # in a run-dependent order and re-renders would not be byte-identical
         offsets = np.cumsum([0] + [len(h.vertices) for h in hands])
@@ -125,12 +126,12 @@ class HandRenderer:
                                np.concatenate([h.faces + o for h, o in zip(hands, offsets)]),
                                vertex_colors=np.concatenate([np.c_[h.colors, np.ones(len(h.colors))] for h in hands]),
                                process=False)
-        colour.add(pyrender.Mesh.from_trimesh(both, smooth=True))
+        scene.add(pyrender.Mesh.from_trimesh(both, smooth=True))
         peak = max((float(l.rgb.max()) for l in lights), default=1.0)
         if len(lights) > MAX_DIRECTIONAL_LIGHTS:
             raise ValueError(f"{len(lights)} lights: pyrender would use an arbitrary {MAX_DIRECTIONAL_LIGHTS} of them")
         for light in lights:  # median-cut lights, brightest normalised to 3 (a sunlit exposure)
-            colour.add(pyrender.DirectionalLight(color=light.rgb / max(light.rgb.max(), 1e-9),
+            scene.add(pyrender.DirectionalLight(color=light.rgb / max(light.rgb.max(), 1e-9),
                                                  intensity=3.0 * float(light.rgb.max()) / peak),
                        pose=_light_pose(light.direction))
         node_colors = {}
@@ -139,11 +140,11 @@ class HandRenderer:
                 # positions and indices only: the segmentation shader needs no normals or colours
                 prim = pyrender.Primitive(positions=h.vertices.astype(np.float32),
                                           indices=h.faces[h.face_labels == part].astype(np.uint32))
-                node = colour.add(pyrender.Mesh([prim]))
+                node = scene.add(pyrender.Mesh([prim]))
                 label = h.label_offset + int(part)
                 node_colors[node] = (label, label, label)
         camera = pyrender.IntrinsicsCamera(1.0, 1.0, 0.0, 0.0, znear=0.01, zfar=10.0)   # set per view
-        self._scene = (colour, colour.add(camera), node_colors)
+        self._scene = (scene, scene.add(camera), node_colors)
 
     def render_view(self, camera: Camera, background: np.ndarray) -> RenderResult:
         """The scene of :meth:`set_scene` through ``camera``, its RGB composited over ``background``.
