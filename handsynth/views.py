@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
 from handsynth import cameras, envmaps, ids
 from handsynth.annotate import ImageRecord
@@ -164,9 +165,17 @@ class PoseGeometry:
 def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable) -> PoseGeometry:
     """Stage ``pose``: both hands of a one-row pose table posed and subdivided.
 
-    One pose per forward pass: a batched pass gives other float roundings for other batch sizes
-    (seen: 500 pixels of a Cycles image 1e-4 off), and an image must not depend on its batch-mates."""
-    out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
+    One pose per forward pass, on one thread: a batched pass gives other float roundings for other
+    batch sizes (seen: 500 pixels of a Cycles image 1e-4 off), and an image must not depend on its
+    batch-mates nor on the machine's core count. One pose is also too small to share: torch's
+    threads spin waiting for work (2 threads on the loaded 2-core machine: 36 ms of CPU per pose,
+    one thread: 2.3 ms)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
+    finally:
+        torch.set_num_threads(threads)
     vertices = {s: subdivide(out[s].vertices[0].cpu().numpy().astype(np.float64), surface.base_faces[s],
                              surface.subdivision)[0] for s in SIDES}
     keypoints = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
