@@ -50,6 +50,7 @@ import torch
 from handsynth import cameras, envmaps, ids
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
+from handsynth.hand_model.uv import UVLayout
 from handsynth.pose_table import PoseTable
 from handsynth.render import RenderOptions, SceneSpec, skin
 from handsynth.render.cycles import CyclesRenderer, composite
@@ -103,16 +104,20 @@ def image_key(prefix: str, shard: str, pose_id: str, view: int, kind: str) -> st
 
 @dataclass(frozen=True)
 class HandSurface:
-    """The surface both passes draw, for every pose: base and subdivided faces, per-face part labels,
-    UV layouts and (subdivided) per-corner UVs of both hands."""
+    """The surface both passes draw, for every pose: base and subdivided faces, per-face part labels
+    and a UV layout of the subdivided faces (one coordinate per face corner) of both hands."""
 
     subdivision: int
     base_faces: dict[str, np.ndarray]
     faces: dict[str, np.ndarray]
     face_labels: dict[str, np.ndarray]
-    layouts: dict
-    corner_uv: np.ndarray        # (F_right + F_left, 3, 2) for the Cycles mesh
+    layouts: dict[str, UVLayout]
     n_vertices: dict[str, int]   # after subdivision
+
+    @property
+    def corner_uv(self) -> np.ndarray:
+        """(F_right + F_left, 3, 2): the Cycles mesh's UVs."""
+        return np.concatenate([self.layouts[s].corner_uv() for s in SIDES])
 
     @property
     def both_faces(self) -> np.ndarray:
@@ -140,10 +145,13 @@ def _hand_surface(model: HandModel, subdivision: int) -> HandSurface:
     for s in SIDES:
         rest, faces[s] = subdivide(model.layers[s].v_template.detach().cpu().numpy(), base_faces[s], subdivision)
         n_vertices[s] = len(rest)
-    layouts = {s: model.uv_layout(s) for s in SIDES}
-    corner_uv = np.concatenate([subdivide_corners(layouts[s].corner_uv(), subdivision) for s in SIDES])
+    layouts = {}
+    for s in SIDES:
+        corners = subdivide_corners(model.uv_layout(s).corner_uv(), subdivision).reshape(-1, 2)
+        layouts[s] = UVLayout(corners.astype(np.float32), np.arange(len(corners), dtype=np.int32).reshape(-1, 3),
+                              faces[s].ravel().astype(np.int32))
     return HandSurface(subdivision, base_faces, faces, {s: np.repeat(model.face_labels[s], 4 ** subdivision) for s in SIDES},
-                       layouts, corner_uv, n_vertices)
+                       layouts, n_vertices)
 
 
 # ---- per pose -------------------------------------------------------------------------------------
@@ -204,19 +212,9 @@ class SkinStage:
         index = self.bank.index_for(geometry.pose_id)
         textures = self.bank.textures(index)
         if index not in self._albedo_of:      # at most the bank's size: a few MB
-            linear = {s: self._albedo(textures, s) for s in SIDES}
+            linear = {s: skin.vertex_albedo(textures, self.surface.layouts[s], self.surface.n_vertices[s]) for s in SIDES}
             self._albedo_of[index] = linear, {s: skin.linear_to_srgb(linear[s]) for s in SIDES}
         return PoseSkin(index, textures, *self._albedo_of[index])
-
-    def _albedo(self, textures: skin.SkinTextures, side: str) -> np.ndarray:
-        corners = self.surface.corner_uv[: len(self.surface.faces["right"])] if side == "right" \
-            else self.surface.corner_uv[len(self.surface.faces["right"]):]
-        values = skin.sample_texture(textures.albedo, corners.reshape(-1, 2))
-        n = self.surface.n_vertices[side]
-        total, count = np.zeros((n, 3)), np.zeros(n)
-        np.add.at(total, self.surface.faces[side].ravel(), values)
-        np.add.at(count, self.surface.faces[side].ravel(), 1.0)
-        return total / np.maximum(count, 1.0)[:, None]
 
 
 @dataclass(frozen=True)
