@@ -239,7 +239,8 @@ class CyclesScene:
 
         Each call makes new images (see :meth:`_retire`): with persistent data Cycles keeps the
         pixels of an image it has loaded, even after ``foreach_set`` and ``update_tag`` (seen with
-        bpy 5.0.1: a worker then rendered every later pose with its first pose's skin)."""
+        bpy 5.0.1 once the world no longer changed between renders: every later pose of a worker
+        wore its first pose's skin)."""
         if not self.mesh.uv_layers:
             raise ValueError("skin textures need UVs: send 'uv' with init")
         skin = self.skins[hand]
