@@ -9,12 +9,13 @@ stage       what                                                                
 pose        hand model forward pass, Loop subdivision                            once per pose
 skin        the pose's person from the :class:`SkinBank` (textures, albedo)      once per pose
 scene       environment map and rotation; the pose uploaded to both renderers   once per pose
-camera      camera and exposure of the view; the map seen through it             per view
+camera      cameras and exposures of the pose's views; the map seen through them once per pose
 raster      part labels, depth and the preview RGB (pyrender)                    per view
 visibility  per-keypoint skin test (:mod:`handsynth.visibility`)                 per view
 mask_check  labels against the numpy silhouette at the same pixel centres        per view
-photo       Cycles RGB: waiting for the worker, which path-traces the view       per view
-            while the raster stages run; composite and alpha check
+photo       Cycles RGB: waiting for the worker, composite, alpha check. The      per view
+            worker path-traces a view while this process rasterises it and
+            encodes and hands over the view before
 encode      three PNGs                                                           per view
 record      the image's :class:`ImageRecord`                                     per view
 ==========  ===================================================================  ==============
@@ -377,12 +378,13 @@ class _Run:
                             "subsurface_scale_m": 0.001}
                 cycles.set_geometry(hand_meshes(geometry, surface, person.linear), material)
             t = times.add("scene", t)
-            for view in range(n_views):
-                setup = view_setup(geometry, lighting, env, self.seed, view, self.image_size, self.ranges)
-                if cycles is not None:   # Blender path-traces while this process rasterises
-                    cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure),
-                                 setup.render_seed)
-                t = times.add("camera", t)
+            setups = [view_setup(geometry, lighting, env, self.seed, view, self.image_size, self.ranges)
+                      for view in range(n_views)]
+            photo_views = iter(setups)
+            if cycles is not None:   # Blender path-traces a view while this process works on the one before
+                self._begin_photo(cycles, next(photo_views), lighting, env)
+            t = times.add("camera", t)
+            for view, setup in enumerate(setups):
                 raster = renderer.render_view(setup.camera, envmaps.tone_map(setup.background, setup.exposure))
                 t = times.add("raster", t)
                 visibility = keypoint_visibility(geometry.keypoints, setup.camera, raster.labels, raster.depth_mm,
@@ -392,7 +394,11 @@ class _Run:
                 t = times.add("mask_check", t)
                 rgb, alpha_iou = raster.rgb, None
                 if cycles is not None:
-                    photo = composite(cycles.finish(), setup.background, setup.exposure)
+                    rgba = cycles.finish()
+                    following = next(photo_views, None)
+                    if following is not None:
+                        self._begin_photo(cycles, following, lighting, env)
+                    photo = composite(rgba, setup.background, setup.exposure)
                     rgb, alpha_iou = photo.rgb, silhouette_iou(photo.alpha >= 0.5, raster.labels > 0)
                     t = times.add("photo", t)
                 pngs = encode_images(rgb, raster)
@@ -406,6 +412,11 @@ class _Run:
             if self.log_fn:
                 self.log_fn(f"rendered pose {i + 1}/{len(poses)} ({geometry.pose_id}, {n_views} views, "
                             f"{backend['renderer']})")
+
+    @staticmethod
+    def _begin_photo(cycles: CyclesRenderer, setup: ViewSetup, lighting: PoseLighting, env: np.ndarray) -> None:
+        cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure),
+                     setup.render_seed)
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
