@@ -3,8 +3,9 @@ fast preview) and ``cycles`` (Blender Cycles: the photoreal RGB).
 
 A backend takes a :class:`SceneSpec` (posed hands, camera, environment map with its rotation and
 exposure, skin material) and a seed and returns :class:`RenderedRGB`. Labels, depth and keypoint
-visibility always come from the raster pass of the same camera, whose pixel convention (pixel
-(r, c) covers [c, c+1) x [r, r+1)) the Cycles camera reproduces, so they align with either RGB.
+visibility always come from the raster pass of the same camera, whose pixel convention (integer
+pixel coordinates are pixel centres, docs/ARCHITECTURE.md) the Cycles camera reproduces, so they
+align with either RGB.
 """
 
 from __future__ import annotations
