@@ -1,12 +1,42 @@
 """RenderIH's rendering step: every kept pose seen from N cameras, lit by an HDR map, annotated.
 
-For pose p and view v, every random choice (camera, environment map and its rotation, exposure)
-comes from a generator seeded by ("render", shard, pose id, view), recorded as
-``render_seed``, and is drawn the same way whichever backend makes the RGB: re-rendering one
-image gives byte-identical PNGs, and the raster preview shows the same scene as Cycles. Labels,
-depth and visibility always come from the raster pass; with Cycles, its alpha is checked against
-the raster labels (``alpha_iou``). The skin (textures from :mod:`handsynth.render.skin`) is one
-person's per pose, seeded by ("skin", shard, pose id).
+:func:`render_pose_views` runs these stages, each a function below and timed under its name in
+:class:`StageTimes`:
+
+==========  ===================================================================  ==============
+stage       what                                                                 how often
+==========  ===================================================================  ==============
+pose        hand model forward pass, Loop subdivision                            once per pose
+skin        the pose's person from the :class:`SkinBank` (textures, albedo)      once per pose
+scene       environment map and rotation; the pose uploaded to both renderers   once per pose
+camera      cameras and exposures of the pose's views; the map seen through them once per pose
+raster      part labels, depth and the preview RGB (pyrender)                    per view
+visibility  per-keypoint skin test (:mod:`handsynth.visibility`)                 per view
+mask_check  labels against the numpy silhouette at the same pixel centres        per view
+photo       Cycles RGB: waiting for the worker, composite, alpha check. The      per view
+            worker path-traces a view while this process rasterises it and
+            encodes and hands over the view before
+encode      three PNGs                                                           per view
+record      the image's :class:`ImageRecord`                                     per view
+==========  ===================================================================  ==============
+
+Seeds come from the settings' ``seed`` and stable ids, never from a shard or a row position
+(:func:`handsynth.seeds.seed_for`): camera, exposure and the Cycles sampling seed from
+``render_seed = seed_for("render", seed, pose_id, view)`` (recorded per image); the skin from
+``seed_for("skin", seed, pose_id)``; the map rotation from ``seed_for("env_rotation", seed,
+pose_id)``; the map from ``seed_for("envmap", seed, distinct_pose_id)``. Re-rendering an image
+therefore gives byte-identical PNGs wherever and in whatever batch it is rendered, and the raster
+preview shows the same scene as Cycles.
+
+Lighting is a capture rig: all views of one pose see the same map under the same rotation
+(as InterHand2.6M's cameras see one frame at one instant), and all augmentations of a distinct
+pose share the map, each under its own rotation; each view keeps its own exposure (a camera
+setting). Why: a change of the world costs Cycles 1-1.4 CPU s (mostly its importance map), more
+than path-tracing a 256 x 256 image, so the worker turns hands and camera instead of the map and
+changes the map only between distinct poses (one render block). The draws stay varied: at paper
+scale 3,680 distinct poses draw a map each and 110,000 poses a rotation each, and each pose wears
+one of the skin bank's 64 people.
+Every image records its map, rotation and exposure (:attr:`RenderedImage.scene`).
 """
 
 from __future__ import annotations
@@ -16,21 +46,30 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
 from handsynth import cameras, envmaps, ids
-from handsynth.render import RenderOptions, SceneSpec, skin
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
+from handsynth.hand_model.uv import UVLayout
 from handsynth.pose_table import PoseTable
+from handsynth.render import RenderOptions, SceneSpec, skin
+from handsynth.render.cycles import CyclesRenderer, composite
+from handsynth.render.pool import POOL
 from handsynth.render.pixel_centres import silhouette_from_projection
-from handsynth.render.raster import MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, encode_png
+from handsynth.render.raster import MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, RenderResult, encode_png
+from handsynth.render.skin_bank import SkinBank
 from handsynth.seeds import seed_for
 from handsynth.visibility import keypoint_visibility
 
 SIDES = ("right", "left")
 
-#: Skin texture side in texels (albedo, roughness, bump per hand and image).
+#: Skin texture side in texels (albedo, roughness, bump per person).
 TEXTURE_SIZE = 512
+#: Exposure of a view: the map's auto key times a factor drawn in this range.
+EXPOSURE_RANGE = (0.6, 1.5)
+#: Stages in the order a view runs them (see the module doc).
+STAGES = ("pose", "skin", "scene", "camera", "raster", "visibility", "mask_check", "photo", "encode", "record")
 
 
 @dataclass
@@ -42,13 +81,12 @@ class RenderedImage:
     mask_iou: float              # rendered hand mask vs projected-mesh silhouette
     alpha_iou: float | None      # Cycles alpha (> 0.5) vs raster label mask; None for raster RGB
     backend: dict[str, object]   # renderer, samples, device, colour management
+    scene: dict[str, object]     # env_rotation (rad), exposure, skin (bank entry): the draws besides the record's
 
 
 @dataclass
 class StageTimes:
-    seconds: dict[str, float] = field(default_factory=lambda: {"pose": 0.0, "skin": 0.0, "raster": 0.0, "visibility": 0.0,
-                                                                            "mask_check": 0.0, "cycles": 0.0,
-                                                                            "encode": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     cpu: float = 0.0   # process CPU seconds, filled in by callers that measure it (benchmarks)
 
     def add(self, stage: str, since: float) -> float:
@@ -62,106 +100,323 @@ def image_key(prefix: str, shard: str, pose_id: str, view: int, kind: str) -> st
     return f"{prefix}/render/{shard}/{ids.id_to_filename(pose_id)}_v{view:02d}_{kind}.png".lstrip("/")
 
 
-def render_pose_views(model: HandModel, poses: PoseTable, shard: str, n_views: int, image_size: int,
-                      env_library: dict[str, np.ndarray], key_prefix: str = "",
-                      ranges: cameras.CameraRanges = cameras.CameraRanges(),
-                      times: StageTimes | None = None, options: RenderOptions = RenderOptions(),
-                      log_fn: Callable[[str], None] | None = None) -> Iterator[RenderedImage]:
-    """Yield every (pose, view) image of ``poses`` with its record and encoded PNGs."""
-    times = times or StageTimes()
-    env_names = sorted(env_library)
-    lights = {name: envmaps.median_cut_lights(env_library[name], MAX_DIRECTIONAL_LIGHTS) for name in env_names}
-    key_exposure = {name: envmaps.auto_exposure(env_library[name]) for name in env_names}
-    base_faces = {s: model.faces(s) for s in SIDES}
-    base_rest = {s: model.layers[s].v_template.detach().cpu().numpy() for s in SIDES}
-    rest, faces = {}, {}
-    for s in SIDES:
-        rest[s], faces[s] = subdivide(base_rest[s], base_faces[s], options.subdivision)
-    face_labels = {s: np.repeat(model.face_labels[s], 4 ** options.subdivision) for s in SIDES}
-    both_faces = np.concatenate([faces["right"], faces["left"] + len(rest["right"])])
-    layouts = {s: model.uv_layout(s) for s in SIDES}
-    renderer = HandRenderer(image_size, image_size)
-    cycles = None
-    backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
-    if options.backend == "cycles":
-        from handsynth.render.cycles import CyclesRenderer
+# ---- what every pose shares ------------------------------------------------------------------------
 
-        hand_of_face = np.repeat([0, 1], [len(faces[s]) for s in SIDES])
-        uv = np.concatenate([subdivide_corners(layouts[s].uv[layouts[s].faces_uv], options.subdivision) for s in SIDES])
-        cycles = CyclesRenderer(image_size, image_size, both_faces, hand_of_face, samples=options.samples,
-                                denoise=options.denoise, device=options.device, threads=options.threads, uv=uv,
-                                log_fn=log_fn)
-        backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
-                   "device": cycles.device, "blender": cycles.blender_version,
-                   "colour_management": envmaps.COLOUR_MANAGEMENT}
+
+@dataclass(frozen=True)
+class HandSurface:
+    """The surface both passes draw, for every pose: base and subdivided faces, per-face part labels
+    and a UV layout of the subdivided faces (one coordinate per face corner) of both hands."""
+
+    subdivision: int
+    base_faces: dict[str, np.ndarray]
+    faces: dict[str, np.ndarray]
+    face_labels: dict[str, np.ndarray]
+    layouts: dict[str, UVLayout]
+    n_vertices: dict[str, int]   # after subdivision
+
+    @property
+    def corner_uv(self) -> np.ndarray:
+        """(F_right + F_left, 3, 2): the Cycles mesh's UVs."""
+        return np.concatenate([self.layouts[s].corner_uv() for s in SIDES])
+
+    @property
+    def both_faces(self) -> np.ndarray:
+        return np.concatenate([self.faces["right"], self.faces["left"] + self.n_vertices["right"]])
+
+    @property
+    def hand_of_face(self) -> np.ndarray:
+        return np.repeat([0, 1], [len(self.faces[s]) for s in SIDES])
+
+
+def hand_surface(model: HandModel, subdivision: int) -> HandSurface:
+    """The surface of ``model`` at ``subdivision``, worked out once per process (every block needs it)."""
+    key = (str(model.identity["digest"]), subdivision)
+    if key not in _SURFACES:
+        _SURFACES[key] = _hand_surface(model, subdivision)
+    return _SURFACES[key]
+
+
+_SURFACES: dict[tuple[str, int], HandSurface] = {}
+
+
+def _hand_surface(model: HandModel, subdivision: int) -> HandSurface:
+    base_faces = {s: model.faces(s) for s in SIDES}
+    faces, n_vertices = {}, {}
+    for s in SIDES:
+        rest, faces[s] = subdivide(model.layers[s].v_template.detach().cpu().numpy(), base_faces[s], subdivision)
+        n_vertices[s] = len(rest)
+    layouts = {}
+    for s in SIDES:
+        corners = subdivide_corners(model.uv_layout(s).corner_uv(), subdivision).reshape(-1, 2)
+        layouts[s] = UVLayout(corners.astype(np.float32), np.arange(len(corners), dtype=np.int32).reshape(-1, 3),
+                              faces[s].ravel().astype(np.int32))
+    return HandSurface(subdivision, base_faces, faces, {s: np.repeat(model.face_labels[s], 4 ** subdivision) for s in SIDES},
+                       layouts, n_vertices)
+
+
+# ---- per pose -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoseGeometry:
+    pose: PoseTable                  # the one-row table of the pose
+    pose_id: str
+    distinct_pose_id: str
+    vertices: dict[str, np.ndarray]  # side -> (V, 3) world metres, subdivided
+    keypoints: np.ndarray            # (2, 21, 3) right then left, MANO order
+
+    @property
+    def all_vertices(self) -> np.ndarray:
+        return np.concatenate([self.vertices[s] for s in SIDES])
+
+
+def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable) -> PoseGeometry:
+    """Stage ``pose``: both hands of a one-row pose table posed and subdivided.
+
+    One pose per forward pass, on one thread: a batched pass gives other float roundings for other
+    batch sizes (seen: 500 pixels of a Cycles image 1e-4 off), and an image must not depend on its
+    batch-mates nor on the machine's core count. One pose is also too small to share: torch's
+    threads spin waiting for work (2 threads on the loaded 2-core machine: 36 ms of CPU per pose,
+    one thread: 2.3 ms)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
+        out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
+    finally:
+        torch.set_num_threads(threads)
+    vertices = {s: subdivide(out[s].vertices[0].cpu().numpy().astype(np.float64), surface.base_faces[s],
+                             surface.subdivision)[0] for s in SIDES}
+    keypoints = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
+    pid = str(pose.meta["pose_id"].iloc[0])
+    distinct = str(pose.meta["distinct_pose_id"].iloc[0]) if "distinct_pose_id" in pose.meta else pid
+    return PoseGeometry(pose, pid, distinct, vertices, keypoints)
+
+
+@dataclass(frozen=True)
+class PoseSkin:
+    index: int                           # bank entry
+    textures: skin.SkinTextures
+    linear: dict[str, np.ndarray]        # side -> (V, 3) per-vertex linear albedo (Cycles' fallback colour)
+    srgb: dict[str, np.ndarray]          # the same in sRGB, the raster preview's vertex colours
+
+
+class SkinStage:
+    """Stage ``skin``: the bank entry a pose wears, with its per-vertex albedo on the subdivided
+    surface (the texture averaged over each vertex's UV corners), computed once per entry."""
+
+    def __init__(self, bank: SkinBank, surface: HandSurface) -> None:
+        self.bank, self.surface = bank, surface
+        self._albedo_of: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
+
+    def __call__(self, geometry: PoseGeometry) -> PoseSkin:
+        index = self.bank.index_for(geometry.pose_id)
+        textures = self.bank.textures(index)
+        if index not in self._albedo_of:      # at most the bank's size: a few MB
+            linear = {s: skin.vertex_albedo(textures, self.surface.layouts[s], self.surface.n_vertices[s]) for s in SIDES}
+            self._albedo_of[index] = linear, {s: skin.linear_to_srgb(linear[s]) for s in SIDES}
+        return PoseSkin(index, textures, *self._albedo_of[index])
+
+
+@dataclass(frozen=True)
+class PoseLighting:
+    env_name: str
+    rotation: float        # radians about world up: a whole number of map columns
+    key_exposure: float    # the map's auto exposure (each view multiplies a random factor)
+
+
+class EnvironmentLibrary:
+    """The maps with what a pose lit by one needs: median-cut lights and auto exposure, worked out
+    for a map when a pose first uses it (a render block uses one map of the library)."""
+
+    def __init__(self, env_library: dict[str, np.ndarray]) -> None:
+        if not env_library:
+            raise ValueError("rendering needs at least one environment map")
+        self.maps = env_library
+        self.names = sorted(env_library)
+        self._lighting: dict[str, tuple[list[envmaps.Light], np.ndarray, float]] = {}
+
+    def lights(self, name: str) -> tuple[list[envmaps.Light], np.ndarray, float]:
+        """(median-cut lights, ambient, auto exposure) of one map."""
+        if name not in self._lighting:
+            env = self.maps[name]
+            self._lighting[name] = (*envmaps.median_cut_lights(env, MAX_DIRECTIONAL_LIGHTS), envmaps.auto_exposure(env))
+        return self._lighting[name]
+
+    def pose_lighting(self, seed: int, geometry: PoseGeometry) -> PoseLighting:
+        """The map (per distinct pose) and its rotation (per pose); see the module doc."""
+        name = self.names[seed_for("envmap", seed, geometry.distinct_pose_id) % len(self.names)]
+        width = self.maps[name].shape[1]
+        rotation = 2 * np.pi * (seed_for("env_rotation", seed, geometry.pose_id) % width) / width
+        return PoseLighting(name, rotation, self.lights(name)[2])
+
+
+def hand_meshes(geometry: PoseGeometry, surface: HandSurface, colors: dict[str, np.ndarray]) -> list[HandMesh]:
+    return [HandMesh(geometry.vertices[s], surface.faces[s], colors[s], surface.face_labels[s], 1 + 16 * k)
+            for k, s in enumerate(SIDES)]
+
+
+# ---- per view -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewSetup:
+    view: int
+    render_seed: int
+    camera: cameras.Camera
+    exposure: float
+    background: np.ndarray   # (H, W, 3) linear radiance of the rotated map through the camera
+
+
+def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: np.ndarray, seed: int, view: int,
+               image_size: int, ranges: cameras.CameraRanges) -> ViewSetup:
+    """Stage ``camera``: the view's camera (every hand vertex inside the frame) and exposure."""
+    render_seed = seed_for("render", seed, geometry.pose_id, view)
+    rng = np.random.default_rng(render_seed)
+    points = geometry.all_vertices
+    camera = cameras.sample_camera(points.mean(axis=0), points, ranges, rng, image_size, image_size)
+    exposure = lighting.key_exposure * float(rng.uniform(*EXPOSURE_RANGE))
+    return ViewSetup(view, render_seed, camera, exposure, envmaps.envmap_view(env, camera, lighting.rotation))
+
+
+def mask_check(geometry: PoseGeometry, surface: HandSurface, camera: cameras.Camera, labels: np.ndarray) -> float:
+    """Stage ``mask_check``: IoU of the rendered hand mask with the numpy silhouette of the mesh."""
+    return silhouette_iou(labels > 0, silhouette_from_projection(geometry.all_vertices, surface.both_faces, camera))
+
+
+def encode_images(rgb: np.ndarray, raster: RenderResult) -> dict[str, bytes]:
+    """Stage ``encode``: the three PNGs of one image."""
+    return {"rgb": encode_png(rgb), "label": encode_png(raster.labels), "depth": encode_png(raster.depth_mm)}
+
+
+def image_record(geometry: PoseGeometry, setup: ViewSetup, lighting: PoseLighting, visibility: np.ndarray,
+                 keys: dict[str, str], shard: str) -> ImageRecord:
+    """Stage ``record``: everything the annotation row of the image needs."""
+    pose, meta = geometry.pose, geometry.pose.meta.iloc[0]
+    cam = setup.camera
+    return ImageRecord(
+        image_id=f"{geometry.pose_id}/v{setup.view:02d}",
+        pose={"pose_id": geometry.pose_id, "distinct_pose_id": geometry.distinct_pose_id,
+              "source_ref": str(meta["source_ref"]), "shard": shard},
+        hands={s: {k: pose.hand(s)[k][0] for k in ("global_orient", "hand_pose", "betas", "transl")} for s in SIDES},
+        keypoints_world=geometry.keypoints, K=cam.K, R=cam.R, t=cam.t, width=cam.width, height=cam.height,
+        visibility=visibility, view=setup.view, render_seed=setup.render_seed, envmap=lighting.env_name, keys=keys)
+
+
+def _cycles_renderer(surface: HandSurface, image_size: int, options: RenderOptions, log_fn) -> CyclesRenderer:
+    return CyclesRenderer(image_size, image_size, surface.both_faces, surface.hand_of_face, samples=options.samples,
+                          denoise=options.denoise, device=options.device, threads=options.threads,
+                          adaptive_threshold=options.noise_threshold, uv=surface.corner_uv, log_fn=log_fn)
+
+
+def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_size: int,
+                      env_library: dict[str, np.ndarray], *, seed: int, options: RenderOptions = RenderOptions(),
+                      times: StageTimes | None = None, log_fn: Callable[[str], None] | None = None,
+                      shard: str = "", key_prefix: str = "",
+                      ranges: cameras.CameraRanges = cameras.CameraRanges()) -> Iterator[RenderedImage]:
+    """Yield every (pose, view) image of ``poses`` with its record and encoded PNGs.
+
+    ``seed`` is the settings' seed (with the stable ids, the only source of randomness);
+    ``shard`` and ``key_prefix`` only name the objects in ``record.keys`` and the record's shard.
+    The renderers are borrowed from the process's :data:`POOL` (kept between calls).
+    """
+    surface = hand_surface(model, options.subdivision)
+    run = _Run(model, seed, image_size, ranges, shard, key_prefix, EnvironmentLibrary(env_library), surface,
+               SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), times or StageTimes(), log_fn)
+    with POOL.borrow(("raster", image_size), lambda: HandRenderer(image_size, image_size)) as renderer:
+        if options.backend == "raster":
+            backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
+            yield from run.images(poses, n_views, renderer, None, backend)
+            return
+        with POOL.borrow(("cycles", image_size, options, str(model.identity["digest"])),
+                         lambda: _cycles_renderer(surface, image_size, options, log_fn),
+                         discard=lambda worker: worker.close(kill=True)) as cycles:
+            backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
+                       "noise_threshold": options.noise_threshold, "device": cycles.device,
+                       "blender": cycles.blender_version, "colour_management": envmaps.COLOUR_MANAGEMENT}
+            yield from run.images(poses, n_views, renderer, cycles, backend)
+
+
+@dataclass
+class _Run:
+    """What every pose of one :func:`render_pose_views` call shares."""
+
+    model: HandModel
+    seed: int
+    image_size: int
+    ranges: cameras.CameraRanges
+    shard: str
+    key_prefix: str
+    library: EnvironmentLibrary
+    surface: HandSurface
+    skins: SkinStage
+    times: StageTimes
+    log_fn: Callable[[str], None] | None
+
+    def images(self, poses: PoseTable, n_views: int, renderer: HandRenderer, cycles: CyclesRenderer | None,
+               backend: dict[str, object]) -> Iterator[RenderedImage]:
+        """The stages of the module doc, pose by pose and view by view."""
+        times, surface = self.times, self.surface
         for i in range(len(poses)):
             t = time.perf_counter()
-            row = poses.take([i])
-            out = {s: model.forward_numpy(s, row.hand(s)) for s in SIDES}
-            verts = {s: subdivide(out[s].vertices[0].cpu().numpy().astype(np.float64), base_faces[s], options.subdivision)[0]
-                     for s in SIDES}
-            kps = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
-            all_v = np.concatenate([verts["right"], verts["left"]])
-            pid = str(row.meta["pose_id"].iloc[0])
+            geometry = pose_geometry(self.model, surface, poses.take([i]))
             t = times.add("pose", t)
-            # one person per pose, seen from every view: one skin (the left hand's texture is the
-            # right's mirror through the shared UV layout, so one texture serves both)
-            texture = skin.skin_textures(model, "right", seed_for("skin", shard, pid), size=TEXTURE_SIZE)
-            colors = {s: skin.linear_to_srgb(subdivide(skin.vertex_albedo(texture, layouts[s], len(base_rest[s])),
-                                                       base_faces[s], options.subdivision)[0]) for s in SIDES}
-            if cycles is not None:
-                for k in range(len(SIDES)):
-                    cycles.set_skin(k, texture.albedo, texture.roughness, texture.bump)
+            person = self.skins(geometry)
+            if cycles is not None and cycles.worn != (self.skins.bank.folder, person.index):
+                for k in range(len(SIDES)):   # the left hand's texture is the right's mirror (shared UV layout)
+                    cycles.set_skin(k, person.textures.albedo, person.textures.roughness, person.textures.bump)
+                cycles.worn = (self.skins.bank.folder, person.index)
             t = times.add("skin", t)
-            for view in range(n_views):
-                seed = seed_for("render", shard, pid, view)
-                rng = np.random.default_rng(seed)
-                cam = cameras.sample_camera(all_v.mean(axis=0), all_v, ranges, rng, image_size, image_size)
-                env_name = env_names[int(rng.integers(len(env_names)))]
-                hands = [HandMesh(verts[s], faces[s], colors[s], face_labels[s], 1 + 16 * k) for k, s in enumerate(SIDES)]
-                env = env_library[env_name]
-                exposure = key_exposure[env_name] * float(rng.uniform(0.6, 1.5))
-                rotation = 2 * np.pi * int(rng.integers(env.shape[1])) / env.shape[1]
-                bg = envmaps.background_from_envmap(env, cam, exposure, rotation)
-                env_lights, ambient = lights[env_name]
-                result = renderer.render(hands, cam, envmaps.rotate_lights(env_lights, rotation), ambient, bg)
+            lighting = self.library.pose_lighting(self.seed, geometry)
+            env = self.library.maps[lighting.env_name]
+            env_lights, ambient, _ = self.library.lights(lighting.env_name)
+            renderer.set_scene(hand_meshes(geometry, surface, person.srgb),
+                               envmaps.rotate_lights(env_lights, lighting.rotation), ambient)
+            if cycles is not None:
+                # skin.py gives the mean free path per channel in mm; Blender: radius x scale (m)
+                material = {"subsurface_radius": [float(x) for x in person.textures.subsurface_radius],
+                            "subsurface_scale_m": 0.001}
+                cycles.set_geometry(hand_meshes(geometry, surface, person.linear), material)
+            t = times.add("scene", t)
+            setups = [view_setup(geometry, lighting, env, self.seed, view, self.image_size, self.ranges)
+                      for view in range(n_views)]
+            photo_views = iter(setups)
+            if cycles is not None:   # Blender path-traces a view while this process works on the one before
+                self._begin_photo(cycles, next(photo_views), lighting, env)
+            t = times.add("camera", t)
+            for view, setup in enumerate(setups):
+                raster = renderer.render_view(setup.camera, envmaps.tone_map(setup.background, setup.exposure))
                 t = times.add("raster", t)
-                visibility = keypoint_visibility(kps, cam, result.labels, result.depth_mm,
-                                                 [(verts[s], faces[s]) for s in SIDES])
+                visibility = keypoint_visibility(geometry.keypoints, setup.camera, raster.labels, raster.depth_mm,
+                                                 [(geometry.vertices[s], surface.faces[s]) for s in SIDES])
                 t = times.add("visibility", t)
-                sil = silhouette_from_projection(all_v, both_faces, cam)
-                mask = result.labels > 0
-                iou = silhouette_iou(mask, sil)
+                iou = mask_check(geometry, surface, setup.camera, raster.labels)
                 t = times.add("mask_check", t)
-                rgb, alpha_iou = result.rgb, None
+                rgb, alpha_iou = raster.rgb, None
                 if cycles is not None:
-                    # skin.py gives the mean free path per channel in mm; Blender: radius x scale (m)
-                    material = {"subsurface_radius": [float(x) for x in texture.subsurface_radius],
-                                "subsurface_scale_m": 0.001}
-                    linear_hands = [HandMesh(h.vertices, h.faces, skin.srgb_to_linear(h.colors), h.face_labels,
-                                             h.label_offset) for h in hands]
-                    photo = cycles.render(SceneSpec(linear_hands, cam, env_name, env, rotation, exposure, material), seed)
-                    rgb, alpha_iou = photo.rgb, silhouette_iou(photo.alpha >= 0.5, mask)
-                    t = times.add("cycles", t)
-                pngs = {"rgb": encode_png(rgb), "label": encode_png(result.labels), "depth": encode_png(result.depth_mm)}
+                    rgba = cycles.finish()
+                    following = next(photo_views, None)
+                    if following is not None:
+                        self._begin_photo(cycles, following, lighting, env)
+                    photo = composite(rgba, setup.background, setup.exposure)
+                    rgb, alpha_iou = photo.rgb, silhouette_iou(photo.alpha >= 0.5, raster.labels > 0)
+                    t = times.add("photo", t)
+                pngs = encode_images(rgb, raster)
                 t = times.add("encode", t)
-                keys = {k: image_key(key_prefix, shard, pid, view, k) for k in pngs}
-                meta = row.meta.iloc[0]
-                record = ImageRecord(
-                    image_id=f"{pid}/v{view:02d}",
-                    pose={"pose_id": pid, "distinct_pose_id": str(meta.get("distinct_pose_id", pid)),
-                          "source_ref": str(meta["source_ref"]), "shard": shard},
-                    hands={s: {k: row.hand(s)[k][0] for k in ("global_orient", "hand_pose", "betas", "transl")} for s in SIDES},
-                    keypoints_world=kps, K=cam.K, R=cam.R, t=cam.t, width=image_size, height=image_size,
-                    visibility=visibility, view=view, render_seed=seed, envmap=env_name, keys=keys)
-                yield RenderedImage(record, pngs, rgb, result.rgb, iou, alpha_iou, backend)
-            if log_fn:
-                log_fn(f"{shard}: rendered pose {i + 1}/{len(poses)} ({n_views} views, {backend['renderer']})")
-    finally:
-        renderer.close()
-        if cycles is not None:
-            cycles.close()
+                keys = {k: image_key(self.key_prefix, self.shard, geometry.pose_id, view, k) for k in pngs}
+                record = image_record(geometry, setup, lighting, visibility, keys, self.shard)
+                scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index}
+                times.add("record", t)
+                yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene)
+                t = time.perf_counter()
+            if self.log_fn:
+                self.log_fn(f"rendered pose {i + 1}/{len(poses)} ({geometry.pose_id}, {n_views} views, "
+                            f"{backend['renderer']})")
+
+    @staticmethod
+    def _begin_photo(cycles: CyclesRenderer, setup: ViewSetup, lighting: PoseLighting, env: np.ndarray) -> None:
+        cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure),
+                     setup.render_seed)
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:

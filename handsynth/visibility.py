@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from handsynth.cameras import Camera, project
-from handsynth.render.pixel_centres import facing_surface_depths_at_pixels
+from handsynth.render.pixel_centres import facing_surface_crossings
 
 #: Rendered depth and the covering skin's depth may differ by the PNG's millimetre rounding
 #: (0.5 mm) plus the GL depth buffer's and rasteriser's sub-pixel precision.
@@ -64,16 +64,14 @@ def covering_skin_depth(keypoints: np.ndarray, vertices: np.ndarray, faces: np.n
     nearest one at most ``SURFACE_SLACK_M`` behind it.
     """
     pix, inside, z = keypoint_pixels(keypoints, camera)
-    skin = np.full(inside.shape, np.nan)
-    depths = facing_surface_depths_at_pixels(vertices, faces, camera, pix.reshape(-1, 2))
-    for i, d in enumerate(depths):
-        j, n = divmod(i, len(_NEIGHBOURS))
-        front, behind = d[d <= z[j]], d[(d > z[j]) & (d <= z[j] + SURFACE_SLACK_M)]
-        if inside[j, n] and len(front):
-            skin[j, n] = front[-1]
-        elif inside[j, n] and len(behind):
-            skin[j, n] = behind[0]
-    return skin
+    pixel, depth = facing_surface_crossings(vertices, faces, camera, pix.reshape(-1, 2))
+    joint_z = np.repeat(z, len(_NEIGHBOURS))[pixel]
+    front = np.full(inside.size, -np.inf)          # nearest crossing in front: the largest depth <= z
+    np.maximum.at(front, pixel, np.where(depth <= joint_z, depth, -np.inf))
+    behind = np.full(inside.size, np.inf)          # else the nearest within the slack behind
+    np.minimum.at(behind, pixel, np.where((depth > joint_z) & (depth <= joint_z + SURFACE_SLACK_M), depth, np.inf))
+    skin = np.where(np.isfinite(front), front, np.where(np.isfinite(behind), behind, np.nan)).reshape(inside.shape)
+    return np.where(inside, skin, np.nan)
 
 
 def keypoint_visibility(keypoints: np.ndarray, camera: Camera, labels: np.ndarray, depth_mm: np.ndarray,

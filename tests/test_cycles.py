@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from handsynth import cameras, envmaps
@@ -44,28 +45,111 @@ def test_camera_lens_follows_the_principal_point():
         camera_lens(np.diag([300.0, 310.0, 1.0]), 64, 48)
 
 
+CYCLES = RenderOptions(backend="cycles", samples=8, denoise=False, device="cpu", subdivision=1)
+
+
 @needs_blender
-def test_cycles_rgb_aligns_with_raster_labels_and_repeats_exactly(hand_model):
-    """Alpha of the Cycles render vs the raster label mask for a known pose and camera; the same
-    seed gives the same PNG bytes."""
-    poses = generate_interacting_poses(hand_model, 1, seed=0)
-    library = {"sky": envmaps.procedural_envmap(0, 32, 64)}
-    options = RenderOptions(backend="cycles", samples=8, denoise=False, device="cpu", subdivision=1)
-    first = list(render_pose_views(hand_model, poses, "shard=00000", 2, 96, library, options=options))
-    second = list(render_pose_views(hand_model, poses.take([0]), "shard=00000", 1, 96, library, options=options))
+def test_cycles_rgb_aligns_with_raster_labels_and_repeats_exactly_on_a_fresh_or_a_reused_worker(hand_model):
+    """Alpha of the Cycles render vs the raster label mask; the same pose, view and seed give the
+    same PNG bytes whether the worker is new or has rendered other poses, maps and skins before
+    (render blocks reuse one worker), and every stage of the split ran."""
+    from handsynth.render.pool import POOL
+    from handsynth.views import STAGES, StageTimes
+
+    poses = generate_interacting_poses(hand_model, 2, seed=0)
+    library = {"sky": envmaps.procedural_envmap(0, 32, 64), "dusk": envmaps.procedural_envmap(1, 32, 64)}
+    POOL.close_all()
+    times = StageTimes()
+    first = list(render_pose_views(hand_model, poses, 2, 96, library, seed=0, options=CYCLES, times=times))
+    assert all(times.seconds[stage] > 0 for stage in STAGES), times.seconds
+    POOL.close_all()
+    alone = list(render_pose_views(hand_model, poses.take([1]), 2, 96, library, seed=0, options=CYCLES))
+    reused = list(render_pose_views(hand_model, poses.take([0]), 1, 96, library, seed=0, options=CYCLES))
     for img in first:
         assert img.backend["renderer"] == "cycles" and img.backend["device"] == "CPU"
         assert img.alpha_iou >= 0.98, img.alpha_iou
-    assert second[0].pngs["rgb"] == first[0].pngs["rgb"]
+    assert [a.pngs for a in alone] == [b.pngs for b in first[2:]]                  # fresh worker
+    assert reused[0].pngs == first[0].pngs                                           # worker reused
     assert first[0].pngs["rgb"] != first[1].pngs["rgb"]
-    assert first[0].pngs["label"] == second[0].pngs["label"]
+
+
+@needs_blender
+def test_cycles_images_do_not_depend_on_the_thread_count(hand_model):
+    """Several workers share a machine's cores (``RenderOptions.threads``); a worker's thread count
+    must not change its images, or re-runs on another machine layout would differ."""
+    from dataclasses import replace
+
+    poses = generate_interacting_poses(hand_model, 1, seed=2)
+    library = {"sky": envmaps.procedural_envmap(2, 32, 64)}
+    one, two = (list(render_pose_views(hand_model, poses, 1, 64, library, seed=0,
+                                       options=replace(CYCLES, denoise=True, threads=n)))[0] for n in (1, 2))
+    assert one.pngs["rgb"] == two.pngs["rgb"]
+
+
+@needs_blender
+def test_alpha_check_blocks_a_cycles_camera_a_few_pixels_off(hand_model, monkeypatch):
+    """The blocking check on rendered_views passes the aligned renders and fails when the Cycles
+    camera is shifted by 2 px against the camera of the labels."""
+    from dagster import AssetKey
+
+    from quality.rendering_checks import alpha_matches_labels
+
+    poses = generate_interacting_poses(hand_model, 1, seed=0)
+    library = {"sky": envmaps.procedural_envmap(0, 32, 64)}
+
+    def manifest() -> pd.DataFrame:
+        images = list(render_pose_views(hand_model, poses, 2, 96, library, seed=0, options=CYCLES))
+        return pd.DataFrame({"image_id": [i.record.image_id for i in images], "alpha_iou": [i.alpha_iou for i in images]})
+
+    aligned = alpha_matches_labels(manifest())
+    begin = CyclesRenderer.begin
+
+    def shifted_begin(self, scene, seed):
+        cam = scene.camera
+        off = cameras.Camera(cam.K + np.array([[0, 0, 2.0], [0, 0, 0], [0, 0, 0]]), cam.R, cam.t, cam.width, cam.height)
+        return begin(self, SceneSpec(scene.hands, off, scene.env_name, scene.env, scene.env_rotation, scene.exposure), seed)
+
+    monkeypatch.setattr(CyclesRenderer, "begin", shifted_begin)
+    shifted = alpha_matches_labels(manifest())
+    spec = next(iter(alpha_matches_labels.check_specs))
+    assert spec.blocking and spec.asset_key == AssetKey("rendered_views")
+    assert aligned.passed and aligned.metadata["min_alpha_iou"].value >= 0.98
+    assert not shifted.passed and shifted.metadata["min_alpha_iou"].value < 0.97
+
+
+@needs_blender
+def test_only_the_pixels_the_hands_can_touch_are_path_traced_and_nothing_else_changes(hand_model):
+    """Each view renders the hands' projected box (plus the pixel filter's reach): without the
+    denoiser, the same RGBA as the whole frame, pixel for pixel."""
+    from handsynth.render.cycles import hands_region
+    from handsynth.views import hand_meshes, hand_surface, pose_geometry
+
+    surface = hand_surface(hand_model, 1)
+    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4))
+    colors = {s: np.full((surface.n_vertices[s], 3), 0.4) for s in ("right", "left")}
+    points = geometry.all_vertices
+    cam = cameras.sample_camera(points.mean(axis=0), points, cameras.CameraRanges(), np.random.default_rng(1), 80, 80)
+    renderer = CyclesRenderer(80, 80, surface.both_faces, surface.hand_of_face, samples=4, denoise=False, device="cpu")
+    try:
+        env = envmaps.procedural_envmap(3, 16, 32)
+        renderer.render(SceneSpec(hand_meshes(geometry, surface, colors), cam, "m", env, 0.5, 1.0), seed=2)
+        request = {"op": "render", "seed": 2, "envmap": "m", "env_rotation": 0.5,
+                   "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()}}
+        whole = renderer._call(request)[1]["rgba"]
+        region = hands_region(points, cam)
+        part = renderer._call({**request, "region": region})[1]["rgba"]
+    finally:
+        renderer.close()
+    x0, y0, x1, y1 = region
+    assert (x1 - x0 + 1) * (y1 - y0 + 1) < 0.8 * 80 * 80 and (whole[..., 3] > 0).any()
+    np.testing.assert_array_equal(part, whole)
 
 
 @needs_blender
 def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
     """Cycles' own rendering of the world (film not transparent, nothing else in view) against the
     numpy view of the rotated map that is composited behind the hands: checks the y-up -> z-up
-    mapping and the rotation sign."""
+    mapping and the rotation sign (the worker turns hands and camera instead of the map)."""
     from handsynth.render.raster import HandMesh
 
     env = np.full((32, 64, 3), 0.05, np.float32)
@@ -84,9 +168,8 @@ def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
             renderer.render(SceneSpec([HandMesh(speck, faces, np.full((3, 3), 0.5), np.zeros(1, int), 1)],
                                       cam, "patch", env, rotation, 1.0), seed=0)
             _, raw = renderer._call({"op": "render", "seed": 0, "envmap": "patch", "env_rotation": rotation,
-                                     "exposure": 1.0, "transparent": False, "material": {},
-                                     "camera": {"K": cam.K.tolist(), "R": R.tolist(), "t": t.tolist()}},
-                                    {"vertices": speck.astype(np.float32), "colors": np.full((3, 3), 0.5, np.float32)})
+                                     "transparent": False,
+                                     "camera": {"K": cam.K.tolist(), "R": R.tolist(), "t": t.tolist()}})
             world = raw["rgba"][..., :3]
             expected = envmaps.envmap_view(env, cam, rotation)
             assert expected[22:26, 22:26, 0].mean() > 2.0     # the patch is in the centre of the numpy view
@@ -116,8 +199,7 @@ def test_worker_errors_are_raised_with_context():
     renderer = CyclesRenderer(16, 16, faces, [0], samples=1, denoise=False, device="cpu")
     try:
         with pytest.raises(WorkerError, match="never sent"):
-            renderer._call({"op": "render", "seed": 0, "envmap": "missing", "camera": {}, "material": {}},
-                           {"vertices": np.zeros((3, 3), np.float32), "colors": np.zeros((3, 3), np.float32)})
+            renderer._call({"op": "render", "seed": 0, "envmap": "missing", "camera": {}})
         renderer._proc.kill()
         renderer._proc.wait()
         with pytest.raises(WorkerError, match="exited"):

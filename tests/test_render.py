@@ -9,7 +9,7 @@ import pytest
 from handsynth import cameras, envmaps
 from handsynth.sources.procedural import generate_interacting_poses
 from handsynth.render.raster import decode_png
-from handsynth.views import render_pose_views
+from handsynth.views import STAGES, StageTimes, render_pose_views
 
 
 def test_projection_and_unprojection_round_trip():
@@ -42,14 +42,47 @@ def test_hdr_round_trip_keeps_radiance_to_rgbe_precision():
 def test_rerendering_gives_byte_identical_pngs_and_a_mask_on_the_projected_mesh(hand_model):
     poses = generate_interacting_poses(hand_model, 1, seed=0)
     library = {"a": envmaps.procedural_envmap(0), "b": envmaps.procedural_envmap(1)}
-    first = list(render_pose_views(hand_model, poses, "shard=00000", 2, 96, library))
-    second = list(render_pose_views(hand_model, poses, "shard=00000", 2, 96, library))
+    times = StageTimes()
+    first = list(render_pose_views(hand_model, poses, 2, 96, library, seed=0, times=times))
+    second = list(render_pose_views(hand_model, poses, 2, 96, library, seed=0))
     for a, b in zip(first, second):
-        assert a.pngs == b.pngs and a.record.render_seed == b.record.render_seed
+        assert a.pngs == b.pngs and a.record.render_seed == b.record.render_seed and a.scene == b.scene
         assert a.mask_iou >= 0.99
         # depth and labels are one sampling: the same silhouette, pixel for pixel (was IoU ~0.98)
         np.testing.assert_array_equal(decode_png(a.pngs["depth"]) > 0, decode_png(a.pngs["label"]) > 0)
     assert first[0].pngs["rgb"] != first[1].pngs["rgb"]          # views differ
+    # every stage of the split ran (the photo stage is Cycles'; this is the raster preview)
+    assert all(times.seconds[stage] > 0 for stage in STAGES if stage != "photo") and times.seconds["photo"] == 0
+
+
+def test_an_image_depends_on_the_settings_seed_and_its_ids_not_on_its_shard_or_batch(hand_model):
+    """Seeds come from the settings' seed and stable ids: a pose rendered with other batch-mates,
+    in another position and under another shard name gives the same bytes; another seed does not."""
+    poses = generate_interacting_poses(hand_model, 3, seed=0)
+    library = {"a": envmaps.procedural_envmap(0), "b": envmaps.procedural_envmap(1)}
+    batch = list(render_pose_views(hand_model, poses, 2, 64, library, seed=7, shard="shard=00000"))
+    alone = list(render_pose_views(hand_model, poses.take([2]), 2, 64, library, seed=7, shard="shard=00009"))
+    assert [a.pngs for a in alone] == [b.pngs for b in batch[4:]]
+    assert [a.record.render_seed for a in alone] == [b.record.render_seed for b in batch[4:]]
+    assert alone[0].record.pose["shard"] == "shard=00009" and "shard=00009" in alone[0].record.keys["rgb"]
+    other = list(render_pose_views(hand_model, poses.take([2]), 2, 64, library, seed=8))
+    assert other[0].record.render_seed != alone[0].record.render_seed and other[0].pngs["rgb"] != alone[0].pngs["rgb"]
+
+
+def test_views_of_a_pose_share_its_light_and_augmentations_share_the_map(hand_model):
+    """The capture rig of the module doc: one map and rotation per pose, the map per distinct
+    pose, exposure per view; all recorded."""
+    poses = generate_interacting_poses(hand_model, 4, seed=1)
+    poses.meta["distinct_pose_id"] = ["d0", "d0", "d1", "d1"]
+    library = {f"m{i}": envmaps.procedural_envmap(i, 16, 32) for i in range(6)}
+    images = list(render_pose_views(hand_model, poses, 3, 48, library, seed=0))
+    by_pose = [images[3 * i: 3 * i + 3] for i in range(4)]
+    for views in by_pose:
+        assert len({(v.record.envmap, v.scene["env_rotation"], v.scene["skin"]) for v in views}) == 1
+        assert len({v.scene["exposure"] for v in views}) == 3
+    assert by_pose[0][0].record.envmap == by_pose[1][0].record.envmap
+    assert by_pose[2][0].record.envmap == by_pose[3][0].record.envmap
+    assert len({views[0].scene["env_rotation"] for views in by_pose}) > 1     # drawn per pose, not per map
 
 
 def test_repair_replaces_negative_radiance_from_neighbours_and_keeps_the_sun():
@@ -111,3 +144,32 @@ def test_a_users_folder_of_hdr_and_exr_maps_fills_the_library(tmp_path):
     assert np.allclose(envmaps.read_envmap(files["sky.exr"], "sky.exr"), env)
     hdr = envmaps.read_envmap(files["studio.hdr"], "studio.hdr")
     assert np.all(np.abs(hdr - env) <= env.max(axis=-1, keepdims=True) / 128 + 1e-6)
+
+
+def test_the_renderer_pool_lends_a_renderer_to_one_caller_and_closes_one_whose_use_raised():
+    from handsynth.render.pool import RendererPool
+
+    class Worker:
+        made = 0
+
+        def __init__(self) -> None:
+            Worker.made += 1
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    pool = RendererPool()
+    with pool.borrow("k", Worker) as first:
+        with pool.borrow("k", Worker) as second:      # busy: a second caller gets its own
+            assert second is not first
+    with pool.borrow("k", Worker) as again:
+        assert again in (first, second) and Worker.made == 2
+    with pytest.raises(RuntimeError, match="render failed"):
+        with pool.borrow("k", Worker) as broken:
+            raise RuntimeError("render failed")
+    assert broken.closed
+    with pool.borrow("k", Worker) as next_one:
+        assert next_one is not broken
+    pool.close_all()
+    assert all(w.closed for w in (first, second))

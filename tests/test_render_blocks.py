@@ -114,7 +114,7 @@ def shard_blocks(model, n_distinct: int, per_distinct: int, seed: int = 0, prefi
 
 def render_job(model, n_views: int = 2, size: int = 64) -> RenderJob:
     library = {"a": envmaps.procedural_envmap(0), "b": envmaps.procedural_envmap(1)}
-    return RenderJob(model, library, "shard=00000", n_views, size, RenderOptions(backend="raster"))
+    return RenderJob(model, library, 0, n_views, size, RenderOptions(backend="raster"))
 
 
 def test_a_failing_block_fails_alone_and_the_rerun_renders_only_it(hand_model):

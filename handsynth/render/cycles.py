@@ -2,10 +2,12 @@
 
 The worker (:mod:`handsynth.render.cycles_worker`) runs under ``IH_BLENDER_PYTHON`` (default
 ``<repo>/.venv-blender/bin/python``) and keeps one scene; this client sends it the hands' faces
-once, each environment map once, then per image only vertices, albedo, camera, world rotation,
-exposure and seed. Cycles returns linear premultiplied RGBA; the client composites the same
-environment seen through the camera behind the hands and applies the colour transform, so the
-alpha stays available for the alignment check against the raster labels.
+once, each environment map once, the posed vertices and albedo once per pose, then per image only
+camera, map, map rotation and seed. A view is sent with :meth:`CyclesRenderer.begin` and collected
+with :meth:`CyclesRenderer.finish`, so the caller can rasterise labels while Blender path-traces.
+Cycles returns linear premultiplied RGBA; :func:`composite` puts the same environment seen
+through the camera behind the hands and applies the colour transform, so the alpha stays
+available for the alignment check against the raster labels.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from handsynth import envmaps
+from handsynth.cameras import project
 from handsynth.render import RenderedRGB, SceneSpec
 from handsynth.render.cycles_worker import read_message, write_message
 
@@ -49,10 +52,11 @@ class CyclesRenderer:
     name = "cycles"
 
     def __init__(self, width: int, height: int, faces: np.ndarray, hand_of_face: np.ndarray, samples: int = 16,
-                 denoise: bool = True, device: str = "auto", threads: int = 0,
+                 denoise: bool = True, device: str = "auto", threads: int = 0, adaptive_threshold: float = 0.0,
                  uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None) -> None:
         """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) 0/1 (one material each), ``uv``
-        optional (F, 3, 2) per-corner texture coordinates for :meth:`set_skin`."""
+        optional (F, 3, 2) per-corner texture coordinates for :meth:`set_skin`; ``threads`` 0 uses
+        every core; ``adaptive_threshold`` > 0 turns on Cycles' adaptive sampling at that noise level."""
         ok, where = cycles_available()
         if not ok:
             raise WorkerError(where)
@@ -62,12 +66,15 @@ class CyclesRenderer:
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen([str(blender_python()), str(WORKER)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, cwd=tempfile.gettempdir())
-        self._sent_envmaps: set[str] = set()
+        self._sent_envmaps: dict[str, np.ndarray] = {}   # name -> the map the worker holds under it
+        self._vertices: np.ndarray | None = None   # the geometry the worker holds (for each view's region)
+        self.worn: object = None                  # the caller's name for the skin textures last sent
+        self._pending: str | None = None          # the op sent by begin() whose answer is not read yet
         arrays = {"faces": faces.astype(np.int32), "hand_of_face": np.asarray(hand_of_face, np.uint8)}
         if uv is not None:
             arrays["uv"] = np.asarray(uv, np.float32)
         reply, _ = self._call({"op": "init", "width": width, "height": height, "samples": samples, "denoise": denoise,
-                               "device": device, "threads": threads}, arrays)
+                               "device": device, "threads": threads, "adaptive_threshold": adaptive_threshold}, arrays)
         self.device, self.blender_version = reply["device"], reply["blender"]
         self._log(f"Cycles worker ready: Blender {self.blender_version}, device {self.device} "
                   f"({reply['device_note']}), {samples} samples, denoise={denoise}, {reply['seconds']:.1f} s")
@@ -76,25 +83,33 @@ class CyclesRenderer:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-n:]
 
-    def _call(self, header: dict, arrays: dict | None = None) -> tuple[dict, dict]:
+    def _send(self, header: dict, arrays: dict | None = None) -> None:
         if self._proc.poll() is not None:
             raise WorkerError(f"Cycles worker exited with code {self._proc.returncode}:\n{self._stderr_tail()}")
         try:
             write_message(self._proc.stdin, header, arrays)
         except BrokenPipeError as exc:
             raise WorkerError(f"Cycles worker died before request {header['op']!r}:\n{self._stderr_tail()}") from exc
+
+    def _receive(self, op: str) -> tuple[dict, dict]:
         ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout_s)
         if not ready:
             self.close(kill=True)
-            raise WorkerError(f"Cycles worker gave no answer to {header['op']!r} within {self.timeout_s:.0f} s:\n"
+            raise WorkerError(f"Cycles worker gave no answer to {op!r} within {self.timeout_s:.0f} s:\n"
                               f"{self._stderr_tail()}")
         try:
             reply, out = read_message(self._proc.stdout)
         except (EOFError, ValueError) as exc:
-            raise WorkerError(f"Cycles worker broke off during {header['op']!r} ({exc}):\n{self._stderr_tail()}") from exc
+            raise WorkerError(f"Cycles worker broke off during {op!r} ({exc}):\n{self._stderr_tail()}") from exc
         if not reply.get("ok"):
-            raise WorkerError(f"Cycles worker refused {header['op']!r}: {reply.get('error')}")
+            raise WorkerError(f"Cycles worker refused {op!r}: {reply.get('error')}")
         return reply, out
+
+    def _call(self, header: dict, arrays: dict | None = None) -> tuple[dict, dict]:
+        if self._pending is not None:
+            raise RuntimeError(f"request {header['op']!r} while {self._pending!r} awaits finish()")
+        self._send(header, arrays)
+        return self._receive(header["op"])
 
     def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray) -> None:
         """Texture hand 0 (right) or 1 (left): linear albedo (S, S, 3), roughness and bump (S, S)."""
@@ -102,26 +117,43 @@ class CyclesRenderer:
                                                        "roughness": np.asarray(roughness, np.float32),
                                                        "bump": np.asarray(bump, np.float32)})
 
-    def render(self, scene: SceneSpec, seed: int) -> RenderedRGB:
-        """One image: hands over the environment, tone-mapped like the raster background."""
-        if scene.env_name not in self._sent_envmaps:
+    def set_geometry(self, hands: list, material: dict) -> None:
+        """The posed hands (raster :class:`HandMesh` es, linear albedo) and material of the next views."""
+        vertices = np.concatenate([h.vertices for h in hands]).astype(np.float32)
+        colors = np.concatenate([h.colors for h in hands]).astype(np.float32)
+        self._call({"op": "geometry", "material": material}, {"vertices": vertices, "colors": colors})
+        self._vertices = vertices
+
+    def begin(self, scene: SceneSpec, seed: int) -> None:
+        """Start one view of the current geometry (``scene.hands`` are not sent: see :meth:`set_geometry`)."""
+        sent = self._sent_envmaps.get(scene.env_name)
+        if sent is None or (sent is not scene.env and not np.array_equal(sent, scene.env)):
             self._call({"op": "envmap", "name": scene.env_name}, {"pixels": scene.env.astype(np.float32)})
-            self._sent_envmaps.add(scene.env_name)
+            self._sent_envmaps[scene.env_name] = scene.env
         cam = scene.camera
-        vertices = np.concatenate([h.vertices for h in scene.hands]).astype(np.float32)
-        colors = np.concatenate([h.colors for h in scene.hands]).astype(np.float32)
-        _, out = self._call({"op": "render", "seed": int(seed), "envmap": scene.env_name,
-                             "env_rotation": scene.env_rotation, "exposure": 1.0, "material": scene.material,
-                             "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()}},
-                            {"vertices": vertices, "colors": colors})
-        rgba = out["rgba"]
-        background = envmaps.envmap_view(scene.env, cam, scene.env_rotation)
-        linear = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * background
-        return RenderedRGB(rgb=envmaps.tone_map(linear, scene.exposure), alpha=rgba[..., 3].copy())
+        self._send({"op": "render", "seed": int(seed), "envmap": scene.env_name, "env_rotation": scene.env_rotation,
+                    "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()},
+                    "region": hands_region(self._vertices, cam)})
+        self._pending = "render"
+
+    def finish(self) -> np.ndarray:
+        """The view started by :meth:`begin`: (H, W, 4) linear premultiplied RGBA."""
+        if self._pending is None:
+            raise RuntimeError("finish() without begin()")
+        op, self._pending = self._pending, None
+        _, out = self._receive(op)
+        return out["rgba"]
+
+    def render(self, scene: SceneSpec, seed: int) -> RenderedRGB:
+        """One image of ``scene`` (geometry included): hands over the environment, tone-mapped."""
+        self.set_geometry(scene.hands, scene.material)
+        self.begin(scene, seed)
+        return composite(self.finish(), envmaps.envmap_view(scene.env, scene.camera, scene.env_rotation), scene.exposure)
 
     def close(self, kill: bool = False) -> None:
+        """Ask the worker to quit (kill it when ``kill`` or a view is still in flight)."""
         if self._proc.poll() is None:
-            if not kill:
+            if not kill and self._pending is None:
                 try:
                     self._call({"op": "quit"})
                 except WorkerError:
@@ -133,3 +165,32 @@ class CyclesRenderer:
             if stream and not stream.closed:
                 stream.close()
         self._stderr.close()
+
+
+#: Pixels around the hands' projected box that are rendered too: Cycles' pixel filter
+#: (Blackman-Harris, 1.5 px wide) spreads a surface into neighbouring pixels.
+REGION_MARGIN_PX = 3
+
+
+def hands_region(vertices: np.ndarray | None, camera) -> list[int] | None:
+    """[x0, y0, x1, y1]: the pixels the hands can touch, the only ones worth path-tracing and
+    denoising (about half of a 256 x 256 view; the rest is film-transparent background, composited
+    from the map afterwards). None (the whole frame) without geometry or with a vertex behind the camera."""
+    if vertices is None or len(vertices) == 0:
+        return None
+    cam = vertices.astype(np.float64) @ camera.R.T + camera.t
+    if (cam[:, 2] <= 0).any():
+        return None
+    uv = project(vertices.astype(np.float64), camera.K, camera.R, camera.t)
+    lo = np.floor(uv.min(axis=0)).astype(int) - REGION_MARGIN_PX
+    hi = np.ceil(uv.max(axis=0)).astype(int) + REGION_MARGIN_PX
+    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    x1, y1 = min(int(hi[0]), camera.width - 1), min(int(hi[1]), camera.height - 1)
+    return None if x0 > x1 or y0 > y1 else [x0, y0, x1, y1]
+
+
+def composite(rgba: np.ndarray, background: np.ndarray, exposure: float) -> RenderedRGB:
+    """Premultiplied linear RGBA over a linear background (H, W, 3), then the colour transform
+    shared with the raster background (:func:`envmaps.tone_map`)."""
+    linear = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * background
+    return RenderedRGB(rgb=envmaps.tone_map(linear, exposure), alpha=rgba[..., 3].copy())

@@ -71,27 +71,29 @@ def silhouette_from_projection(vertices: np.ndarray, faces: np.ndarray, camera: 
     return mask
 
 
-def facing_surface_depths_at_pixels(vertices: np.ndarray, faces: np.ndarray, camera: Camera,
-                                    pixels: np.ndarray) -> list[np.ndarray]:
-    """Camera depths (metres) where each pixel centre's ray meets a camera-facing triangle, sorted per pixel.
+def facing_surface_crossings(vertices: np.ndarray, faces: np.ndarray, camera: Camera,
+                             pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where pixel centres' rays meet camera-facing triangles: (pixel index (N,), camera depth (N,) m).
 
     pixels (P, 2) integer (column, row). Camera-facing = outward normal toward the camera (faces
     wound as OpenGL draws front faces; pyrender culls the others, so these are the surfaces a
-    render can show). Every triangle is tested against every pixel: meant for a handful of
-    pixels (the keypoints of one hand), where that beats building a full raster.
+    render can show). Meant for a handful of pixels (the keypoints of one hand): only the
+    (pixel, triangle) pairs whose bounding box holds the pixel centre get the edge test.
     """
     uv, z = _camera_space(vertices, camera)
     cam = vertices @ camera.R.T + camera.t
     normal = np.cross(cam[faces[:, 1]] - cam[faces[:, 0]], cam[faces[:, 2]] - cam[faces[:, 0]])
     facing = np.einsum("fc,fc->f", normal, cam[faces[:, 0]]) < 0
     faces = faces[facing]
-    A, B, C, area = _edge_functions(uv[faces])
+    tri = uv[faces]
+    lo, hi = tri.min(axis=1), tri.max(axis=1)                                       # (F, 2)
     x, y = pixels[:, 0].astype(np.float64), pixels[:, 1].astype(np.float64)
-    w = A[None] * x[:, None, None] + B[None] * y[:, None, None] + C[None]          # (P, F, 3)
-    inside = (area > 0) & (w >= 0).all(axis=2)
-    out = []
-    for p in range(len(pixels)):
-        # perspective-correct: 1/z is linear in the image, interpolated with the barycentrics
-        wp, f = w[p, inside[p]], faces[inside[p]]
-        out.append(np.sort(area[inside[p]] / (wp / z[f]).sum(axis=1)))
-    return out
+    near = ((x[:, None] >= lo[None, :, 0]) & (x[:, None] <= hi[None, :, 0])
+            & (y[:, None] >= lo[None, :, 1]) & (y[:, None] <= hi[None, :, 1]))       # (P, F)
+    p, f = np.nonzero(near)
+    A, B, C, area = _edge_functions(tri[f])
+    w = A * x[p, None] + B * y[p, None] + C                                           # (N, 3)
+    inside = (area > 0) & (w >= 0).all(axis=1)
+    p, f, w, area = p[inside], f[inside], w[inside], area[inside]
+    # perspective-correct: 1/z is linear in the image, interpolated with the barycentrics
+    return p, area / (w / z[faces[f]]).sum(axis=1)

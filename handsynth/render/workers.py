@@ -54,7 +54,7 @@ class RenderJob:
 
     model: HandModel
     env_library: dict[str, np.ndarray]
-    shard: str
+    seed: int                  # the settings' seed: every random choice derives from it and stable ids
     n_views: int
     image_size: int
     options: RenderOptions
@@ -266,7 +266,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _images(job: RenderJob, poses: PoseTable, options: RenderOptions, times: StageTimes) -> Iterator[RenderedImage]:
     """The renderer's images of ``poses``, in pose order, ``n_views`` per pose (contract C2)."""
-    return render_pose_views(job.model, poses, job.shard, job.n_views, job.image_size, job.env_library,
+    return render_pose_views(job.model, poses, job.n_views, job.image_size, job.env_library, seed=job.seed,
                              times=times, options=options)
 
 
@@ -274,7 +274,7 @@ def manifest_row(img: RenderedImage) -> dict[str, Any]:
     """The rendered_views row of one image (JSON values; the caller adds its block location)."""
     r = img.record
     return {"image_id": r.image_id, "pose_id": r.pose["pose_id"], "distinct_pose_id": r.pose["distinct_pose_id"],
-            "view": int(r.view), "render_seed": int(r.render_seed), "envmap": r.envmap,
+            "view": int(r.view), "render_seed": int(r.render_seed), "envmap": r.envmap, **img.scene,
             "mask_iou": float(img.mask_iou), "alpha_iou": None if img.alpha_iou is None else float(img.alpha_iou),
             "width": int(r.width), "height": int(r.height), "renderer": img.backend["renderer"],
             "samples": int(img.backend["samples"]), "device": str(img.backend["device"]),
