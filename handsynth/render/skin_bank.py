@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 BANK_SIZE = 64
 #: Entries kept decoded in memory (6.3 MB each at 512 texels).
 MEMORY_ENTRIES = 4
-_ARRAYS = ("albedo", "roughness", "bump", "nail_mask", "subsurface_radius")
+_ARRAYS = ("albedo", "roughness", "bump", "nail_mask", "specular", "subsurface_radius")
 
 
 def _painting_digest() -> str:
@@ -92,7 +92,7 @@ class SkinBank:
             log.warning("%s: unreadable skin bank entry (%s); painting it again", path, exc)
             return None
         square = (self.size, self.size)
-        if arrays["albedo"].shape != square + (3,) or any(arrays[n].shape != square for n in _ARRAYS[1:4]):
+        if arrays["albedo"].shape != square + (3,) or any(arrays[n].shape != square for n in _ARRAYS[1:5]):
             log.warning("%s: skin bank entry is not %d texels square; painting it again", path, self.size)
             return None
         return skin.SkinTextures(**arrays, tone=tone, seed=seed)
