@@ -17,46 +17,52 @@ one the real loader opens, file for file (replayed in ``tests/test_exports.py``)
    ``img/{idx}.jpg``, ``mask/{idx}.jpg`` (left hand in the red channel, right in green, as its
    renderer writes them), ``dense/{idx}.jpg`` and ``hms/{idx}_{0..6}_{left,right}.jpg``.
 
-Images keep their PNG content under the ``.jpg`` names both loaders build: both read them with
-``cv2.imread``, which decodes by content, so images are hard-linked (or copied) rather than
-re-encoded lossily. Splits are chosen per *distinct* pose (a hash of ``distinct_pose_id``), so no
-pose and none of its augmentations leak across splits.
+Images are real JPEG files (:func:`handsynth.export_files.encode_jpeg`: quality 95, 4:4:4
+chroma), decoded from the render blocks' PNG members with one ranged read each. Splits are chosen
+per *distinct* pose (a hash of ``distinct_pose_id``), so no pose and none of its augmentations
+leak across splits.
 
 Pixel convention of every 2D quantity: the exact projection ``K (R X + t)`` in the renderer's
 pixel frame; with the renderer sampling pixel centres, integer coordinates are pixel centres
 (OpenCV's convention, which both loaders assume).
 
-Writers take an iterable of :class:`ExportImage`, a ``put(relative_path, data)`` callable and a
-``place_image(relative_path, source_key)`` callable, so the same code writes a local folder
-(hard links to a local store) or annotation files plus an image index into an object store. JSON
-text is encoded image by image into byte chunks, so memory holds the encoded output, never a
-dict tree.
+Streaming: writers take an iterable of :class:`ExportImage` (one shard's table at a time, see
+:func:`iter_export_images`), an :class:`handsynth.export_files.ExportFiles` (local folder or
+object store; it writes ``SHA256SUMS``) and ``read_image(image, kind)`` for the rendered PNG
+bytes. Memory does not grow with the number of images: IntagHand's files are written image by
+image; IH2.6M's JSON documents are appended entry by entry to temporary files on disk (one per
+JSON array or object body) and streamed into place at the end. What remains per image is five
+bytes (its split and frame, for :meth:`InterHandExport.expects`), and a set of pose-id hashes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
+import re
+import tempfile
 import time
+from array import array
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, TypeVar
+from pathlib import Path
+from typing import IO, Any, Callable, ClassVar, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import pandas as pd
 
+from handsynth.export_files import SUMS_FILE, ExportFiles, encode_jpeg
 from handsynth.keypoints import KEYPOINT_NAMES, convert_keypoints, to_ih26m_42
 from handsynth.pose_table import SIDES
 
 T = TypeVar("T")
-Put = Callable[[str, bytes], None]
-#: ``place_image(relative_path, source_key)``: link, copy or record one image of the layout.
-PlaceImage = Callable[[str, str], None]
-#: ``read(source_key) -> bytes`` of a rendered image (for derived images: masks, heatmaps).
-ReadBytes = Callable[[str], bytes]
+#: ``read_image(image, kind) -> bytes``: the rendered PNG of ``kind`` ("rgb", "label", "depth") of
+#: an :class:`ExportImage` (for the pipeline: :func:`handsynth.render.blocks.read_member` of its row).
+ReadImage = Callable[["ExportImage", str], bytes]
 
 #: The three splits IH2.6M's and IntagHand's loaders know.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -78,7 +84,7 @@ class ExportImage:
     Hand axes are ``(right, left)`` as in :data:`handsynth.pose_table.SIDES`.
     """
 
-    file_name: str  # the rendered image's file name (names the image in errors)
+    file_name: str  # the rendered image's id (names the image in errors and in the exported records)
     width: int
     height: int
     K: np.ndarray  # (3, 3) intrinsics, pixels (zero skew)
@@ -91,9 +97,8 @@ class ExportImage:
     visibility: np.ndarray  # (2, 21) bool, keypoint visible in this image
     pose_id: str  # the two-hand pose shown; images of one pose share an IH2.6M frame
     distinct_pose_id: str = ""  # the source pose before augmentation; decides the split
-    rgb_key: str = ""  # object keys of the rendered images (empty: no images to place)
-    label_key: str = ""
-    depth_key: str = ""
+    location: Mapping[str, Any] | None = None  # where its rendered PNGs are, for ``read_image``
+                                              # (a manifest row's location columns); None: no images
 
     _SHAPES: ClassVar[dict[str, tuple[int, ...]]] = {
         "K": (3, 3),
@@ -136,24 +141,6 @@ class ExportImage:
         """Projected keypoints ``(2, 21, 2)`` in pixels, MANO order."""
         uvw = self.keypoints_camera() @ self.K.T  # (2, 21, 3)
         return uvw[..., :2] / uvw[..., 2:]
-
-
-def local_put(root: str | os.PathLike[str]) -> Put:
-    """A ``put`` writing below a local folder (parents created as needed).
-
-    Writes a new file and renames it into place, so a path that was a hard link to a rendered
-    image is replaced, never written through (which would change the source image).
-    """
-
-    def put(relative_path: str, data: bytes) -> None:
-        path = os.path.join(root, *PurePosixPath(relative_path).parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-
-    return put
 
 
 def _floats(x: np.ndarray) -> list:
@@ -220,7 +207,22 @@ class InterHandExport:
     paths: dict[str, dict[str, str]]  # split -> kind ("data", "camera", "joint_3d", "MANO_NeuralAnnot") -> path
     images: dict[str, int]  # split -> images
     frames: int
-    files: list[str] = field(default_factory=list)  # every relative path written or placed
+    capture: int
+    seq_name: str
+    split_codes: bytes = field(repr=False)  # per image: index in SPLITS, +8 when its JPEG was not written
+    frame_of: array = field(repr=False)  # per image: its frame_idx
+
+    def expects(self, path: str) -> bool:
+        """Whether ``path`` is a file of this export (the rest of a folder are orphans)."""
+        if path in (SKELETON_PATH, SUMS_FILE) or any(path in p.values() for p in self.paths.values()):
+            return True
+        found = re.fullmatch(r"images/(\w+)/" + re.escape(f"Capture{self.capture}/{self.seq_name}/")
+                             + r"cam(\d+)/image\d+\.jpg", path)
+        if not found or found[1] not in SPLITS or int(found[2]) >= len(self.split_codes):
+            return False
+        cam = int(found[2])
+        return (self.split_codes[cam] == SPLITS.index(found[1])
+                and path == f"images/{found[1]}/{ih26m_image_name(self.capture, self.seq_name, str(cam), self.frame_of[cam])}")
 
 
 def interhand_paths(split: str) -> dict[str, str]:
@@ -275,32 +277,59 @@ def ih26m_bbox(image: ExportImage) -> list[float]:
     return _floats(np.concatenate([lo, hi - lo]))
 
 
-class _InterHandSplit:
-    """JSON chunks of one split's four files, appended image by image."""
+class _SplitSpool:
+    """One split's four JSON documents as they grow: the body of each JSON array or object (entries
+    joined by commas) goes to its own temporary file on disk; :meth:`documents` streams the
+    documents around them. Memory holds one entry at a time."""
 
-    def __init__(self) -> None:
-        self.images: list[str] = []
-        self.anns: list[str] = []
-        self.cams: dict[str, list[str]] = {fld: [] for fld in ("campos", "camrot", "focal", "princpt")}
-        self.joints: list[str] = []
-        self.mano: list[str] = []
+    BODIES = ("images", "annotations", "campos", "camrot", "focal", "princpt", "joint_3d", "MANO_NeuralAnnot")
 
-    def texts(self, capture: int) -> dict[str, str]:
-        key = _dumps(str(capture))
-        cameras = ",".join(f'"{fld}":{{{",".join(chunks)}}}' for fld, chunks in self.cams.items())
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._files: dict[str, IO[bytes]] = {b: stack.enter_context(tempfile.TemporaryFile()) for b in self.BODIES}
+        self._empty = dict.fromkeys(self.BODIES, True)
+
+    def add(self, body: str, entry: str) -> None:
+        out = self._files[body]
+        if not self._empty[body]:
+            out.write(b",")
+        out.write(entry.encode("utf-8"))
+        self._empty[body] = False
+
+    def _body(self, body: str) -> Iterator[bytes]:
+        spool = self._files[body]
+        spool.flush()
+        spool.seek(0)
+        while chunk := spool.read(1 << 20):
+            yield chunk
+
+    def documents(self, capture: int) -> dict[str, Iterator[bytes]]:
+        """kind -> the chunks of its file (``data``, ``camera``, ``joint_3d``, ``MANO_NeuralAnnot``)."""
+        key = _dumps(str(capture)).encode()
+        camera = [b"{" + key + b":{"]
+        for i, fld in enumerate(("campos", "camrot", "focal", "princpt")):
+            camera.append(f'{"," if i else ""}"{fld}":{{'.encode())
+            camera.append(self._body(fld))  # type: ignore[arg-type]
+            camera.append(b"}")
+        camera.append(b"}}")
+        data = [b'{"images":[', self._body("images"), b'],"annotations":[', self._body("annotations"),
+                b'],"categories":[{"id":1,"name":"hand"}]}']
         return {
-            "data": f'{{"images":[{",".join(self.images)}],"annotations":[{",".join(self.anns)}],'
-                    f'"categories":[{{"id":1,"name":"hand"}}]}}',
-            "camera": f"{{{key}:{{{cameras}}}}}",
-            "joint_3d": f"{{{key}:{{{','.join(self.joints)}}}}}",
-            "MANO_NeuralAnnot": f"{{{key}:{{{','.join(self.mano)}}}}}",
+            "data": _chunks(data),
+            "camera": _chunks(camera),
+            "joint_3d": _chunks([b"{" + key + b":{", self._body("joint_3d"), b"}}"]),
+            "MANO_NeuralAnnot": _chunks([b"{" + key + b":{", self._body("MANO_NeuralAnnot"), b"}}"]),
         }
+
+
+def _chunks(parts: list[bytes | Iterator[bytes]]) -> Iterator[bytes]:
+    """Flatten literal byte strings and chunk iterators, in order."""
+    return itertools.chain.from_iterable((p,) if isinstance(p, bytes) else p for p in parts)
 
 
 def write_interhand_dataset(
     images: Iterable[ExportImage],
-    put: Put,
-    place_image: PlaceImage | None = None,
+    files: ExportFiles,
+    read_image: ReadImage | None = None,
     *,
     splits: Mapping[str, float] | None = None,
     capture: int = 0,
@@ -311,65 +340,78 @@ def write_interhand_dataset(
 
     Every split in :data:`SPLITS` gets its files (possibly empty), because IH2.6M code opens
     train, val and test. All joints are marked valid (synthetic ground truth is exact); per-image
-    visibility goes to an extra ``joint_visible`` field, which IH2.6M loaders ignore. Images are
-    handed to ``place_image`` as ``images/{split}/{file_name}`` with their RGB object key.
+    visibility goes to an extra ``joint_visible`` field, which IH2.6M loaders ignore. With
+    ``read_image``, each image's RGB is written as a JPEG at ``images/{split}/{file_name}``.
+    Images of one ``pose_id`` share a frame and must come one after another (the pipeline's
+    tables hold a pose's views together), which is what lets this writer keep no per-pose table.
     """
     fractions = check_splits(splits or DEFAULT_SPLITS)
-    parts = {s: _InterHandSplit() for s in SPLITS}
     counts = {s: 0 for s in SPLITS}
-    files: list[str] = []
-    frames: dict[str, tuple[int, str, str]] = {}  # pose_id -> (frame_idx, digest, first file)
+    split_codes, frame_of = bytearray(), array("l")  # per image: 5 bytes, for InterHandExport.expects
+    seen_poses: set[int] = set()  # 64-bit hashes of finished poses: a pose may not come back later
+    current: tuple[str, int, str, str] | None = None  # (pose_id, frame_idx, digest, first image)
     joint_valid = [[True]] * 42
-    for image_id, image in enumerate(images):
-        split = split_of(image.distinct_pose_id or image.pose_id, fractions)
-        part = parts[split]
-        cam = str(image_id)
-        joints_mm = to_ih26m_42(image.keypoints[0], image.keypoints[1]) * 1000.0  # (42, 3)
-        joint_entry = _dumps({"world_coord": _floats(joints_mm), "joint_valid": joint_valid,
-                              "hand_type": "interacting", "hand_type_valid": True})
-        mano_entry = _dumps(
-            {side: {fld: _floats(getattr(image, fld)[h]) for fld in MANO_WIDTHS} for h, side in enumerate(SIDES)}
-        )
-        digest = hashlib.blake2b((joint_entry + mano_entry).encode(), digest_size=16).hexdigest()
-        if image.pose_id not in frames:
-            frame_idx = len(frames)
-            frames[image.pose_id] = (frame_idx, digest, image.file_name)
-            part.joints.append(f'"{frame_idx}":{joint_entry}')
-            part.mano.append(f'"{frame_idx}":{mano_entry}')
-        else:
-            frame_idx, first_digest, first_file = frames[image.pose_id]
-            if digest != first_digest:
+    with contextlib.ExitStack() as stack:
+        parts = {s: _SplitSpool(stack) for s in SPLITS}
+        for image_id, image in enumerate(images):
+            split = split_of(image.distinct_pose_id or image.pose_id, fractions)
+            part = parts[split]
+            cam = str(image_id)
+            joints_mm = to_ih26m_42(image.keypoints[0], image.keypoints[1]) * 1000.0  # (42, 3)
+            joint_entry = _dumps({"world_coord": _floats(joints_mm), "joint_valid": joint_valid,
+                                  "hand_type": "interacting", "hand_type_valid": True})
+            mano_entry = _dumps(
+                {side: {fld: _floats(getattr(image, fld)[h]) for fld in MANO_WIDTHS} for h, side in enumerate(SIDES)}
+            )
+            digest = hashlib.blake2b((joint_entry + mano_entry).encode(), digest_size=16).hexdigest()
+            if current is None or current[0] != image.pose_id:
+                if current is not None:
+                    seen_poses.add(_hash64(current[0]))
+                if _hash64(image.pose_id) in seen_poses:
+                    raise ExportError(f"export image {image.file_name!r}: the images of pose_id {image.pose_id!r} "
+                                      "do not come one after another (an IH2.6M frame is written once per pose)")
+                current = (image.pose_id, len(seen_poses), digest, image.file_name)
+                part.add("joint_3d", f'"{current[1]}":{joint_entry}')
+                part.add("MANO_NeuralAnnot", f'"{current[1]}":{mano_entry}')
+            elif digest != current[2]:
                 raise ExportError(
                     f"export image {image.file_name!r}: pose_id {image.pose_id!r} has different keypoints or MANO "
-                    f"parameters than image {first_file!r} of the same pose"
+                    f"parameters than image {current[3]!r} of the same pose"
                 )
-        for fld, value in ih26m_camera(image).items():
-            part.cams[fld].append(f'"{cam}":{_dumps(value)}')
-        file_name = ih26m_image_name(capture, seq_name, cam, frame_idx)
-        part.images.append(_dumps({
-            "id": image_id, "file_name": file_name, "width": int(image.width), "height": int(image.height),
-            "capture": capture, "subject": subject, "seq_name": seq_name, "camera": cam, "frame_idx": frame_idx,
-            "renderih_source": image.rgb_key or image.file_name,
-        }))
-        visible = to_ih26m_42(image.visibility[0], image.visibility[1], axis=-1).astype(int)  # (42,)
-        part.anns.append(_dumps({
-            "id": image_id, "image_id": image_id, "category_id": 1, "bbox": ih26m_bbox(image),
-            "joint_valid": [[1]] * 42, "joint_visible": visible[:, None].tolist(),
-            "hand_type": "interacting", "hand_type_valid": 1,
-        }))
-        if place_image is not None and image.rgb_key:
-            path = f"images/{split}/{file_name}"
-            place_image(path, image.rgb_key)
-            files.append(path)
-        counts[split] += 1
-    put(SKELETON_PATH, skeleton_text().encode())
-    files.append(SKELETON_PATH)
-    paths = {s: interhand_paths(s) for s in SPLITS}
-    for split, part in parts.items():
-        for kind, text in part.texts(capture).items():
-            put(paths[split][kind], text.encode("utf-8"))
-            files.append(paths[split][kind])
-    return InterHandExport(paths=paths, images=counts, frames=len(frames), files=files)
+            frame_idx = current[1]
+            for fld, value in ih26m_camera(image).items():
+                part.add(fld, f'"{cam}":{_dumps(value)}')
+            file_name = ih26m_image_name(capture, seq_name, cam, frame_idx)
+            part.add("images", _dumps({
+                "id": image_id, "file_name": file_name, "width": int(image.width), "height": int(image.height),
+                "capture": capture, "subject": subject, "seq_name": seq_name, "camera": cam, "frame_idx": frame_idx,
+                "renderih_source": image.file_name,
+            }))
+            visible = to_ih26m_42(image.visibility[0], image.visibility[1], axis=-1).astype(int)  # (42,)
+            part.add("annotations", _dumps({
+                "id": image_id, "image_id": image_id, "category_id": 1, "bbox": ih26m_bbox(image),
+                "joint_valid": [[1]] * 42, "joint_visible": visible[:, None].tolist(),
+                "hand_type": "interacting", "hand_type_valid": 1,
+            }))
+            if read_image is not None and image.location is not None:
+                from handsynth.render.raster import decode_png
+
+                files.put(f"images/{split}/{file_name}", encode_jpeg(decode_png(read_image(image, "rgb"))))
+            split_codes.append(SPLITS.index(split) + (0 if read_image is not None and image.location is not None else 8))
+            frame_of.append(frame_idx)
+            counts[split] += 1
+        files.put(SKELETON_PATH, skeleton_text().encode())
+        paths = {s: interhand_paths(s) for s in SPLITS}
+        for split, part in parts.items():
+            for kind, chunks in part.documents(capture).items():
+                files.write(paths[split][kind], chunks)
+    frames = len(seen_poses) + (current is not None)
+    return InterHandExport(paths=paths, images=counts, frames=frames, capture=capture, seq_name=seq_name,
+                           split_codes=bytes(split_codes), frame_of=frame_of)
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 # ---- IntagHand layout --------------------------------------------------------------------
@@ -462,7 +504,7 @@ def intaghand_record(image: ExportImage, idx: int, pca_inverse: Mapping[str, np.
         "annotation": {"hand_type": "interacting", "hand_type_valid": 1},
         "mano_params": mano,
         "camera": {"R": image.R.astype(np.float32), "t": image.t.astype(np.float32), "camera": image.K.astype(np.float64)},
-        "renderih": {"pose_id": image.pose_id, "distinct_pose_id": image.distinct_pose_id, "source": image.rgb_key,
+        "renderih": {"pose_id": image.pose_id, "distinct_pose_id": image.distinct_pose_id, "source": image.file_name,
                      "joints2d_wrist_first": {s: uv[h].astype(np.float32) for h, s in enumerate(SIDES)},
                      "visible_wrist_first": {s: vis[h].astype(np.uint8) for h, s in enumerate(SIDES)}},
     }
@@ -508,14 +550,22 @@ class IntagHandExport:
     """What :func:`write_intaghand_dataset` wrote."""
 
     images: dict[str, int]  # split -> images
-    files: list[str]  # every relative path written or placed
+
+    def expects(self, path: str) -> bool:
+        """Whether ``path`` is a file of this export (the rest of a folder are orphans)."""
+        if path == SUMS_FILE:
+            return True
+        found = (re.fullmatch(r"(\w+)/(?:anno/(\d+)\.pkl|(?:img|mask|dense)/(\d+)\.jpg|hms/(\d+)_[0-6]_(?:left|right)\.jpg)",
+                              path))
+        if not found or found[1] not in SPLITS:
+            return False
+        return int(next(g for g in found.groups()[1:] if g is not None)) < self.images[found[1]]
 
 
 def write_intaghand_dataset(
     images: Iterable[ExportImage],
-    put: Put,
-    place_image: PlaceImage,
-    read: ReadBytes,
+    files: ExportFiles,
+    read_image: ReadImage,
     pca_inverse: Mapping[str, np.ndarray],
     *,
     splits: Mapping[str, float] | None = None,
@@ -523,39 +573,35 @@ def write_intaghand_dataset(
     """Write IntagHand's layout: per split ``anno/{idx}.pkl``, ``img``, ``mask``, ``dense``, ``hms``.
 
     ``idx`` counts 0.. within a split (IntagHand finds ``len(glob(anno/*.pkl))`` and opens
-    ``{idx}``). The RGB image is placed (linked); mask, dense and heatmaps are derived from the
-    part-label image and the 2D keypoints and written as PNG content (lossless; cv2 reads by
-    content). ``pca_inverse[side]`` = ``inv(hands_components)`` of the hand model, see
-    :func:`pca_inverses`.
+    ``{idx}``). Every ``.jpg`` is a JPEG: the RGB image re-encoded, and mask, dense and heatmaps
+    derived from the part-label image and the 2D keypoints (JPEG like IntagHand's own files; its
+    loader thresholds the mask). ``pca_inverse[side]`` = ``inv(hands_components)`` of the hand
+    model, see :func:`pca_inverses`.
     """
     fractions = check_splits(splits or DEFAULT_SPLITS)
-    from handsynth.render.raster import decode_png, encode_png
+    from handsynth.render.raster import decode_png
 
     counts = {s: 0 for s in SPLITS}
-    files: list[str] = []
     for image in images:
         split = split_of(image.distinct_pose_id or image.pose_id, fractions)
         idx = counts[split]
-        if not (image.rgb_key and image.label_key):
+        if image.location is None:
             raise ExportError(f"export image {image.file_name!r}: IntagHand's layout needs its rgb and label images")
         if image.width != image.height:
             raise ExportError(f"export image {image.file_name!r}: IntagHand expects square images, got "
                               f"{image.width}x{image.height}")
         record = intaghand_record(image, idx, pca_inverse)
-        labels = decode_png(read(image.label_key))
-        derived = {f"{split}/mask/{idx}.jpg": intaghand_mask(labels), f"{split}/dense/{idx}.jpg": intaghand_dense(labels)}
+        labels = decode_png(read_image(image, "label"))
+        files.put(f"{split}/img/{idx}.jpg", encode_jpeg(decode_png(read_image(image, "rgb"))))
+        files.put(f"{split}/mask/{idx}.jpg", encode_jpeg(intaghand_mask(labels)))
+        files.put(f"{split}/dense/{idx}.jpg", encode_jpeg(intaghand_dense(labels)))
         for side in ("left", "right"):
             maps = intaghand_heatmaps(record["renderih"]["joints2d_wrist_first"][side], image.width)
-            derived.update({f"{split}/hms/{idx}_{k}_{side}.jpg": m for k, m in enumerate(maps)})
-        place_image(f"{split}/img/{idx}.jpg", image.rgb_key)
-        files.append(f"{split}/img/{idx}.jpg")
-        for path, array in derived.items():
-            put(path, encode_png(array))
-            files.append(path)
-        put(f"{split}/anno/{idx}.pkl", portable_pickle(record))
-        files.append(f"{split}/anno/{idx}.pkl")
+            for k, m in enumerate(maps):
+                files.put(f"{split}/hms/{idx}_{k}_{side}.jpg", encode_jpeg(m))
+        files.put(f"{split}/anno/{idx}.pkl", portable_pickle(record))
         counts[split] += 1
-    return IntagHandExport(images=counts, files=files)
+    return IntagHandExport(images=counts)
 
 
 def pca_inverses(model_folder: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -578,79 +624,38 @@ def pca_inverses(model_folder: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def logged(items: list[T], log: Callable[[str], None], what: str, every: int = 1000) -> Iterator[T]:
-    """Yield ``items``, logging count, rate and ETA every ``every`` items (long exports in a
-    Dagster run, where no progress bar is seen)."""
+def logged(items: Iterable[T], log: Callable[[str], None], what: str, total: int, every: int = 1000) -> Iterator[T]:
+    """Yield ``items`` (``total`` of them), logging count, rate and ETA every ``every`` items (long
+    exports in a Dagster run, where no progress bar is seen)."""
     start = time.monotonic()
     for i, item in enumerate(items, start=1):
         yield item
-        if i % every == 0 or i == len(items):
+        if i % every == 0 or i == total:
             rate = i / max(time.monotonic() - start, 1e-9)
-            log(f"{what}: {i}/{len(items)} images, {rate:.0f}/s, ETA {(len(items) - i) / rate:.0f} s")
+            log(f"{what}: {i}/{total} images, {rate:.0f}/s, ETA {max(total - i, 0) / rate:.0f} s")
 
 
-# ---- local folders -----------------------------------------------------------------------
-
-
-def local_place_image(root: str | os.PathLike[str], read: ReadBytes,
-                      source_path: Callable[[str], Path | None] = lambda key: None) -> PlaceImage:
-    """A ``place_image`` for a local folder: a hard link when the source is a local file on the
-    same file system (no second copy), else a copy of the bytes from ``read``."""
-
-    def place(relative_path: str, source_key: str) -> None:
-        dst = Path(root, *PurePosixPath(relative_path).parts)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        src = source_path(source_key)
-        dst.unlink(missing_ok=True)
-        if src is not None:
-            try:
-                os.link(src, dst)
-                return
-            except OSError:
-                pass  # another file system or no hard links: copy
-        dst.write_bytes(read(source_key))
-
-    return place
-
-
-def remove_orphans(existing: Iterable[str], written: Iterable[str], delete: Callable[[str], None]) -> list[str]:
-    """Delete every existing path an export did not write this time; return them.
-
-    An export re-run with fewer images (e.g. fewer views after ``--refresh``) would otherwise
-    leave files that loaders count (IntagHand globs ``anno/*.pkl``).
-    """
-    keep = set(written)
-    orphans = sorted(p for p in existing if p not in keep)
-    for path in orphans:
-        delete(path)
-    return orphans
-
-
-def local_files(root: str | os.PathLike[str]) -> list[str]:
-    """Relative '/'-paths of every file below ``root`` (empty if it does not exist)."""
-    base = Path(root)
-    return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
-
-
-def export_images(annotations: pd.DataFrame) -> list[ExportImage]:
-    """The pipeline's annotation table (handsynth.annotate) as export records."""
+def iter_export_images(tables: Iterable[pd.DataFrame]) -> Iterator[ExportImage]:
+    """The pipeline's annotation tables (handsynth.annotate; one shard's table at a time) as export
+    records, row by row; each record's ``location`` is its row's location columns, for
+    :func:`handsynth.render.blocks.read_member`."""
     from handsynth.annotate import stack
+    from handsynth.render.blocks import LOCATION_COLUMNS
 
-    n = len(annotations)
-    if n == 0:
-        return []
-    world = stack(annotations, "keypoints3d_world_mm", (2, 21, 3)) / 1000.0
-    vis = stack(annotations, "visibility", (2, 21)).astype(bool)
-    K, R, t = stack(annotations, "K", (3, 3)), stack(annotations, "R", (3, 3)), stack(annotations, "t", (3,))
-    mano = {f: np.stack([stack(annotations, f"{s}_{name}", (w,)) for s in ("right", "left")], axis=1)
-            for f, (name, w) in {"pose": ("mano_pose", 48), "shape": ("shape", 10), "trans": ("trans", 3)}.items()}
-    return [
-        ExportImage(
-            file_name=str(annotations["rgb_key"].iloc[i]).rsplit("/", 1)[-1], width=int(annotations["width"].iloc[i]),
-            height=int(annotations["height"].iloc[i]), K=K[i], R=R[i], t=t[i], pose=mano["pose"][i],
-            shape=mano["shape"][i], trans=mano["trans"][i], keypoints=world[i], visibility=vis[i],
-            pose_id=str(annotations["pose_id"].iloc[i]), distinct_pose_id=str(annotations["distinct_pose_id"].iloc[i]),
-            rgb_key=str(annotations["rgb_key"].iloc[i]), label_key=str(annotations["label_key"].iloc[i]),
-            depth_key=str(annotations["depth_key"].iloc[i]))
-        for i in range(n)
-    ]
+    for annotations in tables:
+        n = len(annotations)
+        if n == 0:
+            continue
+        world = stack(annotations, "keypoints3d_world_mm", (2, 21, 3)) / 1000.0
+        vis = stack(annotations, "visibility", (2, 21)).astype(bool)
+        K, R, t = stack(annotations, "K", (3, 3)), stack(annotations, "R", (3, 3)), stack(annotations, "t", (3,))
+        mano = {f: np.stack([stack(annotations, f"{s}_{name}", (w,)) for s in ("right", "left")], axis=1)
+                for f, (name, w) in {"pose": ("mano_pose", 48), "shape": ("shape", 10), "trans": ("trans", 3)}.items()}
+        scalars = annotations[["image_id", "pose_id", "distinct_pose_id", "width", "height", *LOCATION_COLUMNS]]
+        for i, row in enumerate(scalars.itertuples(index=False)):
+            values = row._asdict()
+            yield ExportImage(
+                file_name=str(values["image_id"]), width=int(values["width"]), height=int(values["height"]),
+                K=K[i], R=R[i], t=t[i], pose=mano["pose"][i], shape=mano["shape"][i], trans=mano["trans"][i],
+                keypoints=world[i], visibility=vis[i], pose_id=str(values["pose_id"]),
+                distinct_pose_id=str(values["distinct_pose_id"]), location={c: values[c] for c in LOCATION_COLUMNS})

@@ -1,15 +1,17 @@
 """``ih-pipeline``: run the pipeline, export the data for training, preview it, score predictions.
 
     ih-pipeline run [--refresh] [--shard KEY] [--wait]   the main job (ih_assets.main_job)
-    ih-pipeline export --source SRC --to DIR [--formats interhand26m,intaghand,webdataset] [--splits ...]
+    ih-pipeline export --source SRC --to DIR [--formats interhand26m,intaghand] [--splits ...]
     ih-pipeline preview --source SRC --out sheet.png [-n 20]
     ih-pipeline metrics --pred P.npz --gt G.npz        (handsynth.metrics_cli)
 
 ``SRC`` is ``s3://bucket/prefix`` (the pipeline's defaults: endpoint ``IH_S3_ENDPOINT``, else the
 local server, credentials ``AWS_*`` if set, else anonymous) or a local folder holding the
 pipeline's keys (a local store's root or a copy of the bucket). ``export`` builds complete
-folders the real loaders read: images are hard-linked from a local source (no second copy) and
-downloaded from S3; files a previous export left and this one did not write are removed.
+folders the real loaders read, streaming: one shard's annotation table at a time, each image one
+ranged read of its render block, written as JPEG, with ``SHA256SUMS`` at each folder's root;
+files a previous export left and this one did not write are removed. For WebDataset training,
+the render blocks under ``<prefix>/render/`` already are the shards (no export needed).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import Iterable, Iterator, TypeVar
 from tqdm import tqdm
 
 from handsynth import cli_errors, exports, plots, training
+from handsynth.export_files import ExportFiles, local_files, local_writer, remove_orphans
+from handsynth.render.blocks import read_member
 from handsynth.storage import open_store
 
 T = TypeVar("T")
-FORMATS = ("interhand26m", "intaghand", "webdataset")
+FORMATS = ("interhand26m", "intaghand")
 
 
 def _progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
@@ -44,37 +48,33 @@ def _pca_inverses(mano_dir: str) -> dict:
 
 def export(source: str, out: str, formats: list[str], splits: dict[str, float], mano_dir: str = "") -> dict[str, dict]:
     """Write the chosen layouts below ``out/<format>/``; return counts per format."""
-    reader, prefix = open_store(source)
-    table = training.load_annotation_tables(reader, prefix)
+    store, prefix = open_store(source)
+    keys = training.annotation_keys(store, prefix)
+    total = sum(training.annotation_rows(store, key) for key in keys)
+    tables = lambda: (training.read_annotation_table(store, key) for key in keys)  # noqa: E731
+    read_image = lambda image, kind: read_member(store, image.location, kind)  # noqa: E731
     summary: dict[str, dict] = {}
     for fmt in formats:
         root = Path(out, fmt)
-        put, place = exports.local_put(root), exports.local_place_image(root, reader.get_bytes, reader.local_path)
-        if fmt == "interhand26m":
-            images = exports.export_images(table)
-            result = exports.write_interhand_dataset(_progress(images, len(images), fmt), put, place, splits=splits)
-            files, summary[fmt] = result.files, {"images": result.images, "frames": result.frames}
-        elif fmt == "intaghand":
-            images = exports.export_images(table)
-            result = exports.write_intaghand_dataset(_progress(images, len(images), fmt), put, place,
-                                                     reader.get_bytes, _pca_inverses(mano_dir), splits=splits)
-            files, summary[fmt] = result.files, {"images": result.images}
-        else:
-            files = []
-            shards = list(table.groupby("shard", sort=True))
-            for shard, rows in tqdm(shards, desc=fmt, unit="shard", file=sys.stderr):
-                put(f"{shard}.tar", training.webdataset_tar(rows, reader.get_bytes))
-                files.append(f"{shard}.tar")
-            summary[fmt] = {"shards": len(files), "samples": len(table)}
-        removed = exports.remove_orphans(exports.local_files(root), files, lambda p, r=root: (r / p).unlink())
-        summary[fmt]["orphans_removed"] = len(removed)
+        images = _progress(exports.iter_export_images(tables()), total, fmt)
+        with ExportFiles(local_writer(root)) as files:
+            if fmt == "interhand26m":
+                result = exports.write_interhand_dataset(images, files, read_image, splits=splits)
+                summary[fmt] = {"images": result.images, "frames": result.frames}
+            else:
+                result = exports.write_intaghand_dataset(images, files, read_image, _pca_inverses(mano_dir),
+                                                         splits=splits)
+                summary[fmt] = {"images": result.images}
+        summary[fmt]["files"] = files.files
+        summary[fmt]["orphans_removed"] = remove_orphans(local_files(root), result.expects,
+                                                         lambda p, r=root: (r / p).unlink())
     return summary
 
 
 def preview(source: str, out: str, n: int = 20) -> int:
     """A contact sheet of the first ``n`` images with their 2D keypoints (right red, left blue)."""
-    reader, prefix = open_store(source)
-    dataset = training.RenderIHDataset(reader, prefix)
+    store, prefix = open_store(source)
+    dataset = training.RenderIHDataset(store, prefix)
     tiles = []
     for i in _progress(range(min(n, len(dataset))), min(n, len(dataset)), "preview"):
         item = dataset[i]
@@ -100,7 +100,7 @@ def _main(argv: list[str], debug: bool) -> int:
                                              "tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="materialize the pipeline (all arguments go to ih_assets.main_job)", add_help=False)
-    ex = sub.add_parser("export", help="bucket or local folder -> local IH2.6M / IntagHand / WebDataset folders")
+    ex = sub.add_parser("export", help="bucket or local folder -> local IH2.6M / IntagHand folders")
     ex.add_argument("--source", required=True, help="s3://bucket/prefix or a local folder")
     ex.add_argument("--to", required=True, help="output folder (one sub-folder per format)")
     ex.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")

@@ -43,8 +43,8 @@ TAG_HOST, TAG_PID, TAG_PID_START = "renderih/host", "renderih/pid", "renderih/pi
 _UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
                DagsterRunStatus.CANCELING]
 #: Folders under the prefix, besides the per-shard assets' own, that hold a shard's objects as
-#: ``<folder>/<shard>/...`` or ``<folder>/<shard>.<ext>``: the rendered images, the WebDataset tars.
-SHARD_FOLDERS = ("render", "webdataset")
+#: ``<folder>/<shard>/...`` or ``<folder>/<shard>.<ext>``: the render blocks.
+SHARD_FOLDERS = ("render",)
 #: Exit code when another main job holds the instance lock or the bucket lease.
 EXIT_LOCKED = 3
 

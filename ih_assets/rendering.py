@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, Failure, MetadataValue, Output, asset
 
-from handsynth import annotate, envmaps, plots, userfiles
+from handsynth import annotate, envmaps, plots, shard_summary, userfiles
 from handsynth.assets import NPM_HDRI_PACKAGE, assets_dir
 from handsynth.annotate import ImageRecord
 from handsynth.hand_model.model import HandModel
@@ -168,12 +168,14 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     return Output(manifest, metadata=meta)
 
 
-@asset(code_version="2", group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
+@asset(code_version="3", group_name="rendering", partitions_def=pose_shards, kinds={"parquet"},
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def annotations(context: AssetExecutionContext, hand_model: HandModelResource, optimized_poses: PoseTable,
                 rendered_views: pd.DataFrame) -> Output[pd.DataFrame]:
     """One row per image: MANO pose/shape, 3D (world, camera) and 2D keypoints, K, R, t, visibility,
-    boxes, lineage, and where its bytes are (block tar, member offsets, sizes, sha256)."""
+    boxes, lineage, and where its bytes are (block tar, member offsets, sizes, sha256). Its
+    materialization records the table's summary (:func:`handsynth.shard_summary.summarize`), which
+    the dataset manifest adds up instead of loading every table."""
     model = hand_model.get()
     by_id = {pid: i for i, pid in enumerate(optimized_poses.pose_ids)}
     rows = []
@@ -195,4 +197,5 @@ def annotations(context: AssetExecutionContext, hand_model: HandModelResource, o
     table = annotate.annotation_table(rows)
     versions.record(context, table)
     return Output(table, metadata={"images": len(table), "hand_model": model.name,
+                                   "summary": MetadataValue.json(shard_summary.summarize(table)),
                                    "visible_keypoints_mean": float(table["visible_keypoints"].mean()) if len(table) else 0.0})

@@ -53,7 +53,6 @@ SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
     "annotations": (),
     "dataset_manifest": ("*",),   # it records the whole configuration
     "dataset_exports": ("export_*",),
-    "webdataset_shards": (),
 }
 #: Fields that change no output: the preset only names a set of values; the number of render
 #: workers only decides how many blocks render at once.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
-from ih_assets.dataset import dataset_exports, dataset_manifest, webdataset_shards
+from ih_assets.dataset import dataset_exports, dataset_manifest
 from ih_assets.optimization import hand_anchors, optimized_poses, pose_discriminator
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
 from ih_assets.rendering import annotations, environment_maps, rendered_views
@@ -20,9 +20,9 @@ from resources.storage import LocalStorage, io_manager_for
 
 PREFIX = "renderih"
 ASSETS = [raw_poses, deduped_poses, augmented_poses, hand_anchors, pose_discriminator, optimized_poses,
-          environment_maps, rendered_views, annotations, webdataset_shards, dataset_manifest, dataset_exports]
+          environment_maps, rendered_views, annotations, dataset_manifest, dataset_exports]
 SOURCES = [raw_poses, deduped_poses, hand_anchors, pose_discriminator, environment_maps]
-PER_SHARD = [augmented_poses, optimized_poses, rendered_views, annotations, webdataset_shards]
+PER_SHARD = [augmented_poses, optimized_poses, rendered_views, annotations]
 
 
 def tiny_resources(root: str, **overrides) -> dict:

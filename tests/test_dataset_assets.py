@@ -1,4 +1,5 @@
-"""dataset_manifest / dataset_exports refuse incomplete shard sets; bucket exports leave no orphans."""
+"""dataset_manifest / dataset_exports refuse incomplete shard sets; the manifest adds up per-shard
+summaries; bucket exports stream complete layouts and leave no orphans."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dagster import AssetMaterialization, DagsterInstance, SourceAsset, material
 
 from handsynth.annotate import annotation_table
 from handsynth.storage import LocalStore
-from handsynth.training import load_annotation_tables
+from handsynth import shard_summary
+from handsynth.training import iter_annotation_tables
 from ih_assets.dataset import dataset_exports, dataset_manifest, export_to_store
 from resources.codecs import encode
 from resources.hand_model import HandModelResource
@@ -66,6 +68,39 @@ def test_stale_shard_is_named():
     assert "shard=00000: annotations older than deduped_poses" in message and "shard=00001" in message
 
 
+def test_manifest_adds_up_the_shard_summaries():
+    instance, resources = _setup("summaries", [])
+    store = resources["storage"].object_store()
+    summaries = {}
+    for i, shard in enumerate(SHARDS):
+        summary = {"images": 10 + i, "poses": 2, "distinct_poses": 1, "blocks": 1, "visible_keypoints": 300 + i,
+                   "bytes": {"rgb": 1000, "label": 100, "depth": 10}, "image_sizes": {"96x96": 10 + i},
+                   "hand_models": {"standin": 10 + i}}
+        summaries[shard] = summary
+        store.put_bytes(f"t/annotations/{shard}.parquet", b"never read: the summary is recorded")
+        instance.report_runless_asset_event(AssetMaterialization(asset_key="annotations", partition=shard,
+                                                                 metadata={"summary": summary}))
+    result = materialize([ANNOTATIONS, dataset_manifest], resources=resources, instance=instance,
+                         selection=[dataset_manifest])
+    manifest = result.output_for_node("dataset_manifest")
+    assert manifest["images"] == 21 and manifest["images_per_shard"] == {"shard=00000": 10, "shard=00001": 11}
+    assert manifest["bytes"] == {"rgb": 2000, "label": 200, "depth": 20, "total": 2220}
+    assert manifest["visible_keypoints_mean"] == pytest.approx(601 / 21) and manifest["poses"] == 4
+    assert manifest["image_sizes"] == {"96x96": 21}
+
+
+@pytest.mark.slow
+def test_summary_of_a_real_table_matches_its_rows():
+    from tests.pipeline_output import PREFIX, pipeline_output
+
+    root, _ = pipeline_output()
+    table = next(iter_annotation_tables(LocalStore(root), PREFIX))
+    summary = shard_summary.summarize(table)
+    assert summary["images"] == len(table) > 0 and summary["poses"] == table["pose_id"].nunique()
+    assert summary["bytes"]["rgb"] == table["rgb_bytes"].sum() and summary["blocks"] == table["tar_key"].nunique()
+    assert shard_summary.check(json.loads(json.dumps(summary)), "x") == summary
+
+
 @pytest.mark.slow
 def test_bucket_export_with_fewer_images_leaves_no_orphans():
     from tests.pipeline_output import PREFIX, pipeline_output
@@ -74,15 +109,20 @@ def test_bucket_export_with_fewer_images_leaves_no_orphans():
 
     root, _ = pipeline_output()
     store = LocalStore(root)
-    table = load_annotation_tables(store, PREFIX)
+    tables = list(iter_annotation_tables(store, PREFIX))
+    n = sum(len(t) for t in tables)
     pca = pca_inverses(HandModel.standin().identity["source"])
     splits = {"train": 1.0, "val": 0.0, "test": 0.0}
-    first = export_to_store(store, "again/exports", table, pca, splits)
+    first = export_to_store(store, "again/exports", lambda: iter(tables), n, pca, splits)
     keys_first = set(store.list_keys("again/exports/"))
-    second = export_to_store(store, "again/exports", table.iloc[:2], pca, splits)
+    second = export_to_store(store, "again/exports", lambda: iter([tables[0].iloc[:2]]), 2, pca, splits)
     keys_second = set(store.list_keys("again/exports/"))
-    assert first["intaghand"]["images"]["train"] == len(table) and second["intaghand"]["images"]["train"] == 2
+    assert first["intaghand"]["images"]["train"] == n and second["intaghand"]["images"]["train"] == 2
     assert second["intaghand"]["orphans_removed"] > 0 and keys_second < keys_first
     assert len([k for k in keys_second if k.endswith(".pkl")]) == 2
-    index = json.loads(store.get_bytes("again/exports/interhand26m/image_index.json"))
-    assert len(index) == 2 and all(store.exists(k) for k in index.values())
+    for name in ("interhand26m", "intaghand"):
+        sums = store.get_bytes(f"again/exports/{name}/SHA256SUMS").decode().splitlines()
+        listed = {f"again/exports/{name}/{line[66:]}" for line in sums}
+        assert listed | {f"again/exports/{name}/SHA256SUMS"} == {k for k in keys_second if f"/{name}/" in k}
+        assert all(store.size(f"again/exports/{name}/{line[66:]}") > 0 for line in sums)
+    assert len([k for k in keys_second if k.endswith(".jpg") and "/interhand26m/images/" in k]) == 2

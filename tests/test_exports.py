@@ -1,5 +1,8 @@
 """Exports replayed through the real loaders' access patterns.
 
+Every export is written through :class:`ExportFiles`, so each folder also gets a ``SHA256SUMS``
+that ``sha256sum -c`` accepts; images are real JPEG files.
+
 - InterHand2.6M: ``data/InterHand2.6M/dataset.py`` (facebookresearch/InterHand2.6M): ``load_skeleton``
   on ``annotations/skeleton.txt`` (lines split on single spaces), COCO index of
   ``annotations/{mode}/InterHand2.6M_{mode}_data.json`` for mode in train/val/test, cameras and
@@ -20,6 +23,8 @@ import os
 import os.path as osp
 import pickle
 import pickletools
+import shutil
+import subprocess
 from glob import glob
 
 import numpy as np
@@ -33,19 +38,16 @@ from handsynth.exports import (
     ExportImage,
     check_splits,
     interhand_paths,
-    local_files,
-    local_place_image,
-    local_put,
     logged,
     parse_splits,
     pca_inverses,
     portable_pickle,
-    remove_orphans,
     safe_load_pickle,
     split_of,
     write_intaghand_dataset,
     write_interhand_dataset,
 )
+from handsynth.export_files import SUMS_FILE, ExportFiles, local_files, local_writer, remove_orphans
 from handsynth.keypoints import convert_keypoints
 from handsynth.render.raster import encode_png
 from handsynth.sources.interhand import load_interhand_mano
@@ -77,6 +79,25 @@ class _Source:
         self.path(key).parent.mkdir(parents=True, exist_ok=True)
         self.path(key).write_bytes(data)
 
+    def read_image(self, image: ExportImage, kind: str) -> bytes:
+        """The writers' ``read_image``: here an image's location is ``{kind: key}``."""
+        return self.read(image.location[kind])
+
+
+def _smooth_rgb(rng: np.random.Generator) -> np.ndarray:
+    """A rendered-looking RGB image: smooth shading with a few sharp-edged shapes."""
+    y, x = np.mgrid[0:256, 0:256] / 255.0
+    rgb = np.stack([x, y, 1 - x * y], axis=-1) * rng.uniform(120, 230, 3)
+    rgb[20:60, 30:90] = rng.uniform(0, 255, 3)
+    rgb[100:140, 40:70] = rng.uniform(0, 255, 3)
+    return rgb.round().astype(np.uint8)
+
+
+def _export(root, write, *args, **kwargs):
+    """Run a writer into a local folder through ExportFiles (SHA256SUMS included)."""
+    with ExportFiles(local_writer(root)) as files:
+        return write(*args[:1], files, *args[1:], **kwargs)
+
 
 def _images(source: _Source | None = None, n_poses: int = 3, n_views: int = 2, seed: int = 0,
             hand_model=None) -> list[ExportImage]:
@@ -99,7 +120,7 @@ def _images(source: _Source | None = None, n_poses: int = 3, n_views: int = 2, s
             f = rng.uniform(400, 600)
             keys = {k: f"t/render/shard=00001/pose{p:03d}_v{v:02d}_{k}.png" for k in ("rgb", "label")}
             if source is not None:
-                source.put(keys["rgb"], encode_png(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)))
+                source.put(keys["rgb"], encode_png(_smooth_rgb(rng)))
                 labels = np.zeros((256, 256), np.uint8)
                 labels[20:60, 30:90], labels[100:140, 40:70] = 5, 20  # a right part, a left part
                 source.put(keys["label"], encode_png(labels))
@@ -108,7 +129,7 @@ def _images(source: _Source | None = None, n_poses: int = 3, n_views: int = 2, s
                 K=np.array([[f, 0, 128.0 + v], [0, f * 1.01, 127.0], [0, 0, 1]]), R=R, t=t,
                 pose=pose, shape=shape, trans=trans, keypoints=keypoints, visibility=rng.random((2, 21)) > 0.3,
                 pose_id=f"pose{p:03d}", distinct_pose_id=f"d{p // 2:03d}",
-                rgb_key=keys["rgb"] if source else "", label_key=keys["label"] if source else ""))
+                location=keys if source else None))
     return out
 
 
@@ -117,9 +138,8 @@ def interhand(tmp_path):
     source = _Source(tmp_path / "store")
     images = _images(source, n_poses=8, n_views=2)
     root = tmp_path / "InterHand2.6M"
-    summary = write_interhand_dataset(iter(images), local_put(root),
-                                      local_place_image(root, source.read, source.path),
-                                      splits={"train": 0.5, "val": 0.25, "test": 0.25})
+    summary = _export(root, write_interhand_dataset, iter(images), source.read_image,
+                      splits={"train": 0.5, "val": 0.25, "test": 0.25})
     return images, summary, root, source
 
 
@@ -173,9 +193,12 @@ def test_ih26m_dataset_py_reads_every_split_and_its_images(interhand):
             expected = np.concatenate([convert_keypoints(ours.keypoints_pixels()[h], "mano", "ih26m") for h in (0, 1)])
             np.testing.assert_allclose(joint_img, expected, atol=2e-3)  # float32 files
             path = osp.join(img_path, mode, img["file_name"])
-            pixels = np.asarray(Image.open(path))  # decoded by content, as cv2.imread does
-            assert pixels.shape == (img["height"], img["width"], 3)
-            assert os.stat(path).st_ino == os.stat(source.path(ours.rgb_key)).st_ino  # a hard link, no copy
+            with Image.open(path) as jpeg:
+                assert jpeg.format == "JPEG"  # a real JPEG under the .jpg name, not PNG bytes
+                pixels = np.asarray(jpeg)
+            assert pixels.shape == (img["height"], img["width"], 3) and img["renderih_source"] == ours.file_name
+            rendered = np.asarray(Image.open(source.path(ours.location["rgb"])), dtype=float)
+            assert np.abs(pixels - rendered).mean() < 1.5  # quality 95: about one grey level
             split_of_distinct.setdefault(ours.distinct_pose_id, set()).add(mode)
             seen.append(ann["image_id"])
     assert sorted(seen) == list(range(len(images)))  # every image in exactly one split
@@ -228,10 +251,10 @@ def test_intaghand_loader_reads_anno_pkl_and_image_folders(tmp_path, hand_model)
     images = _images(source, n_poses=4, n_views=2, seed=3, hand_model=hand_model)
     root = tmp_path / "intaghand"
     folder = hand_model.identity["source"]
-    result = write_intaghand_dataset(images, local_put(root), local_place_image(root, source.read, source.path),
-                                     source.read, pca_inverses(folder), splits={"train": 0.5, "val": 0.5})
+    result = _export(root, write_intaghand_dataset, images, source.read_image, pca_inverses(folder),
+                     splits={"train": 0.5, "val": 0.5})
     components = {s: np.linalg.inv(m) for s, m in pca_inverses(folder).items()}
-    by_key = {im.rgb_key: im for im in images}
+    by_name = {im.file_name: im for im in images}
     checked = 0
     for split in ("train", "val"):
         data_path = str(root)
@@ -248,7 +271,7 @@ def test_intaghand_loader_reads_anno_pkl_and_image_folders(tmp_path, hand_model)
             globals_used = {arg for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
             assert globals_used == {"numpy array"}  # loads under NumPy 1.x and 2.x alike
             R, T, camera = data["camera"]["R"], data["camera"]["t"], data["camera"]["camera"]
-            ours = by_key[data["renderih"]["source"]]
+            ours = by_name[data["renderih"]["source"]]
             # mask channels as IntagHand reads them: cv2 gives BGR, mask[..., 1:] = (right, left)
             bgr = mask[..., ::-1]
             labels = np.zeros((256, 256), np.uint8)
@@ -292,24 +315,73 @@ def test_safe_pickle_reader_refuses_code():
     assert back["a"].dtype == np.float32 and (back["a"] == data["a"]).all() and back["b"] == [1, "x", 2.5]
 
 
-def test_reexport_with_fewer_images_leaves_no_orphans(tmp_path):
+def _sums(root) -> dict[str, str]:
+    lines = (root / SUMS_FILE).read_text().splitlines()
+    return {line[66:]: line[:64] for line in lines}
+
+
+@pytest.mark.parametrize("layout", ["interhand26m", "intaghand"])
+def test_sha256sums_lists_every_file_and_sha256sum_accepts_it(tmp_path, hand_model, layout):
     source = _Source(tmp_path / "store")
-    root = tmp_path / "ih"
-    place = local_place_image(root, source.read, source.path)
-    first = write_interhand_dataset(_images(source, n_poses=6, n_views=3), local_put(root), place)
-    assert sum(first.images.values()) == 18
-    second = write_interhand_dataset(_images(source, n_poses=6, n_views=1), local_put(root), place)
-    removed = remove_orphans(local_files(root), second.files, lambda p: (root / p).unlink())
-    assert removed == sorted(set(first.files) - set(second.files)) and len(removed) >= 12
-    assert sorted(local_files(root)) == sorted(second.files)
-    assert len(list((root / "images").rglob("*.jpg"))) == 6
+    root = tmp_path / layout
+    images = _images(source, n_poses=3, n_views=2)
+    if layout == "interhand26m":
+        _export(root, write_interhand_dataset, images, source.read_image)
+    else:
+        _export(root, write_intaghand_dataset, images, source.read_image, pca_inverses(hand_model.identity["source"]))
+    sums = _sums(root)
+    assert sorted(sums) == sorted(p for p in local_files(root) if p != SUMS_FILE)
+    assert len(sums) == (6 + 1 + 12 if layout == "interhand26m" else 6 * 18)  # images, skeleton, 4 files x 3 splits
+    if shutil.which("sha256sum"):
+        check = subprocess.run(["sha256sum", "--quiet", "-c", SUMS_FILE], cwd=root, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        (root / next(iter(sums))).write_bytes(b"changed")
+        assert subprocess.run(["sha256sum", "--quiet", "-c", SUMS_FILE], cwd=root, capture_output=True).returncode != 0
+
+
+def test_failed_export_commits_no_sha256sums(tmp_path):
+    source = _Source(tmp_path / "store")
+    images = _images(source, n_poses=2, n_views=1)
+    images[1].location = {"rgb": "missing.png"}
+    with pytest.raises(FileNotFoundError):
+        _export(tmp_path / "ih", write_interhand_dataset, images, source.read_image)
+    assert not (tmp_path / "ih" / SUMS_FILE).exists()  # its absence says: incomplete
+
+
+@pytest.mark.parametrize("layout", ["interhand26m", "intaghand"])
+def test_reexport_with_fewer_images_leaves_no_orphans(tmp_path, hand_model, layout):
+    source = _Source(tmp_path / "store")
+    root = tmp_path / layout
+    pca = pca_inverses(hand_model.identity["source"])
+
+    def export(n_views):
+        images = _images(source, n_poses=6, n_views=n_views)
+        if layout == "interhand26m":
+            return _export(root, write_interhand_dataset, images, source.read_image)
+        return _export(root, write_intaghand_dataset, images, source.read_image, pca)
+
+    first = export(3)
+    before = set(local_files(root))
+    assert sum(first.images.values()) == 18 and all(first.expects(p) for p in before)
+    second = export(1)
+    removed = remove_orphans(local_files(root), second.expects, lambda p: (root / p).unlink())
+    after = set(local_files(root))
+    assert removed == len(before - after) >= 12 and sum(second.images.values()) == 6
+    assert after == set(_sums(root)) | {SUMS_FILE}  # exactly the files the second export wrote
+    assert len([p for p in after if p.endswith(".jpg")]) == 6 * (1 if layout == "interhand26m" else 17)
+
+
+def test_images_of_a_pose_must_be_consecutive(tmp_path):
+    a, b, c = _images(n_poses=2, n_views=2)[:3]
+    with pytest.raises(ExportError, match=r"images of pose_id 'pose000' do not come one after another"):
+        _export(tmp_path, write_interhand_dataset, [a, c, b])
 
 
 def test_same_pose_id_with_different_data_is_rejected(tmp_path):
     a, b = _images(n_poses=2, n_views=1)
     b.pose_id = a.pose_id
     with pytest.raises(ExportError, match=r"pose_id 'pose000' has different keypoints or MANO parameters than image"):
-        write_interhand_dataset([a, b], local_put(tmp_path))
+        _export(tmp_path, write_interhand_dataset, [a, b])
 
 
 @pytest.mark.parametrize(
@@ -330,15 +402,15 @@ def test_export_image_validation_names_image_and_field(field, value, message):
 
 
 def test_intaghand_needs_square_images_with_labels(tmp_path):
-    image = dataclasses.replace(_images(n_poses=1, n_views=1)[0], rgb_key="a.png", label_key="b.png", width=300)
+    image = dataclasses.replace(_images(n_poses=1, n_views=1)[0], location={"rgb": "a.png"}, width=300)
     with pytest.raises(ExportError, match=r"'pose000_v00_rgb.png': IntagHand expects square images, got 300x256"):
-        write_intaghand_dataset([image], local_put(tmp_path), lambda p, k: None, lambda k: b"",
-                                {"right": np.eye(45), "left": np.eye(45)})
+        _export(tmp_path, write_intaghand_dataset, [image], lambda image, kind: b"",
+                {"right": np.eye(45), "left": np.eye(45)})
 
 
 def test_long_exports_log_count_rate_and_eta():
     lines: list[str] = []
-    assert list(logged(list(range(2500)), lines.append, "intaghand")) == list(range(2500))
+    assert list(logged(iter(range(2500)), lines.append, "intaghand", 2500)) == list(range(2500))
     assert [line.split(",")[0] for line in lines] == ["intaghand: 1000/2500 images", "intaghand: 2000/2500 images",
                                                       "intaghand: 2500/2500 images"]
     assert all("/s, ETA " in line for line in lines) and lines[-1].endswith("ETA 0 s")

@@ -29,11 +29,10 @@ import smplx
 import torch
 from smplx.utils import Struct
 
+from handsynth.export_files import ExportFiles, local_writer
 from handsynth.exports import (
     ExportImage,
     interhand_paths,
-    local_place_image,
-    local_put,
     pca_inverses,
     write_intaghand_dataset,
     write_interhand_dataset,
@@ -151,7 +150,7 @@ def _export_images(model, source: Path, n_poses: int = 4, n_views: int = 2, seed
                 file_name=f"pose{p}_v{v}_rgb.png", width=256, height=256,
                 K=np.array([[f, 0.0, 128.0], [0.0, f, 127.5], [0.0, 0.0, 1.0]]), R=R, t=t,
                 pose=pose, shape=shape, trans=trans, keypoints=keypoints, visibility=np.ones((2, 21), bool),
-                pose_id=f"pose{p}", distinct_pose_id=f"pose{p}", rgb_key=keys["rgb"], label_key=keys["label"]))
+                pose_id=f"pose{p}", distinct_pose_id=f"pose{p}", location=keys))
     return images
 
 
@@ -159,11 +158,12 @@ def _export_images(model, source: Path, n_poses: int = 4, n_views: int = 2, seed
 def exported(each_hand_model, tmp_path):
     source = tmp_path / "store"
     images = _export_images(each_hand_model, source)
-    read = lambda key: (source / key).read_bytes()  # noqa: E731
+    read = lambda image, kind: (source / image.location[kind]).read_bytes()  # noqa: E731
     folder = each_hand_model.identity["source"]
-    write_intaghand_dataset(images, local_put(tmp_path / "intaghand"), local_place_image(tmp_path / "intaghand", read),
-                            read, pca_inverses(folder), splits={"train": 1.0})
-    write_interhand_dataset(images, local_put(tmp_path / "ih26m"), splits={"train": 1.0})
+    with ExportFiles(local_writer(tmp_path / "intaghand")) as files:
+        write_intaghand_dataset(images, files, read, pca_inverses(folder), splits={"train": 1.0})
+    with ExportFiles(local_writer(tmp_path / "ih26m")) as files:
+        write_interhand_dataset(images, files, splits={"train": 1.0})
     return each_hand_model, images, tmp_path
 
 

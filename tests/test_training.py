@@ -1,21 +1,24 @@
-"""The training Dataset and the WebDataset shards over a real (tiny) pipeline output, and the
-README's training snippet run as written."""
+"""The training Dataset over a real (tiny) pipeline output: items, splits, the memory-mapped
+index shared by DataLoader workers, and the README's training snippet run as written."""
 
 from __future__ import annotations
 
-import json
+import pickle
 import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from handsynth.cameras import project
 from handsynth.exports import split_of
+from handsynth.render.blocks import read_member
 from handsynth.render.raster import decode_png
-from handsynth.training import FolderReader, RenderIHDataset, load_annotation_tables, open_source
+from handsynth.storage import LocalStore, open_store
+from handsynth.training import RenderIHDataset, iter_annotation_tables
 from tests.pipeline_output import PREFIX, pipeline_output
 
 pytestmark = pytest.mark.slow
@@ -26,22 +29,29 @@ def output():
     return pipeline_output()
 
 
+def _table(root: Path) -> pd.DataFrame:
+    return pd.concat(list(iter_annotation_tables(LocalStore(root), PREFIX)), ignore_index=True)
+
+
 def test_dataset_items_match_the_annotations_and_images(output):
     root, _ = output
-    reader, prefix = open_source(str(root))
+    store, prefix = open_store(str(root))
     assert prefix == PREFIX
-    ds = RenderIHDataset(reader, prefix, with_mask=True, with_depth=True)
-    table = load_annotation_tables(FolderReader(root), PREFIX)
+    ds = RenderIHDataset(store, prefix, with_mask=True, with_depth=True)
+    table = _table(root)
     assert len(ds) == len(table) > 0
+    assert [ds.image_id(i) for i in range(len(ds))] == list(table["image_id"])
     item = ds[0]
     assert item["image"].shape == (3, 96, 96) and 0 <= item["image"].min() and item["image"].max() <= 1
-    rgb = decode_png((root / table["rgb_key"].iloc[0]).read_bytes())
-    np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy() * 255, rgb, atol=1e-3)
+    rgb = decode_png(read_member(store, table.iloc[0], "rgb"))
+    np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy() * 255, rgb[..., :3], atol=1e-3)
+    np.testing.assert_allclose(item["keypoints2d"].numpy().ravel(), table["keypoints2d_px"].iloc[0], atol=1e-3)
     # keypoints are the projection of the 3D camera-frame keypoints with K
     uv = project(item["keypoints3d"].numpy().astype(np.float64) / 1000, item["K"].numpy().astype(np.float64),
                  np.eye(3), np.zeros(3))
     np.testing.assert_allclose(item["keypoints2d"].numpy(), uv, atol=1e-3)
     assert item["mano_pose"].shape == (2, 48) and item["mano_shape"].shape == (2, 10)
+    np.testing.assert_allclose(item["mano_pose"][1].numpy(), table["left_mano_pose"].iloc[0])
     labels, depth = item["mask"].numpy(), item["depth"].numpy()
     assert labels.max() <= 32 and ((labels > 0) == (depth > 0)).mean() > 0.99
     # the depth at a visible keypoint is close to its camera z (mm)
@@ -53,33 +63,32 @@ def test_dataset_items_match_the_annotations_and_images(output):
 
 def test_dataset_split_follows_the_distinct_pose_hash(output):
     root, _ = output
-    reader, prefix = open_source(str(root))
-    everything = RenderIHDataset(reader, prefix)
-    parts = {s: RenderIHDataset(reader, prefix, split=s, splits={"train": 0.5, "val": 0.5}) for s in ("train", "val")}
+    store, prefix = open_store(str(root))
+    everything = RenderIHDataset(store, prefix)
+    fractions = {"train": 0.5, "val": 0.5}
+    parts = {s: RenderIHDataset(store, prefix, split=s, splits=fractions) for s in ("train", "val")}
     assert len(parts["train"]) + len(parts["val"]) == len(everything)
+    distinct = dict(zip(_table(root)["image_id"], _table(root)["distinct_pose_id"]))
     for s, ds in parts.items():
-        assert all(split_of(d, {"train": 0.5, "val": 0.5}) == s for d in ds.table["distinct_pose_id"])
+        assert all(split_of(distinct[ds.image_id(i)], fractions) == s for i in range(len(ds)))
 
 
-def test_webdataset_tar_per_shard_holds_image_labels_and_targets(output):
-    root, instance = output
-    table = load_annotation_tables(FolderReader(root), PREFIX)
-    tars = sorted((root / PREFIX / "webdataset").glob("*.tar"))
-    assert [t.stem for t in tars] == sorted(instance.get_dynamic_partitions("pose_shards"))
-    samples = {}
-    for path in tars:
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                key, ext = member.name.split(".", 1)  # WebDataset's key/extension split
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    assert len(samples) == len(table)
-    row = table.iloc[0]
-    sample = samples[str(row["image_id"]).replace("/", "_").replace(".", "_")]
-    assert set(sample) == {"png", "label.png", "depth.png", "json"}
-    assert sample["png"] == (root / row["rgb_key"]).read_bytes()
-    target = json.loads(sample["json"])
-    np.testing.assert_allclose(np.array(target["keypoints2d_px"]).ravel(), row["keypoints2d_px"], atol=1e-4)
-    assert target["image_id"] == row["image_id"]
+def test_index_is_memory_mapped_and_workers_share_it(output, tmp_path):
+    root, _ = output
+    store, prefix = open_store(str(root))
+    ds = RenderIHDataset(store, prefix, index_dir=tmp_path)
+    assert isinstance(ds._records, np.memmap) and ds._records.flags.writeable is False
+    state = pickle.dumps(ds)  # what a spawned worker receives: paths, not the records
+    assert len(state) < 4096 + len(pickle.dumps(ds._tar_keys))
+    clone = pickle.loads(state)
+    assert torch.equal(clone[1]["keypoints3d"], ds[1]["keypoints3d"]) and clone.image_id(1) == ds.image_id(1)
+    batches = list(DataLoader(ds, batch_size=len(ds), num_workers=2))  # forked workers map the same file
+    assert torch.equal(batches[0]["keypoints2d"], torch.stack([ds[i]["keypoints2d"] for i in range(len(ds))]))
+    del ds, clone, batches
+    import gc
+
+    gc.collect()
+    assert not list(tmp_path.iterdir())  # the builder removed its index files
 
 
 def test_readme_training_snippet_runs(output, monkeypatch):
