@@ -347,7 +347,7 @@ def write_interhand_dataset(
     """
     fractions = check_splits(splits or DEFAULT_SPLITS)
     counts = {s: 0 for s in SPLITS}
-    split_codes, frame_of = bytearray(), array("l")  # per image: 5 bytes, for InterHandExport.expects
+    split_codes, frame_of = bytearray(), array("i")  # per image: 5 bytes, for InterHandExport.expects
     seen_poses: set[int] = set()  # 64-bit hashes of finished poses: a pose may not come back later
     current: tuple[str, int, str, str] | None = None  # (pose_id, frame_idx, digest, first image)
     joint_valid = [[True]] * 42

@@ -102,6 +102,8 @@ def _index_records(table: pd.DataFrame, id_start: int, tar_numbers: dict[str, in
     """One table's index records and the UTF-8 bytes of its image ids (concatenated)."""
     n = len(table)
     records = np.zeros(n, INDEX_DTYPE)
+    if n == 0:  # e.g. no distinct pose of this shard falls in the split
+        return records, b""
     for name, (columns, shape) in _ARRAYS.items():
         if len(columns) == 1:
             records[name] = stack(table, columns[0], shape)
@@ -110,7 +112,7 @@ def _index_records(table: pd.DataFrame, id_start: int, tar_numbers: dict[str, in
     ids = [str(i).encode() for i in table["image_id"]]
     lengths = np.fromiter((len(b) for b in ids), np.int64, n)
     records["id_length"] = lengths
-    records["id_start"] = id_start + np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else []
+    records["id_start"] = id_start + np.concatenate([[0], np.cumsum(lengths)[:-1]])
     records["tar"] = [tar_numbers.setdefault(str(k), len(tar_numbers)) for k in table["tar_key"]]
     for kind in MEMBER_SUFFIX:
         records[f"{kind}_offset"] = table[f"{kind}_offset"].to_numpy(np.int64)
