@@ -32,7 +32,7 @@ real. Then, each in a fresh process:
 - ``training_index``: :class:`handsynth.training.RenderIHDataset` built, then its first item.
 
 Printed per stage: seconds, seconds per 1,000 images (or frames), peak RSS (``ru_maxrss`` of the
-stage's process) and the RSS right after imports, so the growth with size is visible.
+stage's process: ``VmHWM``) and the RSS right after imports, so the growth with size is visible.
 
 Usage: python benchmarks/scale_bench.py [--sizes 10000,100000] [--frames 1400000]
        [--stages source,post] [--work DIR] [--sink null|local]
@@ -41,6 +41,7 @@ Usage: python benchmarks/scale_bench.py [--sizes 10000,100000] [--frames 1400000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -65,6 +66,12 @@ POST_STAGES = ("manifest", "interhand26m", "intaghand", "training_index")
 
 
 def _rss_mib() -> float:
+    """This process's peak RSS in MiB: ``VmHWM`` of /proc (the peak of this program's own memory;
+    ``ru_maxrss`` survives fork + exec, so a child would report its parent's peak), else ru_maxrss."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -280,6 +287,8 @@ def run_stage(stage: str, work: Path, size: int, sink: str) -> dict[str, Any]:
             start = time.monotonic()
             select_anchors(model, kept, 100)
             note = f"over {len(kept):,} deduped poses"
+    elif stage == "build":
+        build(work, size)
     elif stage == "manifest":
         store = LocalStore(store_root)
         summaries = {key: shard_summary.summarize(training.read_annotation_table(store, key))
@@ -348,9 +357,9 @@ def main() -> None:
         if not wanted & set(POST_STAGES):
             break
         if not (work / f"n{size}" / "store").is_dir():
-            t0 = time.monotonic()
-            build(work, size)
-            print(f"# built the store of {size:,} images in {time.monotonic() - t0:.0f} s", flush=True)
+            r = _in_subprocess("build", work, size, args.sink)
+            print(f"# built the store of {size:,} images in {r['seconds']:.0f} s (peak RSS {r['peak_rss_mib']:.0f} MiB)",
+                  flush=True)
         for stage in POST_STAGES:
             if stage in wanted:
                 show(_in_subprocess(stage, work, size, args.sink))

@@ -12,6 +12,7 @@ from dagster import (AssetCheckResult, AssetKey, DagsterInstance, DataVersion, D
                      instance_for_test, materialize)
 
 from ih_assets import versions
+from handsynth.training import iter_annotation_tables
 from resources.removed_shards import live_materialization
 from resources.settings import PRESETS, PipelineSettings
 from tests.s3_fixtures import s3_storage, seaweed_server  # noqa: F401  (fixture)
@@ -25,6 +26,11 @@ def _run(env: dict) -> str:
     return proc.stdout
 
 
+def _images(store) -> int:
+    """Images stored: the rows of every shard's annotation table (each locates its render block member)."""
+    return sum(len(t) for t in iter_annotation_tables(store, "renderih"))
+
+
 def _manifest(store) -> dict:
     return json.loads(store.get_bytes(next(k for k in store.list_keys("renderih/dataset_manifest/"))))
 
@@ -33,8 +39,8 @@ def test_settings_change_rerenders_exactly_the_affected_assets(seaweed_server, t
     home = tmp_path / "home"
     store = s3_storage(seaweed_server).model_copy(update={"bucket": "rerun-test"}).object_store()
     _run(main_job_env(seaweed_server, home, "rerun-test"))
-    one_view = [k for k in store.list_keys("renderih/render/") if k.endswith("_rgb.png")]
-    assert one_view and _manifest(store)["settings"]["n_views"] == 1
+    one_view = _images(store)
+    assert one_view > 0 and _manifest(store)["settings"]["n_views"] == 1 and _manifest(store)["images"] == one_view
 
     out = _run(main_job_env(seaweed_server, home, "rerun-test", IH_N_VIEWS="2"))
     assert "unpartitioned assets up to date" in out
@@ -44,10 +50,10 @@ def test_settings_change_rerenders_exactly_the_affected_assets(seaweed_server, t
         assert "rendered_views (settings changed: n_views 1 -> 2)" in line, line
         assert "annotations (upstream rendered_views is re-materialized)" in line, line
         assert "optimized_poses" not in line and "augmented_poses" not in line, line
-    two_views = [k for k in store.list_keys("renderih/render/") if k.endswith("_rgb.png")]
-    assert len(two_views) == 2 * len(one_view)
+    two_views = _images(store)
+    assert two_views == 2 * one_view
     manifest = _manifest(store)
-    assert manifest["settings"]["n_views"] == 2 and manifest["images"] == len(two_views)
+    assert manifest["settings"]["n_views"] == 2 and manifest["images"] == two_views
 
     # fewer poses: fewer shards; the objects and partitions of the vanished shards are deleted
     out = _run(main_job_env(seaweed_server, home, "rerun-test", IH_N_VIEWS="2", IH_N_PROCEDURAL_POSES="3"))
@@ -57,7 +63,7 @@ def test_settings_change_rerenders_exactly_the_affected_assets(seaweed_server, t
     assert 0 < len(shards) < 3
     named = {m for k in store.list_keys("renderih/") for m in re.findall(r"shard=\d+", k)}
     assert named == shards, f"orphans of {sorted(named - shards)}"
-    assert len([k for k in store.list_keys("renderih/render/") if k.endswith("_rgb.png")]) == _manifest(store)["images"]
+    assert _images(store) == _manifest(store)["images"]
     with DagsterInstance.from_config(str(home)) as instance:   # Dagster's records follow the deletion
         for key in (AssetKey("augmented_poses"), AssetKey("annotations")):
             live = {s for s in instance.get_materialized_partitions(key) if live_materialization(instance, key, s)}
