@@ -6,10 +6,10 @@ a :class:`handsynth.storage.Store` (``open_store("s3://renderih/renderih")``, a 
 ``memory://name``), so the same code trains from a local copy of the bucket, a local store's
 root or straight from S3 with the pipeline's defaults. No Dagster here.
 
-Bounded memory at any size: the annotation tables are read one shard at a time (only the
+Bounded memory at any size: the annotation tables are read in batches of rows (only the
 columns an item needs) into an index of fixed-size NumPy records (:data:`INDEX_DTYPE`, about
 1.7 kB per image) written to a file with plain writes, then memory-mapped read-only. Resident
-memory before the first item is one shard's table, not the dataset; DataLoader workers (forked
+memory before the first item is one batch of rows, not the dataset; DataLoader workers (forked
 or spawned) map the same file, so they share its pages through the page cache instead of each
 touching — and so copying — a pandas frame. Images are one ranged read of their block's tar
 each (:func:`handsynth.render.blocks.read_member`, checked against the recorded sha256).
@@ -92,10 +92,33 @@ def annotation_rows(store: Store, key: str) -> int:
         raise ValueError(f"{store.uri(key)}: not a readable annotation table ({exc})") from exc
 
 
-def iter_annotation_tables(store: Store, prefix: str = "", columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """Every shard's annotation table, one at a time (memory: one shard)."""
+#: Rows per batch when annotation tables are streamed (memory: one batch, whatever the shard size).
+BATCH_ROWS = 2048
+
+
+def iter_annotation_batches(store: Store, key: str, columns: list[str] | None = None,
+                            rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """One stored annotation table in batches of ``rows`` rows, read by ranges (Parquet row
+    groups and columns), with the same dtypes as the whole table; a damaged file is a
+    ``ValueError`` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with store.open(key, "rb") as stream:
+        try:
+            batches = pq.ParquetFile(stream).iter_batches(batch_size=rows, columns=columns)
+            for batch in batches:
+                yield pa.Table.from_batches([batch]).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"{store.uri(key)}: not a readable annotation table ({exc})") from exc
+
+
+def iter_annotation_tables(store: Store, prefix: str = "", columns: list[str] | None = None,
+                           rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """Every shard's annotation table in order, as batches of at most ``rows`` rows (memory:
+    one batch; a pose's views may span two batches)."""
     for key in annotation_keys(store, prefix):
-        yield read_annotation_table(store, key, columns)
+        yield from iter_annotation_batches(store, key, columns, rows)
 
 
 def _index_records(table: pd.DataFrame, id_start: int, tar_numbers: dict[str, int]) -> tuple[np.ndarray, bytes]:
@@ -145,7 +168,7 @@ class RenderIHDataset(Dataset):
         tar_numbers: dict[str, int] = {}
         n = id_bytes = 0
         with open(self._records_path, "wb") as records_out, open(self._ids_path, "wb") as ids_out:
-            for table in iter_annotation_tables(store, prefix, list(INDEX_COLUMNS)):
+            for table in iter_annotation_tables(store, prefix, list(INDEX_COLUMNS)):  # batch by batch
                 if fractions is not None and len(table):
                     splits_of = {d: split_of(d, fractions) for d in table["distinct_pose_id"].astype(str).unique()}
                     table = table[table["distinct_pose_id"].astype(str).map(splits_of).to_numpy() == split]

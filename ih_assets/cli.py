@@ -8,7 +8,7 @@
 ``SRC`` is ``s3://bucket/prefix`` (the pipeline's defaults: endpoint ``IH_S3_ENDPOINT``, else the
 local server, credentials ``AWS_*`` if set, else anonymous) or a local folder holding the
 pipeline's keys (a local store's root or a copy of the bucket). ``export`` builds complete
-folders the real loaders read, streaming: one shard's annotation table at a time, each image one
+folders the real loaders read, streaming: annotation rows a batch at a time, each image one
 ranged read of its render block, written as JPEG, with ``SHA256SUMS`` at each folder's root;
 files a previous export left and this one did not write are removed. For WebDataset training,
 the render blocks under ``<prefix>/render/`` already are the shards (no export needed).
@@ -51,7 +51,7 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
     store, prefix = open_store(source)
     keys = training.annotation_keys(store, prefix)
     total = sum(training.annotation_rows(store, key) for key in keys)
-    tables = lambda: (training.read_annotation_table(store, key) for key in keys)  # noqa: E731
+    tables = lambda: (batch for key in keys for batch in training.iter_annotation_batches(store, key))  # noqa: E731
     read_image = lambda image, kind: read_member(store, image.location, kind)  # noqa: E731
     summary: dict[str, dict] = {}
     for fmt in formats:

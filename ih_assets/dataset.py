@@ -6,8 +6,8 @@ older than its rendered views or than the latest ``deduped_poses`` (stale after 
 
 Neither loads the annotation tables as inputs (a million rows would not fit): they depend on
 ``annotations`` without loading it. The manifest adds up the small per-shard summaries each
-``annotations`` step records (:mod:`handsynth.shard_summary`); the exports read one shard's
-table at a time from the object its materialization records, verified against its sha256.
+``annotations`` step records (:mod:`handsynth.shard_summary`); the exports read the tables a
+batch of rows at a time from the objects their materializations record, verified first.
 
 No WebDataset asset: the render blocks (``<prefix>/render/<shard>/<pose>.tar``) already are
 WebDataset shards, one per distinct pose, so a second copy of every image is not made.
@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MetadataValue, Output, asset
 
-from handsynth import exports, shard_summary
+from handsynth import exports, shard_summary, training
 from handsynth.export_files import ExportFiles, remove_orphans, store_writer
 from handsynth.render.blocks import read_member
 from handsynth.storage import Store
@@ -46,9 +46,16 @@ class ShardTable:
     summary: dict
 
     def read(self, store: Store) -> pd.DataFrame:
+        """The whole table (for a summary that was not recorded), verified against its record."""
         data = (store.get_verified(self.key, self.bytes, self.sha256) if self.sha256 is not None and self.bytes is not None
                 else store.get_bytes(self.key))
         return decode(self.key, data)
+
+    def batches(self, store: Store) -> Iterator[pd.DataFrame]:
+        """The table in batches of rows, after a streamed check against its record."""
+        if self.sha256 is not None and self.bytes is not None:
+            store.verify(self.key, self.bytes, self.sha256)
+        yield from training.iter_annotation_batches(store, self.key)
 
 
 def complete_shards(context: AssetExecutionContext, store: Store, prefix: str) -> list[ShardTable]:
@@ -117,7 +124,7 @@ class ExportConfig(Config):
 def export_to_store(store: Store, root: str, tables: Callable[[], Iterator[pd.DataFrame]], total: int,
                     pca_inverse: dict, splits: dict[str, float], log: Callable[[str], None] = lambda message: None) -> dict:
     """Write both layouts, complete with JPEG images and ``SHA256SUMS``, under ``root`` in an
-    object store, streaming (``tables()`` yields one shard's annotation table at a time; images
+    object store, streaming (``tables()`` yields annotation rows a batch at a time; images
     are read from the render blocks by range), then delete what a previous run left."""
     def read_image(image: exports.ExportImage, kind: str) -> bytes:
         return read_member(store, image.location, kind)
@@ -151,7 +158,7 @@ def dataset_exports(context: AssetExecutionContext, config: ExportConfig, storag
     splits = exports.parse_splits(config.splits)
     root = "/".join(p for p in (storage.prefix, "exports") if p)
     total = sum(t.summary["images"] for t in shards)
-    written = export_to_store(store, root, lambda: (t.read(store) for t in shards), total,
+    written = export_to_store(store, root, lambda: (b for t in shards for b in t.batches(store)), total,
                               exports.pca_inverses(hand_model.get().identity["source"]), splits, log=context.log.info)
     ih = written["interhand26m"]
     versions.record(context, written)
