@@ -25,7 +25,8 @@ PNG sample), hard-linked under every distinct pose's block key, so each row's ra
 real. Then, each in a fresh process:
 
 - ``manifest``: every shard's :func:`handsynth.shard_summary.summarize` (what the
-  ``annotations`` steps record) and their :func:`~handsynth.shard_summary.combine`;
+  ``annotations`` steps record; here over the stored tables' batches) and their
+  :func:`~handsynth.shard_summary.combine` (what ``dataset_manifest`` does);
 - ``interhand26m`` and ``intaghand``: ``ih-pipeline export`` (:func:`ih_assets.cli.export`),
   streaming from the store; ``--sink null`` (default) hashes every file and discards it, so the
   figure is the exporter's, not the disk's (``--sink local`` writes the folder);
@@ -291,7 +292,7 @@ def run_stage(stage: str, work: Path, size: int, sink: str) -> dict[str, Any]:
         build(work, size)
     elif stage == "manifest":
         store = LocalStore(store_root)
-        summaries = {key: shard_summary.summarize(training.read_annotation_table(store, key))
+        summaries = {key: shard_summary.summarize(training.iter_annotation_batches(store, key, list(shard_summary.COLUMNS)))
                      for key in training.annotation_keys(store, PREFIX)}
         totals = shard_summary.combine(summaries)
         note = f"{totals['images']:,} images in {len(summaries)} shards"

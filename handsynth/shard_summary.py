@@ -21,25 +21,36 @@ FIELDS: tuple[str, ...] = ("images", "poses", "distinct_poses", "blocks", "visib
                            "image_sizes", "hand_models")
 
 
-def summarize(table: pd.DataFrame) -> dict[str, Any]:
-    """One shard's annotation table -> its summary (JSON values).
+#: The only columns a summary reads.
+COLUMNS: tuple[str, ...] = ("pose_id", "distinct_pose_id", "tar_key", "visible_keypoints", "width", "height",
+                            "hand_model", *(f"{kind}_bytes" for kind in MEMBER_SUFFIX))
+
+
+def summarize(tables: pd.DataFrame | Iterable[pd.DataFrame]) -> dict[str, Any]:
+    """One shard's annotation table (or its batches of rows, in any split) -> its summary (JSON values).
 
     ``images``, ``poses``, ``distinct_poses`` and ``blocks`` (block tars) are counts; poses do not
     span shards, so they add up across shards. ``visible_keypoints`` is the sum over images (for
     the dataset mean); ``bytes`` the stored PNG bytes per kind; ``image_sizes`` and
-    ``hand_models`` the distinct values seen, with their image counts.
+    ``hand_models`` the distinct values seen, with their image counts. Memory: one batch plus
+    the shard's pose ids and block keys.
     """
-    n = len(table)
-    return {
-        "images": n,
-        "poses": int(table["pose_id"].nunique()) if n else 0,
-        "distinct_poses": int(table["distinct_pose_id"].nunique()) if n else 0,
-        "blocks": int(table["tar_key"].nunique()) if n else 0,
-        "visible_keypoints": int(table["visible_keypoints"].sum()) if n else 0,
-        "bytes": {kind: int(table[f"{kind}_bytes"].sum()) if n else 0 for kind in MEMBER_SUFFIX},
-        "image_sizes": _counts(table["width"].astype(str) + "x" + table["height"].astype(str)) if n else {},
-        "hand_models": _counts(table["hand_model"].astype(str)) if n else {},
-    }
+    seen: dict[str, set[str]] = {"poses": set(), "distinct_poses": set(), "blocks": set()}
+    images = visible = 0
+    sizes: dict[str, int] = {}
+    models: dict[str, int] = {}
+    nbytes = dict.fromkeys(MEMBER_SUFFIX, 0)
+    for table in [tables] if isinstance(tables, pd.DataFrame) else tables:
+        images += len(table)
+        for name, column in (("poses", "pose_id"), ("distinct_poses", "distinct_pose_id"), ("blocks", "tar_key")):
+            seen[name].update(table[column].astype(str).unique())
+        visible += int(table["visible_keypoints"].sum())
+        for kind in MEMBER_SUFFIX:
+            nbytes[kind] += int(table[f"{kind}_bytes"].sum())
+        sizes = _add([sizes, _counts(table["width"].astype(str) + "x" + table["height"].astype(str))])
+        models = _add([models, _counts(table["hand_model"].astype(str))])
+    return {"images": images, **{name: len(values) for name, values in seen.items()}, "visible_keypoints": visible,
+            "bytes": nbytes, "image_sizes": sizes, "hand_models": models}
 
 
 def _counts(values: pd.Series) -> dict[str, int]:

@@ -24,7 +24,6 @@ in metres, depth in millimetres (0 = background).
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import weakref
@@ -70,15 +69,6 @@ def annotation_keys(store: Store, prefix: str = "") -> list[str]:
     if not keys:
         raise FileNotFoundError(f"{store.uri(folder)}: no annotation tables there")
     return keys
-
-
-def read_annotation_table(store: Store, key: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """One shard's annotation table (``columns`` only, when given); a damaged file is a
-    ``ValueError`` naming it."""
-    try:
-        return pd.read_parquet(io.BytesIO(store.get_bytes(key)), engine="pyarrow", columns=columns)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise ValueError(f"{store.uri(key)}: not a readable annotation table ({exc})") from exc
 
 
 def annotation_rows(store: Store, key: str) -> int:

@@ -25,7 +25,6 @@ from handsynth.export_files import ExportFiles, remove_orphans, store_writer
 from handsynth.render.blocks import read_member
 from handsynth.storage import Store
 from ih_assets import versions
-from resources.codecs import decode
 from resources.hand_model import HandModelResource
 from resources.io_managers import recorded_object
 from resources.partitions import POSE_SHARDS_NAME
@@ -44,12 +43,6 @@ class ShardTable:
     bytes: int | None   # recorded size and sha256 (None: not recorded, read unchecked)
     sha256: str | None
     summary: dict
-
-    def read(self, store: Store) -> pd.DataFrame:
-        """The whole table (for a summary that was not recorded), verified against its record."""
-        data = (store.get_verified(self.key, self.bytes, self.sha256) if self.sha256 is not None and self.bytes is not None
-                else store.get_bytes(self.key))
-        return decode(self.key, data)
 
     def batches(self, store: Store) -> Iterator[pd.DataFrame]:
         """The table in batches of rows, after a streamed check against its record."""
@@ -81,7 +74,7 @@ def complete_shards(context: AssetExecutionContext, store: Store, prefix: str) -
             problems.append(f"{shard}: annotations older than deduped_poses or the shard's rendered_views (stale)")
         else:
             table = ShardTable(shard, key, size, sha, {})
-            summary = meta["summary"].value if "summary" in meta else shard_summary.summarize(table.read(store))
+            summary = meta["summary"].value if "summary" in meta else shard_summary.summarize(table.batches(store))
             found.append(ShardTable(shard, key, size, sha, shard_summary.check(summary, f"{shard} annotations")))
     if problems:
         raise Failure(f"{len(problems)} of {len(shards)} pose shards are not complete; re-run them first: "
