@@ -6,7 +6,7 @@
 ==========  ===================================================================  ==============
 stage       what                                                                 how often
 ==========  ===================================================================  ==============
-pose        hand model forward pass, Loop subdivision                            once per pose
+pose        hand model forward pass, forearms (elbows drawn), Loop subdivision   once per pose
 skin        the pose's person from the :class:`SkinBank` (textures, albedo)      once per pose
 scene       environment map and rotation; the pose uploaded to both renderers   once per pose
 camera      cameras and exposures of the pose's views; the map seen through them once per pose
@@ -22,7 +22,8 @@ record      the image's :class:`ImageRecord`                                    
 
 Seeds come from the settings' ``seed`` and stable ids, never from a shard or a row position
 (:func:`handsynth.seeds.seed_for`): camera, exposure and the Cycles sampling seed from
-``render_seed = seed_for("render", seed, pose_id, view)`` (recorded per image); the skin from
+``render_seed = seed_for("render", seed, pose_id, view)`` (recorded per image); the elbows from
+``seed_for("elbow", seed, pose_id, attempt)`` (:mod:`handsynth.arms`); the skin from
 ``seed_for("skin", seed, pose_id)``; the map rotation from ``seed_for("env_rotation", seed,
 pose_id)``; the map from ``seed_for("envmap", seed, distinct_pose_id)``. Re-rendering an image
 therefore gives byte-identical PNGs wherever and in whatever batch it is rendered, and the raster
@@ -36,7 +37,14 @@ than path-tracing a 256 x 256 image, so the worker turns hands and camera instea
 changes the map only between distinct poses (one render block). The draws stay varied: at paper
 scale 3,680 distinct poses draw a map each and 110,000 poses a rotation each, and each pose wears
 one of the skin bank's 64 people.
-Every image records its map, rotation and exposure (:attr:`RenderedImage.scene`).
+Every image records its map, rotation and exposure, and its forearms' draw
+(:attr:`RenderedImage.scene`, :func:`arm_record`).
+
+Forearms (on unless :class:`ArmOptions` turns them off): each hand continues into its forearm,
+labelled 33 (right) / 34 (left), in both passes; cameras frame the hands and let the forearms
+leave the frame. Hand part labels keep 1..32, keypoint visibility tests each keypoint against its
+own hand's surface (a forearm in front hides it, as the other hand does), and the IntagHand /
+IH2.6M masks, derived from labels 1..32, stay hand masks.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ import torch
 
 from handsynth import cameras, envmaps, ids
 from handsynth.annotate import ImageRecord
+from handsynth.arms import ArmChoice, ArmOptions, choose_arms, posed_hand
+from handsynth.hand_model import forearm as fa
 from handsynth.hand_model.model import HandModel
 from handsynth.hand_model.uv import UVLayout
 from handsynth.pose_table import PoseTable
@@ -81,7 +91,8 @@ class RenderedImage:
     mask_iou: float              # rendered hand mask vs projected-mesh silhouette
     alpha_iou: float | None      # Cycles alpha (> 0.5) vs raster label mask; None for raster RGB
     backend: dict[str, object]   # renderer, samples, device, colour management
-    scene: dict[str, object]     # env_rotation (rad), exposure, skin (bank entry): the draws besides the record's
+    scene: dict[str, object]     # env_rotation (rad), exposure, skin (bank entry), forearms (arm_record):
+                                 # the draws besides the record's
 
 
 @dataclass
@@ -105,15 +116,24 @@ def image_key(prefix: str, shard: str, pose_id: str, view: int, kind: str) -> st
 
 @dataclass(frozen=True)
 class HandSurface:
-    """The surface both passes draw, for every pose: base and subdivided faces, per-face part labels
-    and a UV layout of the subdivided faces (one coordinate per face corner) of both hands."""
+    """The surface both passes draw, for every pose: per side base and subdivided faces, per-face
+    labels (minus the side's :data:`LABEL_OFFSET`) and a UV layout of the subdivided faces (one
+    coordinate per face corner).
+
+    Without forearms a side is its hand's closed surface (a flat cap over the wrist). With them it
+    is the hand's open surface welded to its forearm (:meth:`Forearm.joined`), subdivided as ONE
+    surface so the seam stays closed and smooth; the hand's faces come first (``n_hand_faces``),
+    the forearm's after (labels 33 right, 34 left). The forearm's topology is the same for every
+    pose (a fixed ring count), so one surface serves every pose."""
 
     subdivision: int
+    forearms: bool
     base_faces: dict[str, np.ndarray]
     faces: dict[str, np.ndarray]
     face_labels: dict[str, np.ndarray]
     layouts: dict[str, UVLayout]
-    n_vertices: dict[str, int]   # after subdivision
+    n_vertices: dict[str, int]     # after subdivision
+    n_hand_faces: dict[str, int]   # after subdivision: faces[s][:n] are the hand's
 
     @property
     def corner_uv(self) -> np.ndarray:
@@ -126,33 +146,64 @@ class HandSurface:
 
     @property
     def hand_of_face(self) -> np.ndarray:
-        return np.repeat([0, 1], [len(self.faces[s]) for s in SIDES])
+        """Material slot of every face of :attr:`both_faces`: 0/1 the right/left hand's textured
+        skin, 2/3 the right/left forearm's skin (the person's tone, no hand texture)."""
+        return np.concatenate([np.where(np.arange(len(self.faces[s])) < self.n_hand_faces[s], k, 2 + k)
+                               for k, s in enumerate(SIDES)])
+
+    def hand_faces(self, side: str) -> np.ndarray:
+        """The subdivided faces of ``side``'s hand alone (what hand-only checks and visibility use)."""
+        return self.faces[side][:self.n_hand_faces[side]]
+
+    def hand_layout(self, side: str) -> UVLayout:
+        """The UV layout of the hand's faces alone (the skin texture's domain)."""
+        n = 3 * self.n_hand_faces[side]
+        layout = self.layouts[side]
+        return UVLayout(layout.uv[:n], layout.faces_uv[:self.n_hand_faces[side]], layout.vertex_ids[:n])
 
 
-def hand_surface(model: HandModel, subdivision: int) -> HandSurface:
+#: Label of a side's faces = offset + face label (right hand parts 1..16, left 17..32, forearms 33/34).
+LABEL_OFFSET = {"right": 1, "left": 17}
+
+
+def hand_surface(model: HandModel, subdivision: int, forearms: bool = True) -> HandSurface:
     """The surface of ``model`` at ``subdivision``, worked out once per process (every block needs it)."""
-    key = (str(model.identity["digest"]), subdivision)
+    key = (str(model.identity["digest"]), subdivision, forearms)
     if key not in _SURFACES:
-        _SURFACES[key] = _hand_surface(model, subdivision)
+        _SURFACES[key] = _hand_surface(model, subdivision, forearms)
     return _SURFACES[key]
 
 
-_SURFACES: dict[tuple[str, int], HandSurface] = {}
+_SURFACES: dict[tuple[str, int, bool], HandSurface] = {}
 
 
-def _hand_surface(model: HandModel, subdivision: int) -> HandSurface:
-    base_faces = {s: model.faces(s) for s in SIDES}
-    faces, n_vertices = {}, {}
+def _rest_forearm(model: HandModel, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A side's welded hand and forearm in the flat pose: vertices, faces, per-face labels (minus
+    the side's offset), per-corner UVs and the hand's face count."""
+    z = torch.zeros(1, 3)
+    rest = model.forward(side, z, torch.zeros(1, 45), torch.zeros(1, 10), z).vertices
+    arm = fa.attach_forearm(model, side, rest, z, torch.zeros(1, 10), z)
+    vertices, faces = arm.joined(rest, model.open_faces(side))
+    n_hand = len(model.open_faces(side))
+    labels = np.concatenate([model.face_labels[side][:n_hand], arm.face_labels - LABEL_OFFSET[side]])
+    uv = np.concatenate([model.uv_layout(side).corner_uv()[:n_hand], arm.uv.corner_uv()])
+    return vertices[0].detach().double().numpy(), faces, labels, uv, n_hand
+
+
+def _hand_surface(model: HandModel, subdivision: int, forearms: bool) -> HandSurface:
+    base_faces, faces, labels, n_vertices, layouts, n_hand = {}, {}, {}, {}, {}, {}
     for s in SIDES:
-        rest, faces[s] = subdivide(model.layers[s].v_template.detach().cpu().numpy(), base_faces[s], subdivision)
-        n_vertices[s] = len(rest)
-    layouts = {}
-    for s in SIDES:
-        corners = subdivide_corners(model.uv_layout(s).corner_uv(), subdivision).reshape(-1, 2)
+        if forearms:
+            rest, base_faces[s], base_labels, corners, n_hand[s] = _rest_forearm(model, s)
+        else:
+            rest, base_faces[s] = model.layers[s].v_template.detach().cpu().numpy(), model.faces(s)
+            base_labels, corners, n_hand[s] = model.face_labels[s], model.uv_layout(s).corner_uv(), len(model.faces(s))
+        rest, faces[s] = subdivide(rest, base_faces[s], subdivision)
+        n_vertices[s], labels[s], n_hand[s] = len(rest), np.repeat(base_labels, 4 ** subdivision), n_hand[s] * 4 ** subdivision
+        corners = subdivide_corners(corners, subdivision).reshape(-1, 2)
         layouts[s] = UVLayout(corners.astype(np.float32), np.arange(len(corners), dtype=np.int32).reshape(-1, 3),
                               faces[s].ravel().astype(np.int32))
-    return HandSurface(subdivision, base_faces, faces, {s: np.repeat(model.face_labels[s], 4 ** subdivision) for s in SIDES},
-                       layouts, n_vertices)
+    return HandSurface(subdivision, forearms, base_faces, faces, labels, layouts, n_vertices, n_hand)
 
 
 # ---- per pose -------------------------------------------------------------------------------------
@@ -163,34 +214,44 @@ class PoseGeometry:
     pose: PoseTable                  # the one-row table of the pose
     pose_id: str
     distinct_pose_id: str
-    vertices: dict[str, np.ndarray]  # side -> (V, 3) world metres, subdivided
+    vertices: dict[str, np.ndarray]  # side -> (V, 3) world metres, subdivided (hand and forearm)
     keypoints: np.ndarray            # (2, 21, 3) right then left, MANO order
+    hand_points: np.ndarray          # (P, 3) the vertices of both hands alone (what cameras frame)
+    arms: ArmChoice | None           # the forearms' draw; None without forearms
 
     @property
     def all_vertices(self) -> np.ndarray:
         return np.concatenate([self.vertices[s] for s in SIDES])
 
 
-def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable) -> PoseGeometry:
-    """Stage ``pose``: both hands of a one-row pose table posed and subdivided.
+def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, seed: int) -> PoseGeometry:
+    """Stage ``pose``: both hands of a one-row pose table posed (with their forearms when the
+    surface has them, elbows drawn from ``seed`` and the pose id: :mod:`handsynth.arms`) and subdivided.
 
     One pose per forward pass, on one thread: a batched pass gives other float roundings for other
     batch sizes (seen: 500 pixels of a Cycles image 1e-4 off), and an image must not depend on its
     batch-mates nor on the machine's core count. One pose is also too small to share: torch's
     threads spin waiting for work (2 threads on the loaded 2-core machine: 36 ms of CPU per pose,
     one thread: 2.3 ms)."""
+    pid = str(pose.meta["pose_id"].iloc[0])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
+        base = {s: out[s].vertices[0].cpu().numpy().astype(np.float64) for s in SIDES}
+        arms = None
+        if surface.forearms:
+            hands = {s: posed_hand(out[s].vertices, pose.hand(s)) for s in SIDES}
+            arms, forearms = choose_arms(model, hands, seed, pid)
+            base = {s: forearms[s].joined(out[s].vertices, model.open_faces(s))[0][0].cpu().numpy().astype(np.float64)
+                    for s in SIDES}
     finally:
         torch.set_num_threads(threads)
-    vertices = {s: subdivide(out[s].vertices[0].cpu().numpy().astype(np.float64), surface.base_faces[s],
-                             surface.subdivision)[0] for s in SIDES}
+    vertices = {s: subdivide(base[s], surface.base_faces[s], surface.subdivision)[0] for s in SIDES}
     keypoints = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
-    pid = str(pose.meta["pose_id"].iloc[0])
+    hand_points = np.concatenate([vertices[s][np.unique(surface.hand_faces(s))] for s in SIDES])
     distinct = str(pose.meta["distinct_pose_id"].iloc[0]) if "distinct_pose_id" in pose.meta else pid
-    return PoseGeometry(pose, pid, distinct, vertices, keypoints)
+    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms)
 
 
 @dataclass(frozen=True)
@@ -213,9 +274,21 @@ class SkinStage:
         index = self.bank.index_for(geometry.pose_id)
         textures = self.bank.textures(index)
         if index not in self._albedo_of:      # at most the bank's size: a few MB
-            linear = {s: skin.vertex_albedo(textures, self.surface.layouts[s], self.surface.n_vertices[s]) for s in SIDES}
+            linear = {s: self._vertex_albedo(textures, s) for s in SIDES}
             self._albedo_of[index] = linear, {s: skin.linear_to_srgb(linear[s]) for s in SIDES}
         return PoseSkin(index, textures, *self._albedo_of[index])
+
+    def _vertex_albedo(self, textures: skin.SkinTextures, side: str) -> np.ndarray:
+        """The hand's vertices from its texture; a forearm's own vertices take the mean of the
+        wrist seam's (the texture is laid out over the hand only: sampled through the forearm's
+        UVs it would paint nails and creases onto the arm)."""
+        surface = self.surface
+        linear = skin.vertex_albedo(textures, surface.hand_layout(side), surface.n_vertices[side])
+        if surface.forearms:
+            hand = np.unique(surface.hand_faces(side))
+            arm = np.unique(surface.faces[side][surface.n_hand_faces[side]:])
+            linear[np.setdiff1d(arm, hand)] = linear[np.intersect1d(arm, hand)].mean(axis=0)
+        return linear
 
 
 @dataclass(frozen=True)
@@ -252,8 +325,8 @@ class EnvironmentLibrary:
 
 
 def hand_meshes(geometry: PoseGeometry, surface: HandSurface, colors: dict[str, np.ndarray]) -> list[HandMesh]:
-    return [HandMesh(geometry.vertices[s], surface.faces[s], colors[s], surface.face_labels[s], 1 + 16 * k)
-            for k, s in enumerate(SIDES)]
+    return [HandMesh(geometry.vertices[s], surface.faces[s], colors[s], surface.face_labels[s], LABEL_OFFSET[s])
+            for s in SIDES]
 
 
 # ---- per view -------------------------------------------------------------------------------------
@@ -270,17 +343,19 @@ class ViewSetup:
 
 def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: np.ndarray, seed: int, view: int,
                image_size: int, ranges: cameras.CameraRanges) -> ViewSetup:
-    """Stage ``camera``: the view's camera (every hand vertex inside the frame) and exposure."""
+    """Stage ``camera``: the view's camera (every hand vertex inside the frame; forearms may leave
+    it) and exposure."""
     render_seed = seed_for("render", seed, geometry.pose_id, view)
     rng = np.random.default_rng(render_seed)
-    points = geometry.all_vertices
+    points = geometry.hand_points
     camera = cameras.sample_camera(points.mean(axis=0), points, ranges, rng, image_size, image_size)
     exposure = lighting.key_exposure * float(rng.uniform(*EXPOSURE_RANGE))
     return ViewSetup(view, render_seed, camera, exposure, envmaps.envmap_view(env, camera, lighting.rotation))
 
 
 def mask_check(geometry: PoseGeometry, surface: HandSurface, camera: cameras.Camera, labels: np.ndarray) -> float:
-    """Stage ``mask_check``: IoU of the rendered hand mask with the numpy silhouette of the mesh."""
+    """Stage ``mask_check``: IoU of the rendered mask (every label, forearms included) with the numpy
+    silhouette of the same mesh: an alignment check of the raster pass, like with like."""
     return silhouette_iou(labels > 0, silhouette_from_projection(geometry.all_vertices, surface.both_faces, camera))
 
 
@@ -311,6 +386,7 @@ def _cycles_renderer(surface: HandSurface, image_size: int, options: RenderOptio
 
 def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_size: int,
                       env_library: dict[str, np.ndarray], *, seed: int, options: RenderOptions = RenderOptions(),
+                      arms: ArmOptions = ArmOptions(),
                       times: StageTimes | None = None, log_fn: Callable[[str], None] | None = None,
                       shard: str = "", key_prefix: str = "",
                       ranges: cameras.CameraRanges = cameras.CameraRanges()) -> Iterator[RenderedImage]:
@@ -320,7 +396,7 @@ def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_si
     ``shard`` and ``key_prefix`` only name the objects in ``record.keys`` and the record's shard.
     The renderers are borrowed from the process's :data:`POOL` (kept between calls).
     """
-    surface = hand_surface(model, options.subdivision)
+    surface = hand_surface(model, options.subdivision, arms.forearms)
     run = _Run(model, seed, image_size, ranges, shard, key_prefix, EnvironmentLibrary(env_library), surface,
                SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), times or StageTimes(), log_fn)
     with POOL.borrow(("raster", image_size), lambda: HandRenderer(image_size, image_size)) as renderer:
@@ -328,7 +404,7 @@ def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_si
             backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
             yield from run.images(poses, n_views, renderer, None, backend)
             return
-        with POOL.borrow(("cycles", image_size, options, str(model.identity["digest"])),
+        with POOL.borrow(("cycles", image_size, options, arms, str(model.identity["digest"])),
                          lambda: _cycles_renderer(surface, image_size, options, log_fn),
                          discard=lambda worker: worker.close(kill=True)) as cycles:
             backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
@@ -359,7 +435,7 @@ class _Run:
         times, surface = self.times, self.surface
         for i in range(len(poses)):
             t = time.perf_counter()
-            geometry = pose_geometry(self.model, surface, poses.take([i]))
+            geometry = pose_geometry(self.model, surface, poses.take([i]), seed=self.seed)
             t = times.add("pose", t)
             person = self.skins(geometry)
             if cycles is not None and cycles.worn != (self.skins.bank.folder, person.index):
@@ -388,7 +464,7 @@ class _Run:
                 raster = renderer.render_view(setup.camera, envmaps.tone_map(setup.background, setup.exposure))
                 t = times.add("raster", t)
                 visibility = keypoint_visibility(geometry.keypoints, setup.camera, raster.labels, raster.depth_mm,
-                                                 [(geometry.vertices[s], surface.faces[s]) for s in SIDES])
+                                                 [(geometry.vertices[s], surface.hand_faces(s)) for s in SIDES])
                 t = times.add("visibility", t)
                 iou = mask_check(geometry, surface, setup.camera, raster.labels)
                 t = times.add("mask_check", t)
@@ -405,7 +481,8 @@ class _Run:
                 t = times.add("encode", t)
                 keys = {k: image_key(self.key_prefix, self.shard, geometry.pose_id, view, k) for k in pngs}
                 record = image_record(geometry, setup, lighting, visibility, keys, self.shard)
-                scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index}
+                scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index,
+                         **arm_record(geometry, raster.labels)}
                 times.add("record", t)
                 yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene)
                 t = time.perf_counter()
@@ -417,6 +494,15 @@ class _Run:
     def _begin_photo(cycles: CyclesRenderer, setup: ViewSetup, lighting: PoseLighting, env: np.ndarray) -> None:
         cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure),
                      setup.render_seed)
+
+
+def arm_record(geometry: PoseGeometry, labels: np.ndarray) -> dict[str, object]:
+    """An image's forearm columns: whether it has forearms, the pose's draw (elbows, wrist angles,
+    draws, crossings) and the pixels labelled forearm per side (right, left)."""
+    if geometry.arms is None:
+        return {"forearms": False}
+    pixels = [int((labels == fa.FOREARM_LABELS[s]).sum()) for s in SIDES]
+    return {"forearms": True, **geometry.arms.record(), "forearm_pixels": pixels}
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, Failure, MetadataValu
 from handsynth import annotate, envmaps, plots, userfiles
 from handsynth.assets import NPM_HDRI_PACKAGE, assets_dir
 from handsynth.annotate import ImageRecord
+from handsynth.arms import ArmOptions
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
 from handsynth.render import RenderOptions
@@ -95,7 +96,7 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
 
 #: rendered_views' code version; also part of every block's inputs digest, so bumping it makes
 #: every stored block stale.
-RENDER_CODE_VERSION = "4"
+RENDER_CODE_VERSION = "5"
 
 
 def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: HandModel, maps: dict[str, bytes]) -> dict:
@@ -141,7 +142,8 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     model = hand_model.get()
     blocks = plan_blocks(kept, storage.prefix, shard, _block_inputs(settings, options, model, maps))
     workers = render_workers(settings)
-    job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options)
+    job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options,
+                    ArmOptions(forearms=settings.forearms))
     result = render_shard(store, shard_folder(storage.prefix, shard), blocks, job, workers, threads_per_worker(workers),
                           visible_gpus(), log_fn=context.log.info)
     meta = {"images": len(result.rows), "poses": len(kept), "workers": workers, **_block_metadata(result)}

@@ -124,8 +124,8 @@ def test_only_the_pixels_the_hands_can_touch_are_path_traced_and_nothing_else_ch
     from handsynth.render.cycles import hands_region
     from handsynth.views import hand_meshes, hand_surface, pose_geometry
 
-    surface = hand_surface(hand_model, 1)
-    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4))
+    surface = hand_surface(hand_model, 1, forearms=False)
+    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4), seed=0)
     colors = {s: np.full((surface.n_vertices[s], 3), 0.4) for s in ("right", "left")}
     points = geometry.all_vertices
     cam = cameras.sample_camera(points.mean(axis=0), points, cameras.CameraRanges(), np.random.default_rng(1), 80, 80)

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from handsynth import annotate, plots
+from handsynth.arms import ArmOptions
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
 from handsynth.render import RenderOptions
@@ -58,6 +59,7 @@ class RenderJob:
     n_views: int
     image_size: int
     options: RenderOptions
+    arms: ArmOptions = ArmOptions()
 
 
 @dataclass
@@ -267,7 +269,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _images(job: RenderJob, poses: PoseTable, options: RenderOptions, times: StageTimes) -> Iterator[RenderedImage]:
     """The renderer's images of ``poses``, in pose order, ``n_views`` per pose (contract C2)."""
     return render_pose_views(job.model, poses, job.n_views, job.image_size, job.env_library, seed=job.seed,
-                             times=times, options=options)
+                             times=times, options=options, arms=job.arms)
 
 
 def manifest_row(img: RenderedImage) -> dict[str, Any]:
