@@ -4,6 +4,7 @@ the raster pass, visibility hidden by a forearm, hand masks unchanged, the setti
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from handsynth import arms, cameras, envmaps
@@ -143,3 +144,22 @@ def test_a_forearm_in_front_of_the_hand_hides_its_keypoints(hand_model):
     finally:
         renderer.close()
     assert hidden >= 1                     # keypoints seen without forearms, hidden by them
+
+
+def test_the_forearm_check_fails_an_image_without_forearm_pixels_or_with_an_arm_through_the_other():
+    from quality.rendering_checks import forearms_present_and_clear
+    from resources.settings import PipelineSettings
+
+    def rows(**change) -> pd.DataFrame:
+        base = {"image_id": ["a/v00", "a/v01"], "forearms": [True, True], "forearm_pixels": [[10, 0], [3, 4]],
+                "arm_crossings": [0, 0], "wrist_crossings": [0, 12]}
+        return pd.DataFrame({**base, **change})
+
+    on, off = PipelineSettings.from_preset("test"), PipelineSettings.from_preset("test", forearms=False)
+    good = forearms_present_and_clear(settings=on, rendered_views=rows())
+    assert good.passed and good.metadata["max_wrist_crossings"].value == 12
+    for change in ({"forearm_pixels": [[10, 0], [0, 0]]}, {"arm_crossings": [0, 2]}, {"forearms": [True, False]}):
+        failed = forearms_present_and_clear(settings=on, rendered_views=rows(**change))
+        assert not failed.passed, change
+    assert forearms_present_and_clear(settings=off, rendered_views=pd.DataFrame({"image_id": ["a"], "forearms": [False]})).passed
+    assert not forearms_present_and_clear(settings=off, rendered_views=rows()).passed

@@ -16,8 +16,8 @@ from ih_assets.optimization import hand_anchors, optimized_poses, pose_discrimin
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
 from ih_assets.rendering import annotations, environment_maps, rendered_views
 from ih_assets.versions import content_version
-from quality.rendering_checks import (annotation_expectations, image_keys_unique, keypoints_inside_image,
-                                      keypoints_reproject, masks_match_projected_mesh)
+from quality.rendering_checks import (annotation_expectations, forearms_present_and_clear, image_keys_unique,
+                                      keypoints_inside_image, keypoints_reproject, masks_match_projected_mesh)
 from resources.hand_model import HandModelResource
 from resources.settings import PipelineSettings
 from resources.sources import PoseSourceResource
@@ -26,7 +26,7 @@ from resources.storage import MemoryStorage, io_manager_for
 ASSETS = [raw_poses, deduped_poses, augmented_poses, hand_anchors, pose_discriminator, optimized_poses,
           environment_maps, rendered_views, annotations]
 CHECKS = [annotation_expectations, image_keys_unique, keypoints_inside_image, keypoints_reproject,
-          masks_match_projected_mesh]
+          masks_match_projected_mesh, forearms_present_and_clear]
 
 
 @pytest.fixture(scope="module")
