@@ -17,6 +17,12 @@ hands), and no draw changes them much (measured on 40 procedural poses: 5 had 9-
 whatever the draw, all reached 0 crossings beyond the wrist within 12 draws).
 Every draw derives from ``seed_for("elbow", seed, pose_id, attempt)``: the same pose gets the same
 forearms wherever it is rendered.
+
+Sleeves: a share of the poses (``ArmOptions.sleeve_share``, drawn from ``seed_for("sleeve", seed,
+pose_id)``) wear one garment on both arms, its cuff :data:`SLEEVE_STARTS` from each wrist loop (a
+ring the forearm has anyway, so the mesh keeps its topology) and its fabric drawn from
+``seed_for("cloth", seed, pose_id)`` (:mod:`handsynth.render.cloth`); the sleeve's faces are
+labelled 35 (right) / 36 (left).
 """
 
 from __future__ import annotations
@@ -36,13 +42,39 @@ SIDES = ("right", "left")
 MAX_ATTEMPTS = 12
 #: Spread of the drawn wrist angles around neutral (degrees): flexion, deviation.
 WRIST_SIGMA_DEG = (25.0, 10.0)
+#: Where a sleeve's cuff may sit, from the wrist loop (m): rings of every forearm
+#: (:data:`fa.RING_STATIONS`), from just past the wrist to mid-forearm.
+SLEEVE_STARTS = (0.06, 0.08, 0.10, 0.12)
 
 
 @dataclass(frozen=True)
 class ArmOptions:
-    """Whether hands continue into forearms (off: RenderIH's own look, hands ending at the wrist)."""
+    """Whether hands continue into forearms (off: RenderIH's own look, hands ending at the wrist)
+    and the share of poses whose forearms wear sleeves."""
 
     forearms: bool = True
+    sleeve_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sleeve_share <= 1.0:
+            raise ValueError(f"sleeve_share must be in [0, 1], got {self.sleeve_share}")
+
+
+@dataclass(frozen=True)
+class Sleeves:
+    """A pose's garment: each side's cuff distance from the wrist loop (m) and the fabric's seed."""
+
+    starts: dict[str, float]
+    cloth_seed: int
+
+
+def draw_sleeves(options: ArmOptions, seed: int, pose_id: str) -> Sleeves | None:
+    """Whether the pose wears sleeves (at ``options.sleeve_share``), and where their cuffs sit."""
+    rng = np.random.default_rng(seed_for("sleeve", seed, pose_id))
+    if not rng.random() < options.sleeve_share:
+        return None
+    return Sleeves({s: float(SLEEVE_STARTS[int(rng.integers(len(SLEEVE_STARTS)))]) for s in SIDES},
+                   seed_for("cloth", seed, pose_id))
 
 
 @dataclass(frozen=True)
@@ -55,6 +87,7 @@ class ArmChoice:
     wrist_angles: dict[str, np.ndarray]
     attempts: int
     crossings: "Crossings"
+    sleeves: Sleeves | None = None
 
     def record(self) -> dict[str, object]:
         """JSON-ready columns of a manifest row."""
@@ -63,6 +96,7 @@ class ArmChoice:
         for s in SIDES:
             out[f"elbow_{s}"] = [float(x) for x in self.elbows[s]]
             out[f"wrist_angles_{s}"] = [float(x) for x in self.wrist_angles[s]]
+        out["sleeve_start_m"] = [] if self.sleeves is None else [self.sleeves.starts[s] for s in SIDES]
         return out
 
 
@@ -89,9 +123,10 @@ def draw_wrist_angles(rng: np.random.Generator) -> np.ndarray:
     return np.array([flexion, deviation])
 
 
-def attach_both(model: HandModel, hands: dict[str, PosedHand], elbows: dict[str, np.ndarray]) -> dict[str, fa.Forearm]:
+def attach_both(model: HandModel, hands: dict[str, PosedHand], elbows: dict[str, np.ndarray],
+                sleeves: Sleeves | None = None) -> dict[str, fa.Forearm]:
     return {s: fa.attach_forearm(model, s, hands[s].vertices, hands[s].global_orient, hands[s].betas, hands[s].transl,
-                                 elbows[s]) for s in SIDES}
+                                 elbows[s], sleeve_start=None if sleeves is None else sleeves.starts[s]) for s in SIDES}
 
 
 @dataclass(frozen=True, order=True)
@@ -129,15 +164,15 @@ def crossings(model: HandModel, hands: dict[str, PosedHand], forearms: dict[str,
     return Crossings(arm, wrist)
 
 
-def choose_arms(model: HandModel, hands: dict[str, PosedHand], seed: int,
-                pose_id: str) -> tuple[ArmChoice, dict[str, fa.Forearm]]:
-    """The pose's elbow directions and forearms (see the module doc)."""
+def choose_arms(model: HandModel, hands: dict[str, PosedHand], seed: int, pose_id: str,
+                sleeves: Sleeves | None = None) -> tuple[ArmChoice, dict[str, fa.Forearm]]:
+    """The pose's elbow directions and forearms, wearing ``sleeves`` if given (see the module doc)."""
     best: tuple[Crossings, dict[str, np.ndarray], dict[str, fa.Forearm]] | None = None
     for attempt in range(MAX_ATTEMPTS):
         rng = np.random.default_rng(seed_for("elbow", seed, pose_id, attempt))
         angles = {s: draw_wrist_angles(rng) for s in SIDES}
         elbows = {s: fa.elbow_direction(model, s, *angles[s]) for s in SIDES}
-        forearms = attach_both(model, hands, elbows)
+        forearms = attach_both(model, hands, elbows, sleeves)
         found = crossings(model, hands, forearms)
         if best is None or found < best[0]:
             best = (found, elbows, forearms)
@@ -145,4 +180,4 @@ def choose_arms(model: HandModel, hands: dict[str, PosedHand], seed: int,
             break
     found, elbows, forearms = best
     angles = {s: fa.wrist_angles(model, s, elbows[s]) for s in SIDES}
-    return ArmChoice(elbows, angles, attempt + 1, found), forearms
+    return ArmChoice(elbows, angles, attempt + 1, found, sleeves), forearms

@@ -49,6 +49,7 @@ IH2.6M masks, derived from labels 1..32, stay hand masks.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -58,12 +59,12 @@ import torch
 
 from handsynth import cameras, envmaps, ids
 from handsynth.annotate import ImageRecord
-from handsynth.arms import ArmChoice, ArmOptions, choose_arms, posed_hand
+from handsynth.arms import ArmChoice, ArmOptions, choose_arms, draw_sleeves, posed_hand
 from handsynth.hand_model import forearm as fa
 from handsynth.hand_model.model import HandModel
 from handsynth.hand_model.uv import UVLayout
 from handsynth.pose_table import PoseTable
-from handsynth.render import RenderOptions, SceneSpec, skin
+from handsynth.render import RenderOptions, SceneSpec, cloth, skin
 from handsynth.render.cycles import CyclesRenderer, composite
 from handsynth.render.pool import POOL
 from handsynth.render.pixel_centres import silhouette_from_projection
@@ -76,6 +77,8 @@ SIDES = ("right", "left")
 
 #: Skin texture side in texels (albedo, roughness, bump per person).
 TEXTURE_SIZE = 512
+#: Sleeve fabric texture side in texels (one 5 cm tile, repeated: see :func:`_rest_forearm`).
+CLOTH_TEXTURE_SIZE = 256
 #: Exposure of a view: the map's auto key times a factor drawn in this range.
 EXPOSURE_RANGE = (0.6, 1.5)
 #: Stages in the order a view runs them (see the module doc).
@@ -146,8 +149,7 @@ class HandSurface:
 
     @property
     def hand_of_face(self) -> np.ndarray:
-        """Material slot of every face of :attr:`both_faces`: 0/1 the right/left hand's textured
-        skin, 2/3 the right/left forearm's skin (the person's tone, no hand texture)."""
+        """Material slot of every face of :attr:`both_faces` without sleeves (see :func:`material_slots`)."""
         return np.concatenate([np.where(np.arange(len(self.faces[s])) < self.n_hand_faces[s], k, 2 + k)
                                for k, s in enumerate(SIDES)])
 
@@ -162,8 +164,13 @@ class HandSurface:
         return UVLayout(layout.uv[:n], layout.faces_uv[:self.n_hand_faces[side]], layout.vertex_ids[:n])
 
 
-#: Label of a side's faces = offset + face label (right hand parts 1..16, left 17..32, forearms 33/34).
+#: Label of a side's faces = offset + face label (right hand parts 1..16, left 17..32, forearms
+#: 33/34, sleeves 35/36).
 LABEL_OFFSET = {"right": 1, "left": 17}
+#: Material slots of the Cycles mesh: per side (right, left) the hand's textured skin, the
+#: forearm's skin (the person's tone: the hand's texture is laid out over the hand only) and the
+#: sleeve's cloth.
+MATERIAL_SLOTS = {"hand": (0, 1), "forearm": (2, 3), "sleeve": (4, 5)}
 
 
 def hand_surface(model: HandModel, subdivision: int, forearms: bool = True) -> HandSurface:
@@ -186,8 +193,13 @@ def _rest_forearm(model: HandModel, side: str) -> tuple[np.ndarray, np.ndarray, 
     vertices, faces = arm.joined(rest, model.open_faces(side))
     n_hand = len(model.open_faces(side))
     labels = np.concatenate([model.face_labels[side][:n_hand], arm.face_labels - LABEL_OFFSET[side]])
-    uv = np.concatenate([model.uv_layout(side).corner_uv()[:n_hand], arm.uv.corner_uv()])
+    # the forearm's UVs (u around, v along, each 0..1) scaled to whole cloth tiles (about 5 cm)
+    uv = np.concatenate([model.uv_layout(side).corner_uv()[:n_hand], arm.uv.corner_uv() * CLOTH_TILES])
     return vertices[0].detach().double().numpy(), faces, labels, uv, n_hand
+
+
+#: Cloth tiles around and along a forearm's UV square: ~20 cm around, 25 cm long, 5 cm tiles.
+CLOTH_TILES = np.array([4.0, 5.0], np.float32)
 
 
 def _hand_surface(model: HandModel, subdivision: int, forearms: bool) -> HandSurface:
@@ -218,15 +230,18 @@ class PoseGeometry:
     keypoints: np.ndarray            # (2, 21, 3) right then left, MANO order
     hand_points: np.ndarray          # (P, 3) the vertices of both hands alone (what cameras frame)
     arms: ArmChoice | None           # the forearms' draw; None without forearms
+    face_labels: dict[str, np.ndarray]   # side -> subdivided faces' labels minus LABEL_OFFSET (sleeves vary per pose)
 
     @property
     def all_vertices(self) -> np.ndarray:
         return np.concatenate([self.vertices[s] for s in SIDES])
 
 
-def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, seed: int) -> PoseGeometry:
+def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, seed: int,
+                  sleeve_share: float = 0.0) -> PoseGeometry:
     """Stage ``pose``: both hands of a one-row pose table posed (with their forearms when the
-    surface has them, elbows drawn from ``seed`` and the pose id: :mod:`handsynth.arms`) and subdivided.
+    surface has them, elbows and sleeves drawn from ``seed`` and the pose id: :mod:`handsynth.arms`)
+    and subdivided.
 
     One pose per forward pass, on one thread: a batched pass gives other float roundings for other
     batch sizes (seen: 500 pixels of a Cycles image 1e-4 off), and an image must not depend on its
@@ -239,19 +254,38 @@ def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, se
     try:
         out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
         base = {s: out[s].vertices[0].cpu().numpy().astype(np.float64) for s in SIDES}
-        arms = None
+        arms, labels = None, surface.face_labels
         if surface.forearms:
             hands = {s: posed_hand(out[s].vertices, pose.hand(s)) for s in SIDES}
-            arms, forearms = choose_arms(model, hands, seed, pid)
+            arms, forearms = choose_arms(model, hands, seed, pid, draw_sleeves(ArmOptions(True, sleeve_share), seed, pid))
             base = {s: forearms[s].joined(out[s].vertices, model.open_faces(s))[0][0].cpu().numpy().astype(np.float64)
                     for s in SIDES}
+            labels = {s: np.concatenate([surface.face_labels[s][:surface.n_hand_faces[s]],
+                                         np.repeat(forearms[s].face_labels - LABEL_OFFSET[s], 4 ** surface.subdivision)])
+                      for s in SIDES}
     finally:
         torch.set_num_threads(threads)
     vertices = {s: subdivide(base[s], surface.base_faces[s], surface.subdivision)[0] for s in SIDES}
     keypoints = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
     hand_points = np.concatenate([vertices[s][np.unique(surface.hand_faces(s))] for s in SIDES])
     distinct = str(pose.meta["distinct_pose_id"].iloc[0]) if "distinct_pose_id" in pose.meta else pid
-    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms)
+    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms, labels)
+
+
+def material_slots(geometry: PoseGeometry) -> np.ndarray:
+    """The Cycles mesh's material slot of every face (:data:`MATERIAL_SLOTS`), from the pose's labels."""
+    out = []
+    for k, s in enumerate(SIDES):
+        label = geometry.face_labels[s] + LABEL_OFFSET[s]
+        out.append(np.select([label == fa.FOREARM_LABELS[s], label == fa.SLEEVE_LABELS[s]],
+                             [MATERIAL_SLOTS["forearm"][k], MATERIAL_SLOTS["sleeve"][k]], MATERIAL_SLOTS["hand"][k]))
+    return np.concatenate(out).astype(np.uint8)
+
+
+def sleeve_vertices(geometry: PoseGeometry, surface: HandSurface, side: str) -> np.ndarray:
+    """Vertex ids of ``side`` that only sleeve faces use (they take the fabric's colour in the raster preview)."""
+    sleeve = geometry.face_labels[side] + LABEL_OFFSET[side] == fa.SLEEVE_LABELS[side]
+    return np.setdiff1d(surface.faces[side][sleeve], surface.faces[side][~sleeve])
 
 
 @dataclass(frozen=True)
@@ -325,7 +359,7 @@ class EnvironmentLibrary:
 
 
 def hand_meshes(geometry: PoseGeometry, surface: HandSurface, colors: dict[str, np.ndarray]) -> list[HandMesh]:
-    return [HandMesh(geometry.vertices[s], surface.faces[s], colors[s], surface.face_labels[s], LABEL_OFFSET[s])
+    return [HandMesh(geometry.vertices[s], surface.faces[s], colors[s], geometry.face_labels[s], LABEL_OFFSET[s])
             for s in SIDES]
 
 
@@ -381,7 +415,8 @@ def image_record(geometry: PoseGeometry, setup: ViewSetup, lighting: PoseLightin
 def _cycles_renderer(surface: HandSurface, image_size: int, options: RenderOptions, log_fn) -> CyclesRenderer:
     return CyclesRenderer(image_size, image_size, surface.both_faces, surface.hand_of_face, samples=options.samples,
                           denoise=options.denoise, device=options.device, threads=options.threads,
-                          adaptive_threshold=options.noise_threshold, uv=surface.corner_uv, log_fn=log_fn)
+                          adaptive_threshold=options.noise_threshold, uv=surface.corner_uv, log_fn=log_fn,
+                          material_slots=1 + max(MATERIAL_SLOTS["sleeve"]) if surface.forearms else 0)
 
 
 def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_size: int,
@@ -398,7 +433,7 @@ def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_si
     """
     surface = hand_surface(model, options.subdivision, arms.forearms)
     run = _Run(model, seed, image_size, ranges, shard, key_prefix, EnvironmentLibrary(env_library), surface,
-               SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), times or StageTimes(), log_fn)
+               SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), arms, times or StageTimes(), log_fn)
     with POOL.borrow(("raster", image_size), lambda: HandRenderer(image_size, image_size)) as renderer:
         if options.backend == "raster":
             backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
@@ -426,6 +461,7 @@ class _Run:
     library: EnvironmentLibrary
     surface: HandSurface
     skins: SkinStage
+    arms: ArmOptions
     times: StageTimes
     log_fn: Callable[[str], None] | None
 
@@ -435,24 +471,39 @@ class _Run:
         times, surface = self.times, self.surface
         for i in range(len(poses)):
             t = time.perf_counter()
-            geometry = pose_geometry(self.model, surface, poses.take([i]), seed=self.seed)
+            geometry = pose_geometry(self.model, surface, poses.take([i]), seed=self.seed,
+                                     sleeve_share=self.arms.sleeve_share)
             t = times.add("pose", t)
             person = self.skins(geometry)
             if cycles is not None and cycles.worn != (self.skins.bank.folder, person.index):
                 for k in range(len(SIDES)):   # the left hand's texture is the right's mirror (shared UV layout)
                     cycles.set_skin(k, person.textures.albedo, person.textures.roughness, person.textures.bump)
                 cycles.worn = (self.skins.bank.folder, person.index)
+            sleeves = geometry.arms.sleeves if geometry.arms is not None else None
+            fabric = None if sleeves is None else cloth.cloth_textures(sleeves.cloth_seed, CLOTH_TEXTURE_SIZE)
+            colors = {"srgb": dict(person.srgb), "linear": dict(person.linear)}
+            if fabric is not None:
+                linear = fabric.albedo.reshape(-1, 3).mean(axis=0)
+                for s in SIDES:
+                    worn = sleeve_vertices(geometry, surface, s)
+                    for kind, value in (("linear", linear), ("srgb", skin.linear_to_srgb(linear))):
+                        colors[kind][s] = colors[kind][s].copy()
+                        colors[kind][s][worn] = value
+                if cycles is not None:
+                    for k in MATERIAL_SLOTS["sleeve"]:
+                        cycles.set_cloth(k, fabric.albedo, fabric.roughness, fabric.bump, fabric.sheen)
             t = times.add("skin", t)
             lighting = self.library.pose_lighting(self.seed, geometry)
             env = self.library.maps[lighting.env_name]
             env_lights, ambient, _ = self.library.lights(lighting.env_name)
-            renderer.set_scene(hand_meshes(geometry, surface, person.srgb),
+            renderer.set_scene(hand_meshes(geometry, surface, colors["srgb"]),
                                envmaps.rotate_lights(env_lights, lighting.rotation), ambient)
             if cycles is not None:
                 # skin.py gives the mean free path per channel in mm; Blender: radius x scale (m)
                 material = {"subsurface_radius": [float(x) for x in person.textures.subsurface_radius],
                             "subsurface_scale_m": 0.001}
-                cycles.set_geometry(hand_meshes(geometry, surface, person.linear), material)
+                cycles.set_geometry(hand_meshes(geometry, surface, colors["linear"]), material,
+                                    material_slots(geometry) if surface.forearms else None)
             t = times.add("scene", t)
             setups = [view_setup(geometry, lighting, env, self.seed, view, self.image_size, self.ranges)
                       for view in range(n_views)]
@@ -482,7 +533,7 @@ class _Run:
                 keys = {k: image_key(self.key_prefix, self.shard, geometry.pose_id, view, k) for k in pngs}
                 record = image_record(geometry, setup, lighting, visibility, keys, self.shard)
                 scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index,
-                         **arm_record(geometry, raster.labels)}
+                         **arm_record(geometry, raster.labels, fabric)}
                 times.add("record", t)
                 yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene)
                 t = time.perf_counter()
@@ -496,13 +547,16 @@ class _Run:
                      setup.render_seed)
 
 
-def arm_record(geometry: PoseGeometry, labels: np.ndarray) -> dict[str, object]:
+def arm_record(geometry: PoseGeometry, labels: np.ndarray, fabric: cloth.ClothTextures | None) -> dict[str, object]:
     """An image's forearm columns: whether it has forearms, the pose's draw (elbows, wrist angles,
-    draws, crossings) and the pixels labelled forearm per side (right, left)."""
+    draws, crossings, sleeve cuffs), the pixels labelled forearm and sleeve per side (right, left)
+    and the sleeves' fabric (JSON; "" without sleeves)."""
     if geometry.arms is None:
         return {"forearms": False}
-    pixels = [int((labels == fa.FOREARM_LABELS[s]).sum()) for s in SIDES]
-    return {"forearms": True, **geometry.arms.record(), "forearm_pixels": pixels}
+    return {"forearms": True, **geometry.arms.record(),
+            "forearm_pixels": [int((labels == fa.FOREARM_LABELS[s]).sum()) for s in SIDES],
+            "sleeve_pixels": [int((labels == fa.SLEEVE_LABELS[s]).sum()) for s in SIDES],
+            "sleeve_cloth": "" if fabric is None else json.dumps(fabric.to_record(), sort_keys=True)}
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -143,7 +143,7 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     blocks = plan_blocks(kept, storage.prefix, shard, _block_inputs(settings, options, model, maps))
     workers = render_workers(settings)
     job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options,
-                    ArmOptions(forearms=settings.forearms))
+                    ArmOptions(forearms=settings.forearms, sleeve_share=settings.sleeve_share))
     result = render_shard(store, shard_folder(storage.prefix, shard), blocks, job, workers, threads_per_worker(workers),
                           visible_gpus(), log_fn=context.log.info)
     meta = {"images": len(result.rows), "poses": len(kept), "workers": workers, **_block_metadata(result)}

@@ -100,8 +100,8 @@ def image_keys_unique(rendered_views: pd.DataFrame) -> AssetCheckResult:
 
 
 @asset_check(asset="rendered_views", partitions_def=pose_shards,
-             description="With forearms on (the default): every image has them, at least one forearm shows "
-                         "(labels 33/34) in every image, and no forearm passes through the other hand or forearm "
+             description="With forearms on (the default): every image has them, at least one forearm or sleeve "
+                         "shows (labels 33-36) in every image, and no forearm passes through the other hand or forearm "
                          "beyond the wrist (crossing triangle pairs of the pose's drawn elbows, handsynth.arms). "
                          "With forearms off: no image has them.")
 def forearms_present_and_clear(settings: PipelineSettings, rendered_views: pd.DataFrame) -> AssetCheckResult:
@@ -113,6 +113,8 @@ def forearms_present_and_clear(settings: PipelineSettings, rendered_views: pd.Da
         return AssetCheckResult(passed=len(rows) == 0, metadata={"images": len(rows),
                                                                 "images_without_forearms": int((~has).sum())})
     pixels = np.array([int(np.sum(p)) for p in rows["forearm_pixels"]])
+    if "sleeve_pixels" in rows:                                  # a sleeve covers part of the forearm
+        pixels += np.array([int(np.sum(p)) for p in rows["sleeve_pixels"]])
     crossing, wrist = rows["arm_crossings"].to_numpy(dtype=int), rows["wrist_crossings"].to_numpy(dtype=int)
     bad = (pixels == 0) | (crossing > 0)
     return AssetCheckResult(passed=not bad.any(), metadata={

@@ -77,6 +77,7 @@ class PipelineSettings(ConfigurableResource):
     render_device: Literal["auto", "cpu", "cuda", "optix"] = Field(default="auto", description="Cycles device; 'auto' follows IH_DEVICE (torch's) when set, else any GPU found; a missing GPU falls back to CPU (logged, recorded).")
     render_workers: int = Field(default=0, ge=0, le=1024, description="Render worker processes per render step, each with its own Blender; 0: one per visible NVIDIA GPU, else max(1, cores // 2). Changes speed, never images.")
     forearms: bool = Field(default=True, description="Hands continue into forearms leaving the frame (labels 33 right, 34 left), elbows drawn per pose; off: RenderIH's own look, hands ending at the wrist.")
+    sleeve_share: float = Field(default=0.25, ge=0.0, le=1.0, allow_inf_nan=False, description="Share of poses whose forearms wear sleeves (one garment, cuffs 6-12 cm from the wrists, cloth textures; labels 35 right, 36 left); needs forearms.")
     environment_dir: str = Field(default="", description="Folder of your own .hdr/.exr maps (e.g. Poly Haven 2K/4K) copied into the library; empty: the npm Poly Haven set.")
 
     @classmethod

@@ -3,6 +3,8 @@ the raster pass, visibility hidden by a forearm, hand masks unchanged, the setti
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import torch
@@ -11,6 +13,7 @@ from handsynth import arms, cameras, envmaps
 from handsynth import penetration as pen
 from handsynth.exports import intaghand_mask
 from handsynth.hand_model import forearm as fa
+from handsynth.render import cloth
 from handsynth.render.raster import HandRenderer, decode_png
 from handsynth.rotations import aa_to_matrix
 from handsynth.sources.procedural import generate_interacting_poses
@@ -163,3 +166,23 @@ def test_the_forearm_check_fails_an_image_without_forearm_pixels_or_with_an_arm_
         assert not failed.passed, change
     assert forearms_present_and_clear(settings=off, rendered_views=pd.DataFrame({"image_id": ["a"], "forearms": [False]})).passed
     assert not forearms_present_and_clear(settings=off, rendered_views=rows()).passed
+
+
+def test_sleeves_are_drawn_at_their_share_cuffed_on_existing_rings_and_labelled_35_36(hand_model):
+    assert set(arms.SLEEVE_STARTS) <= {float(x) for x in fa.RING_STATIONS}      # the mesh keeps its topology
+    drawn = [arms.draw_sleeves(arms.ArmOptions(sleeve_share=0.3), 0, f"p{i}") for i in range(400)]
+    assert 0.24 < np.mean([d is not None for d in drawn]) < 0.36
+    assert all(arms.draw_sleeves(arms.ArmOptions(sleeve_share=0.0), 0, f"p{i}") is None for i in range(50))
+    library = {"a": envmaps.procedural_envmap(0, 16, 32)}
+    poses = generate_interacting_poses(hand_model, 1, seed=5)
+    dressed = list(render_pose_views(hand_model, poses, 2, 64, library, seed=3,
+                                     arms=arms.ArmOptions(forearms=True, sleeve_share=1.0)))
+    bare = list(render_pose_views(hand_model, poses, 2, 64, library, seed=3))
+    for a, b in zip(dressed, bare):
+        labels, plain = decode_png(a.pngs["label"]), decode_png(b.pngs["label"])
+        assert a.scene["sleeve_pixels"] == [int((labels == v).sum()) for v in (35, 36)] and sum(a.scene["sleeve_pixels"]) > 0
+        assert json.loads(a.scene["sleeve_cloth"])["pattern"] in cloth.CLOTH_PATTERNS
+        assert b.scene["sleeve_cloth"] == "" and plain.max() <= 34
+        # the same surface: a sleeve relabels forearm pixels and nothing else
+        assert np.array_equal(np.where(np.isin(labels, [35, 36]), labels - 2, labels), plain)
+        assert a.scene["elbow_right"] == b.scene["elbow_right"]

@@ -53,10 +53,11 @@ class CyclesRenderer:
 
     def __init__(self, width: int, height: int, faces: np.ndarray, hand_of_face: np.ndarray, samples: int = 16,
                  denoise: bool = True, device: str = "auto", threads: int = 0, adaptive_threshold: float = 0.0,
-                 uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None) -> None:
+                 uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None, material_slots: int = 0) -> None:
         """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) 0/1 (one material each), ``uv``
         optional (F, 3, 2) per-corner texture coordinates for :meth:`set_skin`; ``threads`` 0 uses
-        every core; ``adaptive_threshold`` > 0 turns on Cycles' adaptive sampling at that noise level."""
+        every core; ``adaptive_threshold`` > 0 turns on Cycles' adaptive sampling at that noise level;
+        ``material_slots``: at least this many materials (slots that only later poses use, e.g. sleeves)."""
         ok, where = cycles_available()
         if not ok:
             raise WorkerError(where)
@@ -74,7 +75,8 @@ class CyclesRenderer:
         if uv is not None:
             arrays["uv"] = np.asarray(uv, np.float32)
         reply, _ = self._call({"op": "init", "width": width, "height": height, "samples": samples, "denoise": denoise,
-                               "device": device, "threads": threads, "adaptive_threshold": adaptive_threshold}, arrays)
+                               "device": device, "threads": threads, "adaptive_threshold": adaptive_threshold,
+                               "material_slots": material_slots}, arrays)
         self.device, self.blender_version = reply["device"], reply["blender"]
         self._log(f"Cycles worker ready: Blender {self.blender_version}, device {self.device} "
                   f"({reply['device_note']}), {samples} samples, denoise={denoise}, {reply['seconds']:.1f} s")
@@ -117,11 +119,21 @@ class CyclesRenderer:
                                                        "roughness": np.asarray(roughness, np.float32),
                                                        "bump": np.asarray(bump, np.float32)})
 
-    def set_geometry(self, hands: list, material: dict) -> None:
-        """The posed hands (raster :class:`HandMesh` es, linear albedo) and material of the next views."""
+    def set_cloth(self, slot: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray, sheen: float) -> None:
+        """Make material ``slot`` a fabric (:class:`handsynth.render.cloth.ClothTextures` maps, sheen weight)."""
+        self._call({"op": "cloth", "slot": int(slot), "sheen": float(sheen)},
+                   {"albedo": np.asarray(albedo, np.float32), "roughness": np.asarray(roughness, np.float32),
+                    "bump": np.asarray(bump, np.float32)})
+
+    def set_geometry(self, hands: list, material: dict, material_index: np.ndarray | None = None) -> None:
+        """The posed hands (raster :class:`HandMesh` es, linear albedo) and material of the next views;
+        ``material_index`` (F,) each face's material slot, when it changes per pose."""
         vertices = np.concatenate([h.vertices for h in hands]).astype(np.float32)
         colors = np.concatenate([h.colors for h in hands]).astype(np.float32)
-        self._call({"op": "geometry", "material": material}, {"vertices": vertices, "colors": colors})
+        arrays = {"vertices": vertices, "colors": colors}
+        if material_index is not None:
+            arrays["material_index"] = np.asarray(material_index, np.uint8)
+        self._call({"op": "geometry", "material": material}, arrays)
         self._vertices = vertices
 
     def begin(self, scene: SceneSpec, seed: int) -> None:

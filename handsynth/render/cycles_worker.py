@@ -10,14 +10,18 @@ stdout, so the protocol moves to a duplicate of file descriptor 1 and fd 1 goes 
 Requests (``header["op"]``):
 - ``init``: width, height, samples, denoise, device ('auto' | 'cpu' | 'cuda' | 'optix'), threads
   (0: all cores), adaptive_threshold (Cycles' noise threshold; 0 keeps every pixel at ``samples``);
+  material_slots (optional: at least this many materials, for slots only later poses use);
   arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (one material per
   hand), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
 - ``skin``: hand (0 right, 1 left); arrays ``albedo`` (S, S, 3) float32 linear, ``roughness`` and
   ``bump`` (S, S) float32 in [0, 1], rows top-down: the hand's material then reads these textures
   through the UVs instead of the per-vertex albedo.
+- ``cloth``: slot, sheen; arrays as for ``skin``: the slot's material becomes that fabric
+  (textured like a skin, no subsurface scattering, the fibre's sheen), e.g. a sleeve's.
 - ``envmap``: name; array ``pixels`` (H, W, 3) float32 linear, equirectangular, row 0 = up.
 - ``geometry``: material; arrays ``vertices`` (V, 3) float32 (project world, y up, m), ``colors``
-  (V, 3) float32 linear albedo. Sent once per pose: its views reuse the mesh (and its BVH).
+  (V, 3) float32 linear albedo, optional ``material_index`` (F,) uint8 (each face's material slot,
+  when it changes per pose). Sent once per pose: its views reuse the mesh (and its BVH).
 - ``render``: seed, envmap, env_rotation (radians about world up), camera (K, R, t as nested
   lists, OpenCV), optional region [x0, y0, x1, y1] (inclusive pixel bounds, row 0 at the top: only
   these pixels are path-traced and denoised, the others come back empty) -> array ``rgba``
@@ -175,7 +179,9 @@ class CyclesScene:
         obj = bpy.data.objects.new("hands", mesh)
         scene.collection.objects.link(obj)
         self.hands = obj
-        self.skins = [self._skin_material(k) for k in range(int(hand_of_face.max()) + 1)]
+        slots = max(int(hand_of_face.max()) + 1, int(header.get("material_slots", 0)))
+        self.skins = [self._skin_material(k) for k in range(slots)]
+        self.cloth_sheen: dict[int, float] = {}   # slots that hold a fabric (set_cloth) -> sheen weight
         for skin in self.skins:
             obj.data.materials.append(skin["material"])
 
@@ -271,6 +277,12 @@ class CyclesScene:
             old, images[kind].image = images[kind].image, img
             self._retire(old)
 
+    def set_cloth(self, slot: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray, sheen: float) -> None:
+        """Make ``slot`` a fabric: its maps through the UV layer as a skin's, without subsurface
+        scattering and with the fibre's sheen (applied with the next geometry)."""
+        self.set_skin(slot, albedo, roughness, bump)
+        self.cloth_sheen[slot] = float(sheen)
+
     def _retire(self, image) -> None:
         """Free a replaced image only after the next render. Cycles knows images by address:
         freed at once, a new image could be allocated at the same address and Cycles would keep the
@@ -301,15 +313,23 @@ class CyclesScene:
         img.pack()
         self.envmaps[name] = img
 
-    def set_geometry(self, vertices: np.ndarray, colors: np.ndarray, material: dict) -> None:
-        """The posed hands (project world, y up) with their per-vertex albedo and material values."""
+    def set_geometry(self, vertices: np.ndarray, colors: np.ndarray, material: dict,
+                     material_index: np.ndarray | None = None) -> None:
+        """The posed hands (project world, y up) with their per-vertex albedo and material values
+        (and each face's material slot, when given)."""
         verts = np.asarray(vertices, np.float64) @ WORLD_TO_BLENDER.T
         self.mesh.vertices.foreach_set("co", verts.astype(np.float32).ravel())
         rgba = np.concatenate([colors, np.ones((len(colors), 1), np.float32)], axis=1).astype(np.float32)
         self.mesh.color_attributes["albedo"].data.foreach_set("color", rgba.ravel())
+        if material_index is not None:
+            self.mesh.polygons.foreach_set("material_index", np.asarray(material_index, np.int32))
         self.mesh.update()
-        for skin in self.skins:
+        for slot, skin in enumerate(self.skins):
             inputs = skin["bsdf"].inputs
+            if slot in self.cloth_sheen:
+                inputs["Subsurface Weight"].default_value = 0.0
+                inputs["Sheen Weight"].default_value = self.cloth_sheen[slot]
+                continue
             inputs["Roughness"].default_value = float(material.get("roughness", 0.45))
             inputs["Subsurface Weight"].default_value = float(material.get("subsurface_weight", 1.0))
             inputs["Subsurface Radius"].default_value = [float(x) for x in material.get("subsurface_radius", (1.0, 0.35, 0.2))]
@@ -404,11 +424,16 @@ def serve(inp, out) -> None:
                 elif op == "skin":
                     scene.set_skin(int(header["hand"]), arrays["albedo"], arrays["roughness"], arrays["bump"])
                     write_message(out, {"ok": True})
+                elif op == "cloth":
+                    scene.set_cloth(int(header["slot"]), arrays["albedo"], arrays["roughness"], arrays["bump"],
+                                    float(header["sheen"]))
+                    write_message(out, {"ok": True})
                 elif op == "envmap":
                     scene.add_envmap(header["name"], arrays["pixels"])
                     write_message(out, {"ok": True})
                 elif op == "geometry":
-                    scene.set_geometry(arrays["vertices"], arrays["colors"], header.get("material", {}))
+                    scene.set_geometry(arrays["vertices"], arrays["colors"], header.get("material", {}),
+                                       arrays.get("material_index"))
                     write_message(out, {"ok": True})
                 elif op == "render":
                     t0 = time.perf_counter()
