@@ -184,6 +184,10 @@ def hand_surface(model: HandModel, subdivision: int, forearms: bool = True) -> H
 _SURFACES: dict[tuple[str, int, bool], HandSurface] = {}
 
 
+#: Cloth tiles around and along a forearm's UV square: ~20 cm around, 25 cm long, 5 cm tiles.
+CLOTH_TILES = np.array([4.0, 5.0], np.float32)
+
+
 def _rest_forearm(model: HandModel, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """A side's welded hand and forearm in the flat pose: vertices, faces, per-face labels (minus
     the side's offset), per-corner UVs and the hand's face count."""
@@ -197,9 +201,6 @@ def _rest_forearm(model: HandModel, side: str) -> tuple[np.ndarray, np.ndarray, 
     uv = np.concatenate([model.uv_layout(side).corner_uv()[:n_hand], arm.uv.corner_uv() * CLOTH_TILES])
     return vertices[0].detach().double().numpy(), faces, labels, uv, n_hand
 
-
-#: Cloth tiles around and along a forearm's UV square: ~20 cm around, 25 cm long, 5 cm tiles.
-CLOTH_TILES = np.array([4.0, 5.0], np.float32)
 
 
 def _hand_surface(model: HandModel, subdivision: int, forearms: bool) -> HandSurface:
@@ -439,7 +440,7 @@ def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_si
             backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
             yield from run.images(poses, n_views, renderer, None, backend)
             return
-        with POOL.borrow(("cycles", image_size, options, arms, str(model.identity["digest"])),
+        with POOL.borrow(("cycles", image_size, options, arms.forearms, str(model.identity["digest"])),
                          lambda: _cycles_renderer(surface, image_size, options, log_fn),
                          discard=lambda worker: worker.close(kill=True)) as cycles:
             backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,

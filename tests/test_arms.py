@@ -186,3 +186,16 @@ def test_sleeves_are_drawn_at_their_share_cuffed_on_existing_rings_and_labelled_
         # the same surface: a sleeve relabels forearm pixels and nothing else
         assert np.array_equal(np.where(np.isin(labels, [35, 36]), labels - 2, labels), plain)
         assert a.scene["elbow_right"] == b.scene["elbow_right"]
+
+
+def test_the_forearm_settings_are_in_the_render_blocks_inputs_digest(hand_model):
+    from handsynth.render import RenderOptions
+    from ih_assets.rendering import _block_inputs
+    from resources.settings import PipelineSettings
+
+    def inputs(**change) -> str:
+        settings = PipelineSettings.from_preset("test", **change)
+        return json.dumps(_block_inputs(settings, RenderOptions(), hand_model, {"m": b"map"}), sort_keys=True, default=str)
+
+    base = inputs()
+    assert inputs(forearms=False) != base and inputs(sleeve_share=0.5) != base and inputs() == base
