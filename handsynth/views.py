@@ -184,8 +184,8 @@ def hand_surface(model: HandModel, subdivision: int, forearms: bool = True) -> H
 _SURFACES: dict[tuple[str, int, bool], HandSurface] = {}
 
 
-#: Cloth tiles around and along a forearm's UV square: ~20 cm around, 25 cm long, 5 cm tiles.
-CLOTH_TILES = np.array([4.0, 5.0], np.float32)
+#: Cloth tiles around and along a forearm's UV square: 5 cm tiles, ~20 cm around, the arm's reach along.
+CLOTH_TILES = np.array([4.0, round(fa.REACH / 0.05)], np.float32)
 
 
 def _rest_forearm(model: HandModel, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
