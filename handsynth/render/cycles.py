@@ -54,7 +54,8 @@ class CyclesRenderer:
     def __init__(self, width: int, height: int, faces: np.ndarray, hand_of_face: np.ndarray, samples: int = 16,
                  denoise: bool = True, device: str = "auto", threads: int = 0, adaptive_threshold: float = 0.0,
                  uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None, material_slots: int = 0) -> None:
-        """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) 0/1 (one material each), ``uv``
+        """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) each face's material slot (a skin material per slot: the hands 0/1,
+        forearms 2/3 in :mod:`handsynth.views`), ``uv``
         optional (F, 3, 2) per-corner texture coordinates for :meth:`set_skin`; ``threads`` 0 uses
         every core; ``adaptive_threshold`` > 0 turns on Cycles' adaptive sampling at that noise level;
         ``material_slots``: at least this many materials (slots that only later poses use, e.g. sleeves)."""

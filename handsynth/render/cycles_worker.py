@@ -11,8 +11,8 @@ Requests (``header["op"]``):
 - ``init``: width, height, samples, denoise, device ('auto' | 'cpu' | 'cuda' | 'optix'), threads
   (0: all cores), adaptive_threshold (Cycles' noise threshold; 0 keeps every pixel at ``samples``);
   material_slots (optional: at least this many materials, for slots only later poses use);
-  arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (one material per
-  hand), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
+  arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (each face's material
+  slot: a skin per slot, e.g. hands 0/1, forearms 2/3), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
 - ``skin``: hand (0 right, 1 left); arrays ``albedo`` (S, S, 3) float32 linear, ``roughness`` and
   ``bump`` (S, S) float32 in [0, 1], rows top-down: the hand's material then reads these textures
   through the UVs instead of the per-vertex albedo.
