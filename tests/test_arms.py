@@ -199,3 +199,11 @@ def test_the_forearm_settings_are_in_the_render_blocks_inputs_digest(hand_model)
 
     base = inputs()
     assert inputs(forearms=False) != base and inputs(sleeve_share=0.5) != base and inputs() == base
+
+
+def test_forearms_render_on_the_stand_in_and_on_a_mano_layout_model(each_hand_model):
+    poses = generate_interacting_poses(each_hand_model, 1, seed=5)
+    [image] = render_pose_views(each_hand_model, poses, 1, 48, {"a": envmaps.procedural_envmap(0, 16, 32)}, seed=1)
+    labels = decode_png(image.pngs["label"])
+    assert image.scene["forearms"] and np.isin(labels, [33, 34]).any() and ((labels >= 1) & (labels <= 32)).any()
+    assert image.mask_iou >= 0.99
