@@ -61,7 +61,8 @@ class RenderIHDataset(Dataset):
     Item keys: ``image`` float (3, H, W) in [0, 1]; ``keypoints2d`` (42, 2) px; ``keypoints3d``
     (42, 3) mm camera frame; ``visibility`` (42,); ``K`` (3, 3); ``R`` (3, 3); ``t`` (3,) m;
     ``mano_pose`` (2, 48), ``mano_shape`` (2, 10), ``mano_trans`` (2, 3) (right, left); with
-    ``with_mask`` a ``mask`` (H, W) int64 of part labels (0 background, 1-16 right, 17-32 left);
+    ``with_mask`` a ``mask`` (H, W) int64 of part labels (0 background, 1-16 right, 17-32 left,
+    33/34 forearms, 35/36 sleeves: README "Label values");
     with ``with_depth`` a ``depth`` (H, W) float32 in mm. ``split`` keeps one of train/val/test
     (by distinct pose, the same assignment as the exports).
     """

@@ -11,7 +11,7 @@ import torch
 
 from handsynth import arms, cameras, envmaps
 from handsynth import penetration as pen
-from handsynth.exports import intaghand_mask
+from handsynth.exports import intaghand_dense, intaghand_mask
 from handsynth.hand_model import forearm as fa
 from handsynth.render import cloth
 from handsynth.render.raster import HandRenderer, decode_png
@@ -105,9 +105,10 @@ def test_without_forearms_no_arm_labels_and_with_them_the_hand_masks_change_only
         lost = (b >= 1) & (b <= 32) & ~hand_on
         assert np.isin(a[lost], [33, 34]).all()                             # hidden only by a forearm
         hidden += int(lost.sum())
-        mask_on, mask_off = intaghand_mask(a), intaghand_mask(b)
-        assert not mask_on[np.isin(a, [33, 34])].any()
-        assert np.array_equal(mask_on[~lost], mask_off[~lost])
+        for derive in (intaghand_mask, intaghand_dense):        # IntagHand's mask and dense images
+            on_img, off_img = derive(a), derive(b)
+            assert not on_img[np.isin(a, [33, 34])].any()
+            assert np.array_equal(on_img[~lost], off_img[~lost])
     print(f"hand pixels hidden by forearms: {hidden}")
 
 
