@@ -15,6 +15,7 @@ from handsynth.pose_table import PoseTable
 from handsynth.render import RenderOptions
 from handsynth.render.blocks import LOCATION_COLUMNS, plan_blocks, shard_folder
 from handsynth.render.workers import RenderJob, ShardRender, render_shard
+from handsynth.views import CameraLook
 from ih_assets import versions
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
@@ -95,7 +96,7 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
 
 #: rendered_views' code version; also part of every block's inputs digest, so bumping it makes
 #: every stored block stale.
-RENDER_CODE_VERSION = "4"
+RENDER_CODE_VERSION = "5"
 
 
 def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: HandModel, maps: dict[str, bytes]) -> dict:
@@ -128,7 +129,9 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
                    storage: StorageResource, optimized_poses: PoseTable, environment_maps: dict) -> Output[pd.DataFrame]:
     """Every kept pose from ``n_views`` cameras: RGB (Cycles or raster), part labels and depth in
     one render block (a WebDataset tar + index) per distinct pose; a manifest row per image
-    locating its bytes and recording the renderer, samples, device and colour management.
+    locating its bytes and recording the renderer, samples, device and colour management, the
+    view's lens (``lens_*``: thin-lens depth of field, ``depth_of_field``) and camera effects
+    (``effect_*``, ``camera_effects``).
 
     Resumable and parallel: blocks stored complete and current are skipped, others rendered on
     ``IH_RENDER_WORKERS`` processes; a failed block fails the step after the others are stored."""
@@ -141,7 +144,8 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     model = hand_model.get()
     blocks = plan_blocks(kept, storage.prefix, shard, _block_inputs(settings, options, model, maps))
     workers = render_workers(settings)
-    job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options)
+    job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options,
+                    CameraLook.from_switches(settings.depth_of_field, settings.camera_effects))
     result = render_shard(store, shard_folder(storage.prefix, shard), blocks, job, workers, threads_per_worker(workers),
                           visible_gpus(), log_fn=context.log.info)
     meta = {"images": len(result.rows), "poses": len(kept), "workers": workers, **_block_metadata(result)}

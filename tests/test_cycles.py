@@ -226,7 +226,8 @@ def test_skin_textures_reach_the_surface_through_the_uvs():
     cam = cameras.Camera(np.array([[150.0, 0, 16], [0, 150.0, 16], [0, 0, 1]]), R, t, 32, 32)
     renderer = CyclesRenderer(32, 32, faces, [0, 0], samples=16, denoise=False, device="cpu", uv=uv)
     try:
-        renderer.set_skin(0, albedo, np.full((8, 8), 0.5, np.float32), np.zeros((8, 8), np.float32))
+        renderer.set_skin(0, albedo, np.full((8, 8), 0.5, np.float32), np.zeros((8, 8), np.float32),
+                          np.full((8, 8), 0.5, np.float32))
         hand = HandMesh(v, faces, np.full((4, 3), 0.5), np.zeros(2, int), 1)
         rgb = renderer.render(SceneSpec([hand], cam, "white", env, 0.0, 1.0, {"subsurface_weight": 0.0}), seed=0).rgb
     finally:
