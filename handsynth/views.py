@@ -258,9 +258,10 @@ class PoseLighting:
 
 
 class EnvironmentLibrary:
-    """The maps with what a pose lit by one needs: median-cut lights, auto exposure and the
-    filtered pyramid the backgrounds are read from, worked out for a map when a pose first uses it
-    (a render block uses one map of the library)."""
+    """The maps with what a pose lit by one needs: median-cut lights and auto exposure, worked out
+    for a map when a pose first uses it, and the filtered pyramid the backgrounds are read from,
+    kept for the last map used (a render block uses one map of the library; a 4K map's pyramid
+    takes ~130 MB)."""
 
     def __init__(self, env_library: dict[str, np.ndarray]) -> None:
         if not env_library:
@@ -268,13 +269,13 @@ class EnvironmentLibrary:
         self.maps = env_library
         self.names = sorted(env_library)
         self._lighting: dict[str, tuple[list[envmaps.Light], np.ndarray, float]] = {}
-        self._pyramids: dict[str, envmaps.EnvmapPyramid] = {}
+        self._pyramid: tuple[str, envmaps.EnvmapPyramid] | None = None
 
     def pyramid(self, name: str) -> envmaps.EnvmapPyramid:
-        """The map prepared for viewing (:func:`envmaps.envmap_view`), built once per map."""
-        if name not in self._pyramids:
-            self._pyramids[name] = envmaps.EnvmapPyramid(self.maps[name])
-        return self._pyramids[name]
+        """The map prepared for viewing (:func:`envmaps.envmap_view`), built when the map changes."""
+        if self._pyramid is None or self._pyramid[0] != name:
+            self._pyramid = name, envmaps.EnvmapPyramid(self.maps[name])
+        return self._pyramid[1]
 
     def lights(self, name: str) -> tuple[list[envmaps.Light], np.ndarray, float]:
         """(median-cut lights, ambient, auto exposure) of one map."""
