@@ -106,6 +106,16 @@ def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: Han
             "environment_maps": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(maps.items())}}
 
 
+def _look_summary(manifest: pd.DataFrame) -> dict:
+    """How often each part of the camera look was on in a shard, and the median background blur."""
+    blur = manifest["lens_background_blur_px"]
+    return {"depth_of_field": round(float((manifest["lens_f_number"] > 0).mean()), 3),
+            "background_blur_px_median": round(float(blur[blur > 0].median()), 2) if (blur > 0).any() else 0.0,
+            **{name: round(float((manifest[f"effect_{column}"] != 0).mean()), 3) for name, column in (
+                ("exposure_error", "exposure_ev"), ("vignetting", "vignetting_ev"), ("motion_blur", "motion_blur_px"),
+                ("noise", "electrons_per_unit"), ("white_balance_error", "white_balance_mired"), ("jpeg", "jpeg_quality"))}}
+
+
 def _block_metadata(shard_render: ShardRender) -> dict:
     """What ran, what was skipped, what failed and why, per block (shown in the UI)."""
     per_status = {s: shard_render.with_status(s) for s in ("rendered", "skipped", "failed")}
@@ -165,6 +175,7 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
             meta["cycles_vs_raster"] = image(plots.image_grid(result.side_by_side, cols=4, max_side=256))
         if manifest["alpha_iou"].notna().any():
             meta["min_alpha_iou"] = float(manifest["alpha_iou"].min())
+        meta["camera_look"] = MetadataValue.json(_look_summary(manifest))
         vis = np.stack(manifest["visibility"].to_numpy()).sum(axis=1)
         meta["histograms"] = image(plots.histograms({"view index": manifest["view"], "visible keypoints (of 42)": vis},
                                                     "views and visibility"))

@@ -12,6 +12,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from handsynth.render.blocks import BlockIndex, index_key, read_member, sample_name
 from handsynth.render.raster import decode_png
+from handsynth.render.workers import look_from_row
 from ih_assets.optimization import hand_anchors, optimized_poses, pose_discriminator
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
 from ih_assets.rendering import annotations, environment_maps, rendered_views
@@ -83,6 +84,12 @@ def test_shard_renders_blocks_whose_rows_locate_verified_images(shard_run):
     assert len(members) == 4 * int((table["tar_key"] == row["tar_key"]).sum())
     assert targets["image_id"] == row["image_id"]
     assert np.allclose(targets["keypoints2d_px"], np.asarray(row["keypoints2d_px"]).reshape(42, 2))
+    # the settings' camera look (on in every preset): each row records its lens and effects
+    looks = [look_from_row(r) for r in manifest.to_dict("records")]
+    assert all(lens.f_number > 0 and lens.focus_distance_m > 0 for lens, _ in looks)
+    assert len({effects.noise_seed for _, effects in looks}) > 1
+    summary = run.asset_materializations_for_node("rendered_views")[0].metadata["camera_look"].value
+    assert summary["depth_of_field"] == 1.0 and summary["background_blur_px_median"] > 0
 
 
 def test_rerun_skips_current_blocks_and_repairs_a_truncated_one(shard_run):
