@@ -271,9 +271,11 @@ def test_specular_map_reaches_the_skin_material():
 @needs_blender
 def test_the_views_lens_blurs_the_cycles_hands(hand_model):
     """A lens focused at half the hands' distance blurs their outline into a band of partial
-    coverage (the worker sets Blender's thin lens, and the rendered region grows with the blur);
-    the same view through a pinhole has a sharp outline."""
-    from handsynth.render.depth_of_field import DepthOfField
+    coverage (the worker sets Blender's thin lens); the same view through a pinhole has a sharp
+    outline. The path-traced region grows by the blur: without the denoiser it gives the whole
+    frame's RGBA, pixel for pixel."""
+    from handsynth.render.cycles import hands_region
+    from handsynth.render.depth_of_field import DepthOfField, cycles_dof
     from handsynth.views import hand_meshes, hand_surface, pose_geometry
 
     surface = hand_surface(hand_model, 0)
@@ -289,11 +291,20 @@ def test_the_views_lens_blurs_the_cycles_hands(hand_model):
         hands = hand_meshes(geometry, surface, colors)
         alpha = {name: renderer.render(SceneSpec(hands, cam, "m", env, 0.0, 1.0, lens=chosen), seed=2).alpha
                  for name, chosen in (("pinhole", None), ("lens", lens))}
+        request = {"op": "render", "seed": 2, "envmap": "m", "env_rotation": 0.0, "lens": cycles_dof(cam, lens),
+                   "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()}}
+        whole = renderer._call(request)[1]["rgba"]
+        region = hands_region(points, cam, lens)
+        part = renderer._call({**request, "region": region})[1]["rgba"]
     finally:
         renderer.close()
     assert lens.blur_px(float(cam.K[0, 0]), distance) > 6
     partial = {name: int(((a > 0.1) & (a < 0.9)).sum()) for name, a in alpha.items()}
     assert partial["lens"] > 2 * partial["pinhole"], partial
+    pinhole_region = hands_region(points, cam)
+    assert region[0] < pinhole_region[0] and region[1] < pinhole_region[1]        # grown by the blur's radius
+    assert region[2] > pinhole_region[2] and region[3] > pinhole_region[3]
+    np.testing.assert_array_equal(part, whole)
 
 
 @needs_blender
