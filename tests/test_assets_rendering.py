@@ -129,3 +129,18 @@ def test_a_stored_index_names_its_tar_inputs_and_render_interval(shard_run):
     assert len(index.inputs_digest) == 64 and index.started <= index.finished
     assert [r["image_id"] for r in index.rows] == [r for r in run.output_for_node("rendered_views")["image_id"]
                                                    if r in {x["image_id"] for x in index.rows}]
+
+
+def test_the_camera_look_switches_are_in_every_blocks_inputs(hand_model):
+    """Turning the lens or the camera effects on or off changes the block inputs digest (so the
+    stored blocks go stale and are rendered again); the other switch's value stays in it too."""
+    from handsynth.render import RenderOptions
+    from handsynth.render.blocks import inputs_digest
+    from ih_assets.rendering import _block_inputs
+    from handsynth.sources.procedural import generate_interacting_poses
+
+    poses = generate_interacting_poses(hand_model, 1, seed=0)
+    digests = {(dof, fx): inputs_digest(poses, _block_inputs(
+        PipelineSettings.from_preset("test", depth_of_field=dof, camera_effects=fx), RenderOptions(), hand_model, {}))
+        for dof in (True, False) for fx in (True, False)}
+    assert len(set(digests.values())) == 4
