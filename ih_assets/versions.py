@@ -33,8 +33,9 @@ from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.execution.context.invocation import BaseDirectExecutionContext
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from handsynth import verify
 from handsynth.storage import IntegrityError, ObjectNotFoundError, Store
-from resources.codecs import encode
+from resources.codecs import decode, encode
 from resources.io_managers import latest_materialization, recorded_object
 from resources.settings import PipelineSettings
 
@@ -55,6 +56,11 @@ SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
     "dataset_exports": ("export_*",),
     "webdataset_shards": (),
 }
+#: Assets whose stored table locates images in render blocks (``handsynth.render.blocks``): when
+#: one would be skipped, the blocks its table references are checked as well.
+BLOCK_TABLES = ("rendered_views",)
+#: Problems named per asset and shard in the main job's plan line (the rest are counted).
+SHOWN_PROBLEMS = 3
 #: Fields that change no output: the preset only names a set of values; the number of render
 #: workers only decides how many blocks render at once.
 UNVERSIONED_SETTINGS = ("preset", "render_workers")
@@ -138,6 +144,22 @@ def stored_object_problem(store: Store, metadata: Mapping[str, Any]) -> str | No
     return None
 
 
+def stored_blocks_problem(store: Store, metadata: Mapping[str, Any]) -> str | None:
+    """Why the render blocks a materialization's stored table references cannot be trusted (a
+    block missing, a tar of another size or SHA-256 than its index records, a row that does not
+    match the block's index; :func:`handsynth.verify.table_block_problems`), or None. Reads the
+    table and every block it references."""
+    recorded = recorded_object(metadata)
+    if recorded is None:
+        return None
+    key, size, sha256 = recorded
+    problems = list(verify.table_block_problems(store, decode(key, store.get_verified(key, size, sha256)), verify.Tally()))
+    if not problems:
+        return None
+    more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+    return f"render blocks damaged: {'; '.join(problems[:SHOWN_PROBLEMS])}{more}"
+
+
 def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: Sequence[AssetKey],
                            partition: str | None, settings: PipelineSettings | None,
                            store: Store | None = None) -> dict[AssetKey, list[str]]:
@@ -147,8 +169,9 @@ def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: S
     Reasons: never materialized; a blocking check that did not pass on it; code version changed;
     settings it depends on changed; an input whose data version differs from the one it was made
     from; an upstream among ``keys`` that is re-materialized now (whose new version is unknown yet);
-    with ``store``, the stored object of an asset that would be skipped is missing or corrupted
-    (only skipped assets are read: a hash costs a GET).
+    with ``store``, the stored object of an asset that would be skipped is missing or corrupted,
+    and for :data:`BLOCK_TABLES` so is a render block its table references (only skipped assets
+    are read: a hash costs a GET).
     """
     order = [k for k in graph.toposorted_asset_keys if k in set(keys)]
     plan: dict[AssetKey, list[str]] = {}
@@ -188,6 +211,8 @@ def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: S
                 reasons.append(f"upstream {parent.to_user_string()} changed")
         if not reasons and store is not None:
             problem = stored_object_problem(store, meta)
+            if problem is None and key.to_user_string() in BLOCK_TABLES:
+                problem = stored_blocks_problem(store, meta)
             reasons += [problem] if problem else []
         if reasons:
             plan[key] = reasons

@@ -22,13 +22,15 @@ content against records. Overriding all of that would leave nothing of the base 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from dagster import (AssetKey, AssetRecordsFilter, DagsterInstance, DagsterInvariantViolationError, InputContext,
                      IOManager, MetadataValue, OutputContext)
 
 from handsynth.storage import ObjectNotFoundError, Store, StorageError, sha256_hex
+from handsynth.verify import Record
 from resources.codecs import CodecError, decode, encode, split_extension
+from resources.removed_shards import live_materialization
 
 #: Object name of an unpartitioned output.
 UNPARTITIONED = "all"
@@ -48,6 +50,23 @@ def latest_materialization(instance: DagsterInstance, key: AssetKey, partition: 
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
     return records[0] if records else None
+
+
+def recorded_objects(instance: DagsterInstance, store: Store) -> Iterator[Record]:
+    """The object each asset (partition) records last, for every one stored in ``store`` (its
+    recorded ``uri`` names this store); partitions of removed shards are left out. One record
+    at a time: a data set of many shards is never held whole."""
+    for asset in sorted(instance.get_asset_keys(), key=lambda k: k.to_user_string()):
+        partitions = sorted(instance.get_materialized_partitions(asset))
+        for partition in partitions or [None]:
+            rec = (live_materialization(instance, asset, partition) if partition is not None
+                   else latest_materialization(instance, asset, None))
+            meta = rec.asset_materialization.metadata if rec is not None else {}
+            found = recorded_object(meta)
+            uri = getattr(meta.get("uri"), "value", None)
+            if found is not None and uri == store.uri(found[0]):
+                what = asset.to_user_string() + (f"[{partition}]" if partition else "")
+                yield Record(what, *found)
 
 
 class ObjectStoreIOManager(IOManager):

@@ -1,0 +1,141 @@
+"""Every stored object is verifiable: ``ih-pipeline verify`` names each damaged object of a bucket
+(pose table, PNG inside a render block, annotation table) or of an export, and exits non-zero;
+a re-run of the main job re-makes exactly the damaged shard's assets, after which the bucket
+verifies again."""
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+from handsynth import verify
+from handsynth.render.blocks import BlockIndex, BlockWriter, block_key, read_member, sample_name, store_index
+from handsynth.storage import IntegrityError, MemoryStore
+from ih_assets.cli import main as cli_main
+from tests.s3_fixtures import s3_storage, seaweed_server  # noqa: F401  (fixture)
+from tests.test_main_job import ROOT, main_job_env, shard_lines
+
+JPEG = b"\xff\xd8jpeg" * 50
+PNGS = {"rgb": b"\x89PNG rgb" * 70, "label": b"labels" * 30, "depth": b"depth" * 200}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _memory_bucket(name: str, blocks: int = 2) -> MemoryStore:
+    """A prefix ``p`` holding one shard: ``blocks`` render blocks of two images each and the
+    annotation table locating them (the columns the verification reads)."""
+    store, rows = MemoryStore(name), []
+    for b in range(blocks):
+        key = block_key("p", "shard=00000", f"d{b}")
+        writer = BlockWriter(store, key)
+        block_rows = [{"image_id": f"d{b}/aug00/v{v:02d}", **writer.add(f"d{b}/aug00/v{v:02d}", PNGS, b"{}")} for v in range(2)]
+        size, sha = writer.commit()
+        store_index(store, BlockIndex(key, size, sha, "digest", 1.0, 2.0, "host:1", block_rows))
+        rows += block_rows
+    buf = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buf)
+    store.put_bytes("p/annotations/shard=00000.parquet", buf.getvalue())
+    return store
+
+
+def truncate_member(store, tar_key: str, suffix: str = "png") -> str:
+    """Rewrite the tar at ``tar_key`` with its first member of WebDataset suffix ``suffix`` (the
+    RGB PNG by default) cut to half its bytes: a valid tar whose PNG is truncated. -> its name."""
+    out, cut = io.BytesIO(), None
+    with tarfile.open(fileobj=io.BytesIO(store.get_bytes(tar_key))) as src, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if cut is None and member.name.partition(".")[2] == suffix:
+                cut, data = member.name, data[: len(data) // 2]
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+    assert cut is not None, f"no member *{suffix} in {tar_key}"
+    store.put_bytes(tar_key, out.getvalue())
+    return cut
+
+
+def _problems(source: str, records=None) -> list[str]:
+    return list(verify.verify_source(source, records, verify.Tally()))
+
+
+def test_verify_names_the_damaged_image_of_a_block_and_an_unreferenced_block():
+    store = _memory_bucket("verify-blocks")
+    assert _problems("memory://verify-blocks/p") == []
+    tar = block_key("p", "shard=00000", "d1")
+    member = truncate_member(store, tar)
+    problems = _problems("memory://verify-blocks/p")
+    assert problems[0].startswith(f"memory://verify-blocks/{tar}: stored object corrupted: expected ")
+    assert any("(rgb image of d1/aug00/v00 at byte" in p and "found" in p for p in problems), problems
+    assert member == sample_name("d1/aug00/v00") + ".png"
+    # the training reader and the exports read through read_member: the same image is refused
+    table = pd.read_parquet(io.BytesIO(store.get_bytes("p/annotations/shard=00000.parquet")))
+    with pytest.raises(IntegrityError, match=r"d1\.tar \(rgb image of d1/aug00/v00 at byte \d+\): stored object corrupted"):
+        read_member(store, table.iloc[2].to_dict(), "rgb")
+
+    store.put_bytes(block_key("p", "shard=00000", "extra"), b"left over")
+    assert any(p.endswith("extra.tar: a block no image row references (memory://verify-blocks/p/annotations/"
+                          "shard=00000.parquet)") for p in _problems("memory://verify-blocks/p"))
+
+
+def test_verify_checks_recorded_objects():
+    store = _memory_bucket("verify-records", blocks=1)
+    data = store.get_bytes("p/annotations/shard=00000.parquet")
+    record = verify.Record("annotations[shard=00000]", "p/annotations/shard=00000.parquet", len(data),
+                           sha256(data))
+    assert _problems("memory://verify-records/p", lambda s, p: [record]) == []
+    store.put_bytes(record.key, data[:-10])
+    assert _problems("memory://verify-records/p", lambda s, p: [record])[0] == (
+        f"memory://verify-records/{record.key}: stored object corrupted: expected {len(data)} bytes sha256 "
+        f"{record.sha256}, found {len(data) - 10} bytes (recorded by annotations[shard=00000])")
+
+
+def _export(root: Path) -> None:
+    """A small export folder as the exports write it: files, then ``SHA256SUMS`` listing them."""
+    files = {"annotations/train/data.json": b'{"images": []}', "images/train/image00000.jpg": JPEG,
+             "sub dir/name with spaces.txt": b"x"}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / verify.SUMS_FILE).write_text("".join(f"{sha256(d)}  {p}\n" for p, d in files.items()))
+
+
+def test_verify_an_export_folder_against_its_sha256sums(tmp_path, capsys):
+    _export(tmp_path / "interhand26m")
+    _export(tmp_path / "intaghand")
+    assert cli_main(["verify", "--source", str(tmp_path)]) == 0
+    assert "checked 6 objects" in capsys.readouterr().out
+    if subprocess.run(["sha256sum", "--version"], capture_output=True).returncode == 0:   # the format is sha256sum's
+        assert subprocess.run(["sha256sum", "-c", "--quiet", verify.SUMS_FILE], cwd=tmp_path / "intaghand").returncode == 0
+
+    image = tmp_path / "intaghand/images/train/image00000.jpg"
+    image.write_bytes(image.read_bytes()[:100])                       # truncated
+    (tmp_path / "interhand26m/annotations/train/data.json").unlink()    # missing
+    (tmp_path / "interhand26m/planted.txt").write_text("not listed")
+    assert cli_main(["verify", "--source", str(tmp_path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{tmp_path}/intaghand/images/train/image00000.jpg: sha256 differs from {tmp_path}/intaghand/" \
+                     f"SHA256SUMS: expected {sha256(JPEG)}, found {sha256(JPEG[:100])} (100 bytes)"
+    assert out[1].startswith(f"{tmp_path}/interhand26m/annotations/train/data.json: missing (listed in ")
+    assert out[2] == f"{tmp_path}/interhand26m: 1 file(s) not listed in {tmp_path}/interhand26m/SHA256SUMS " \
+                     "(the folder holds 3 files besides it, 2 of them listed)"
+    assert out[3].startswith("checked 6 objects") and out[3].endswith(": 3 problem(s)")
+
+    _export(tmp_path / "intaghand")                                    # a re-export repairs it
+    assert cli_main(["verify", "--source", str(tmp_path / "intaghand")]) == 0
+
+
+@pytest.mark.parametrize("line", ["abc  x.jpg", f"{'0' * 64}  ../etc/passwd", f"{'0' * 64}  /etc/passwd", f"{'0' * 64}x.jpg"])
+def test_a_bad_sums_line_is_one_problem_naming_the_line(line):
+    with pytest.raises(ValueError, match=r"^SUMS line 7: "):
+        verify.parse_sums_line(line, "SUMS line 7")
