@@ -139,3 +139,80 @@ def test_verify_an_export_folder_against_its_sha256sums(tmp_path, capsys):
 def test_a_bad_sums_line_is_one_problem_naming_the_line(line):
     with pytest.raises(ValueError, match=r"^SUMS line 7: "):
         verify.parse_sums_line(line, "SUMS line 7")
+
+
+def _cli_verify(env: dict, source: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ih_assets.cli", "verify", "--source", source], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _main_job(env: dict) -> str:
+    proc = subprocess.run([sys.executable, "-m", "ih_assets.main_job"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1800)  # minutes on a loaded machine
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _made_since(home: Path, t0: float) -> dict[tuple[str, str | None], dict]:
+    """``(asset, shard) -> metadata`` of every materialization after ``t0``."""
+    made = {}
+    with DagsterInstance.from_config(str(home)) as instance:
+        for key in instance.get_asset_keys():
+            for rec in instance.fetch_materializations(AssetRecordsFilter(asset_key=key, after_timestamp=t0),
+                                                       limit=100).records:
+                made[(key.to_user_string(), rec.partition_key)] = rec.asset_materialization.metadata
+    return made
+
+
+def test_damaged_objects_are_found_and_exactly_their_work_redone(seaweed_server, tmp_path):  # noqa: F811
+    bucket, home = "integrity-test", tmp_path / "home"
+    env = main_job_env(seaweed_server, home, bucket)
+    store = s3_storage(seaweed_server).model_copy(update={"bucket": bucket}).object_store()
+    source = f"s3://{bucket}/renderih"
+    _main_job(env)
+    clean = _cli_verify(env, source)
+    assert clean.returncode == 0 and clean.stdout.splitlines()[-1].endswith(": OK"), clean.stdout + clean.stderr
+    shards = sorted({k.split("/")[2] for k in store.list_keys("renderih/render/")})
+    assert len(shards) == 3
+
+    # damage one object of each kind, each in its own shard
+    pose, tar, table = shards
+    [pose_key] = store.list_keys(f"renderih/optimized_poses/{pose}.")
+    pose_bytes = store.size(pose_key)
+    store.put_bytes(pose_key, store.get_bytes(pose_key)[:-100])
+    tar_key = next(k for k in store.list_keys(f"renderih/render/{tar}/") if k.endswith(".tar"))
+    member = truncate_member(store, tar_key)
+    table_key = f"renderih/annotations/{table}.parquet"
+    store.put_bytes(table_key, store.get_bytes(table_key)[: len(store.get_bytes(table_key)) // 2])
+
+    found = _cli_verify(env, source)
+    assert found.returncode == 1, found.stdout + found.stderr
+    lines = found.stdout.splitlines()
+    assert lines[-1].endswith("problem(s)")
+    named = lambda key, text: any(l.startswith(f"s3://{bucket}/{key}") and text in l for l in lines)  # noqa: E731,E741
+    assert named(pose_key, "stored object corrupted: expected ") and named(pose_key, f"(recorded by optimized_poses[{pose}])")
+    assert named(tar_key, ": stored object corrupted: expected ")
+    assert named(tar_key, " (rgb image of ") and member.endswith(".png")
+    assert named(table_key, f"(recorded by annotations[{table}])") and named(table_key, "not a readable annotation table")
+
+    t0 = time.time()
+    out = _main_job(env)
+    assert "unpartitioned assets up to date" in out
+    plans = shard_lines(out)
+    assert set(plans) == {pose, tar, table}, out
+    assert plans[pose].startswith(f"optimized_poses (stored object corrupted ({pose_bytes - 100} bytes, recorded "
+                                  f"{pose_bytes}: s3://{bucket}/{pose_key}))"), plans[pose]
+    assert "rendered_views (upstream optimized_poses is re-materialized)" in plans[pose], plans[pose]
+    assert plans[tar].startswith(f"rendered_views (render blocks damaged: s3://{bucket}/{tar_key}: stored object corrupted")
+    assert plans[tar].endswith("annotations (upstream rendered_views is re-materialized)"), plans[tar]
+    assert plans[table].startswith("annotations (stored object corrupted (") and "rendered_views" not in plans[table]
+    made = _made_since(home, t0)
+    assert {k for k in made if k[1] is not None} == {("optimized_poses", pose), ("rendered_views", pose),
+                                                     ("annotations", pose), ("rendered_views", tar),
+                                                     ("annotations", tar), ("annotations", table)}, sorted(made)
+    assert made[("rendered_views", pose)]["blocks_rendered"].value == 0      # same poses: every block still current
+    assert made[("rendered_views", tar)]["blocks_rendered"].value == 1       # only the damaged block
+    assert made[("rendered_views", tar)]["blocks_skipped"].value == made[("rendered_views", tar)]["blocks"].value - 1
+
+    repaired = _cli_verify(env, source)
+    assert repaired.returncode == 0 and repaired.stdout.splitlines()[-1].endswith(": OK"), repaired.stdout
