@@ -83,6 +83,13 @@ def test_verify_names_the_damaged_image_of_a_block_and_an_unreferenced_block():
     with pytest.raises(IntegrityError, match=r"d1\.tar \(rgb image of d1/aug00/v00 at byte \d+\): stored object corrupted"):
         read_member(store, table.iloc[2].to_dict(), "rgb")
 
+    # a tar that ends inside a member: the same one-line error, naming the image
+    last = table.iloc[-1].to_dict()
+    store.put_bytes(last["tar_key"], store.get_bytes(last["tar_key"])[: last["depth_offset"] + 10])
+    with pytest.raises(IntegrityError, match=rf"d1\.tar \(depth image of d1/aug00/v01 at byte \d+\): stored object corrupted: "
+                                             rf"expected {len(PNGS['depth'])} bytes sha256 [0-9a-f]{{64}}, found 10 bytes$"):
+        read_member(store, last, "depth")
+
     store.put_bytes(block_key("p", "shard=00000", "extra"), b"left over")
     assert any(p.endswith("extra.tar: a block no image row references (memory://verify-blocks/p/annotations/"
                           "shard=00000.parquet)") for p in _problems("memory://verify-blocks/p"))

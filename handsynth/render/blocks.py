@@ -211,11 +211,14 @@ def read_member(store: Any, row: Mapping[str, Any], kind: str) -> bytes:
     """The bytes of image ``kind`` (rgb, label, depth) of a manifest/annotation row: one ranged
     read of its block tar, verified against the row's sha256 (:class:`IntegrityError` if not)."""
     key, start, length = str(row["tar_key"]), int(row[f"{kind}_offset"]), int(row[f"{kind}_bytes"])
-    data = store.read_range(key, start, length)
+    where, expected = f"{store.uri(key)} ({kind} image of {row.get('image_id', '?')} at byte {start})", str(row[f"{kind}_sha256"])
+    try:
+        data = store.read_range(key, start, length)
+    except IntegrityError as exc:   # the tar ends before the member does
+        raise IntegrityError(where, length, expected, exc.found_size, None) from None
     found = sha256_hex(data)
-    if len(data) != length or found != row[f"{kind}_sha256"]:
-        raise IntegrityError(f"{store.uri(key)} ({kind} image of {row.get('image_id', '?')} at byte {start})", length,
-                             str(row[f"{kind}_sha256"]), len(data), found)
+    if len(data) != length or found != expected:
+        raise IntegrityError(where, length, expected, len(data), found)
     return data
 
 
