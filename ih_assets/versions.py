@@ -36,7 +36,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from handsynth import verify
 from handsynth.storage import IntegrityError, ObjectNotFoundError, Store
 from resources.codecs import decode, encode
-from resources.io_managers import latest_materialization, recorded_object
+from resources.io_managers import latest_materialization, recorded_object, written_objects
 from resources.settings import PipelineSettings
 
 #: Settings fields each asset's output depends on (``fnmatch`` patterns, so fields other branches
@@ -128,19 +128,18 @@ def _as_input_version(version: str, partitioned: bool) -> str:
 
 
 def stored_object_problem(store: Store, metadata: Mapping[str, Any]) -> str | None:
-    """Why the object a materialization recorded cannot be trusted (missing, or its size or
-    SHA-256 differs from the record), or None when it matches or no object was recorded. Costs a
-    HEAD and, when the size matches, a streamed GET."""
+    """Why the objects a materialization recorded cannot be trusted (its output or one it wrote
+    besides, :data:`resources.io_managers.WRITTEN_OBJECTS`, is missing or differs in size or
+    SHA-256 from its record), or None when they match or none was recorded. Costs a HEAD per
+    object and, when the size matches, a streamed GET."""
     recorded = recorded_object(metadata)
-    if recorded is None:
-        return None
-    key, size, sha256 = recorded
-    try:
-        store.verify(key, size, sha256)
-    except ObjectNotFoundError:
-        return f"stored object missing ({store.uri(key)})"
-    except IntegrityError as exc:
-        return f"stored object corrupted ({exc.short()}: {exc.uri})"
+    for key, size, sha256 in ([recorded] if recorded else []) + written_objects(metadata):
+        try:
+            store.verify(key, size, sha256)
+        except ObjectNotFoundError:
+            return f"stored object missing ({store.uri(key)})"
+        except IntegrityError as exc:
+            return f"stored object corrupted ({exc.short()}: {exc.uri})"
     return None
 
 

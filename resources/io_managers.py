@@ -45,6 +45,21 @@ def recorded_object(metadata: Mapping[str, Any]) -> tuple[str, int, str] | None:
     return values["key"], values["bytes"], values["sha256"]
 
 
+#: Metadata of a materialization naming the objects its asset wrote besides its output (such as
+#: the environment-map library), ``{key: {"bytes": n, "sha256": hex}}``: they are verified like
+#: the output (by ``ih-pipeline verify`` and before the main job skips the asset).
+WRITTEN_OBJECTS = "written_objects"
+
+
+def written_objects(metadata: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+    """``(key, bytes, sha256)`` of each object :data:`WRITTEN_OBJECTS` records (none when absent)."""
+    value = getattr(metadata.get(WRITTEN_OBJECTS), "value", None)
+    if not isinstance(value, dict):
+        return []
+    return [(key, rec["bytes"], rec["sha256"]) for key, rec in sorted(value.items())
+            if isinstance(rec, dict) and isinstance(rec.get("bytes"), int) and isinstance(rec.get("sha256"), str)]
+
+
 def latest_materialization(instance: DagsterInstance, key: AssetKey, partition: str | None):
     """The newest materialization record of ``key`` (in ``partition``), or None."""
     records = instance.fetch_materializations(
@@ -53,9 +68,10 @@ def latest_materialization(instance: DagsterInstance, key: AssetKey, partition: 
 
 
 def recorded_objects(instance: DagsterInstance, store: Store) -> Iterator[Record]:
-    """The object each asset (partition) records last, for every one stored in ``store`` (its
-    recorded ``uri`` names this store); partitions of removed shards are left out. One record
-    at a time: a data set of many shards is never held whole."""
+    """The objects each asset (partition) records last, its output and those it wrote besides
+    (:data:`WRITTEN_OBJECTS`), for every output stored in ``store`` (its recorded ``uri`` names
+    this store); partitions of removed shards are left out. One record at a time: a data set of
+    many shards is never held whole."""
     for asset in sorted(instance.get_asset_keys(), key=lambda k: k.to_user_string()):
         partitions = sorted(instance.get_materialized_partitions(asset))
         for partition in partitions or [None]:
@@ -67,6 +83,8 @@ def recorded_objects(instance: DagsterInstance, store: Store) -> Iterator[Record
             if found is not None and uri == store.uri(found[0]):
                 what = asset.to_user_string() + (f"[{partition}]" if partition else "")
                 yield Record(what, *found)
+                for written in written_objects(meta):
+                    yield Record(f"{what}, written besides its output", *written)
 
 
 class ObjectStoreIOManager(IOManager):

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, MetadataValue, asset, instance_for_test, materialize
 
 from handsynth import verify
 from handsynth.render.blocks import BlockIndex, BlockWriter, block_key, read_member, sample_name, store_index
 from handsynth.storage import IntegrityError, MemoryStore
+from ih_assets import versions
 from ih_assets.cli import main as cli_main
+from resources.io_managers import WRITTEN_OBJECTS, ObjectStoreIOManager, recorded_objects
 from tests.s3_fixtures import s3_storage, seaweed_server  # noqa: F401  (fixture)
 from tests.test_main_job import ROOT, main_job_env, shard_lines
 
@@ -105,6 +107,33 @@ def test_verify_checks_recorded_objects():
     assert _problems("memory://verify-records/p", lambda s, p: [record])[0] == (
         f"memory://verify-records/{record.key}: stored object corrupted: expected {len(data)} bytes sha256 "
         f"{record.sha256}, found {len(data) - 10} bytes (recorded by annotations[shard=00000])")
+
+
+def test_objects_an_asset_writes_besides_its_output_are_recorded_and_verified(tmp_path):
+    """Like the environment-map library: the asset records them, verify and the planner check them."""
+    store = MemoryStore("written-objects")
+
+    @asset(io_manager_key="io_manager")
+    def library(context) -> dict:
+        store.put_bytes("p/library/a.hdr", b"map a" * 100)
+        context.add_output_metadata({WRITTEN_OBJECTS: MetadataValue.json(
+            {"p/library/a.hdr": {"bytes": 500, "sha256": sha256(b"map a" * 100)}})})
+        return {"a": "p/library/a.hdr"}
+
+    with instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert materialize([library], instance=instance, resources={"io_manager": ObjectStoreIOManager(store, "p")}).success
+        records = list(recorded_objects(instance, store))
+        assert [(r.what, r.key) for r in records] == [("library", "p/library/all.json"),
+                                                       ("library, written besides its output", "p/library/a.hdr")]
+        meta = instance.fetch_materializations(AssetKey("library"), limit=1).records[0].asset_materialization.metadata
+        assert list(verify.verify_records(store, records, verify.Tally())) == []
+        assert versions.stored_object_problem(store, meta) is None
+        store.put_bytes("p/library/a.hdr", b"map a" * 50)
+        [problem] = verify.verify_records(store, records, verify.Tally())
+        assert problem.startswith("memory://written-objects/p/library/a.hdr: stored object corrupted: expected 500 bytes")
+        assert problem.endswith("found 250 bytes (recorded by library, written besides its output)")
+        assert versions.stored_object_problem(store, meta) == (
+            "stored object corrupted (250 bytes, recorded 500: memory://written-objects/p/library/a.hdr)")
 
 
 def _export(root: Path) -> None:
