@@ -254,13 +254,22 @@ def verify_export(root: Path, tally: Tally) -> Iterator[str]:
                f"it, {listed[0]} of them listed)")
 
 
+def _lines(stream: IO[bytes]) -> Iterator[str]:
+    """The text lines of a binary stream, read in parts (a store's read stream is no file for ``io``)."""
+    rest = b""
+    while chunk := stream.read(STREAM_BLOCK):
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from (line.decode("utf-8", "surrogateescape") for line in lines)
+    if rest:
+        yield rest.decode("utf-8", "surrogateescape")
+
+
 def verify_store_export(store: Store, folder: str, tally: Tally) -> Iterator[str]:
     """An export stored under ``folder`` of ``store`` against its ``SHA256SUMS`` (listed files only:
     listing the folder to find unlisted ones would hold every key in memory)."""
     sums_key = f"{folder}/{SUMS_FILE}" if folder else SUMS_FILE
-    lines = io.TextIOWrapper(store.open(sums_key, "rb"), encoding="utf-8", errors="surrogateescape")
-    with lines:
-        yield from _check_listed(lines, store.uri(sums_key), lambda p: store.open(f"{folder}/{p}" if folder else p, "rb"),
+    with store.open(sums_key, "rb") as stream:
+        yield from _check_listed(_lines(stream), store.uri(sums_key), lambda p: store.open(f"{folder}/{p}" if folder else p, "rb"),
                                  lambda p: store.uri(f"{folder}/{p}" if folder else p), tally)
 
 

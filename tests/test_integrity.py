@@ -171,6 +171,19 @@ def test_verify_an_export_folder_against_its_sha256sums(tmp_path, capsys):
     assert cli_main(["verify", "--source", str(tmp_path / "intaghand")]) == 0
 
 
+def test_verify_an_export_stored_in_a_bucket():
+    store = MemoryStore("stored-export")
+    files = {"annotations/train/data.json": b"{}", "images/train/image00000.jpg": JPEG}
+    for rel, data in files.items():
+        store.put_bytes(f"p/exports/ih/{rel}", data)
+    store.put_bytes("p/exports/ih/SHA256SUMS", "".join(f"{sha256(d)}  {r}\n" for r, d in files.items()).encode())
+    assert _problems("memory://stored-export/p/exports/ih") == []
+    store.put_bytes("p/exports/ih/images/train/image00000.jpg", JPEG[:-1])
+    assert _problems("memory://stored-export/p/exports/ih") == [
+        f"memory://stored-export/p/exports/ih/images/train/image00000.jpg: sha256 differs from memory://stored-export/"
+        f"p/exports/ih/SHA256SUMS: expected {sha256(JPEG)}, found {sha256(JPEG[:-1])} ({len(JPEG) - 1} bytes)"]
+
+
 @pytest.mark.parametrize("line", ["abc  x.jpg", f"{'0' * 64}  ../etc/passwd", f"{'0' * 64}  /etc/passwd", f"{'0' * 64}x.jpg"])
 def test_a_bad_sums_line_is_one_problem_naming_the_line(line):
     with pytest.raises(ValueError, match=r"^SUMS line 7: "):
