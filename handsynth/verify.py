@@ -124,14 +124,15 @@ def block_problems(store: Store, tar_key: str, rows: list[dict], tally: Tally) -
                        f"sha256 {want[3]}; the block's index offset {found[1]}, {found[2]} bytes, sha256 {found[3]}")
 
 
-def table_block_problems(store: Store, table: pd.DataFrame, tally: Tally) -> Iterator[str]:
-    """:func:`block_problems` of every block ``table`` (a rendered_views or annotations table of
-    one shard) references; the main job asks this of a shard it would skip."""
+def table_block_problems(store: Store, table: pd.DataFrame, tally: Tally) -> Iterator[tuple[str, str]]:
+    """``(tar key, problem)`` for :func:`block_problems` of every block ``table`` (a rendered_views
+    or annotations table of one shard) references; the main job asks this of a shard it would skip."""
     if not len(table):
         return
     columns = ["image_id", *LOCATION_COLUMNS]
     for tar_key, group in table[columns].groupby("tar_key", sort=True):
-        yield from block_problems(store, str(tar_key), group.to_dict("records"), tally)
+        for problem in block_problems(store, str(tar_key), group.to_dict("records"), tally):
+            yield str(tar_key), problem
 
 
 def _read_table(store: Store, key: str) -> pd.DataFrame:
@@ -162,7 +163,7 @@ def verify_render(store: Store, prefix: str, tally: Tally) -> Iterator[str]:
                 yield str(exc)
                 continue
             referenced = {k.rsplit("/", 1)[-1].removesuffix(".tar") for k in table["tar_key"].astype(str)} if len(table) else set()
-            yield from table_block_problems(store, table, tally)
+            yield from (problem for _, problem in table_block_problems(store, table, tally))
         orphans = sorted(stored.get(shard, set()) - referenced)
         where = store.uri(tables[shard]) if shard in tables else f"no annotation table {store.uri(join('annotations', shard + '.parquet'))}"
         for name in orphans:

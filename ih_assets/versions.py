@@ -59,7 +59,7 @@ SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
 #: Assets whose stored table locates images in render blocks (``handsynth.render.blocks``): when
 #: one would be skipped, the blocks its table references are checked as well.
 BLOCK_TABLES = ("rendered_views",)
-#: Problems named per asset and shard in the main job's plan line (the rest are counted).
+#: Damaged blocks named per asset and shard in the main job's plan line (the rest are counted).
 SHOWN_PROBLEMS = 3
 #: Fields that change no output: the preset only names a set of values; the number of render
 #: workers only decides how many blocks render at once.
@@ -152,11 +152,14 @@ def stored_blocks_problem(store: Store, metadata: Mapping[str, Any]) -> str | No
     if recorded is None:
         return None
     key, size, sha256 = recorded
-    problems = list(verify.table_block_problems(store, decode(key, store.get_verified(key, size, sha256)), verify.Tally()))
-    if not problems:
+    first: dict[str, str] = {}   # tar key -> its first problem (the images' follow from the tar's)
+    for tar_key, problem in verify.table_block_problems(store, decode(key, store.get_verified(key, size, sha256)),
+                                                        verify.Tally()):
+        first.setdefault(tar_key, problem)
+    if not first:
         return None
-    more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
-    return f"render blocks damaged: {'; '.join(problems[:SHOWN_PROBLEMS])}{more}"
+    more = f"; and {len(first) - SHOWN_PROBLEMS} more blocks" if len(first) > SHOWN_PROBLEMS else ""
+    return f"render blocks damaged: {'; '.join(list(first.values())[:SHOWN_PROBLEMS])}{more}"
 
 
 def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: Sequence[AssetKey],

@@ -97,6 +97,20 @@ def test_verify_names_the_damaged_image_of_a_block_and_an_unreferenced_block():
                           "shard=00000.parquet)") for p in _problems("memory://verify-blocks/p"))
 
 
+def test_the_planner_names_each_damaged_block_of_a_stored_table_once(monkeypatch):
+    store = _memory_bucket("planner-blocks")
+    data = store.get_bytes("p/annotations/shard=00000.parquet")
+    meta = {"key": "p/annotations/shard=00000.parquet", "bytes": len(data), "sha256": sha256(data)}
+    assert versions.stored_blocks_problem(store, meta) is None
+    for block in ("d0", "d1"):
+        truncate_member(store, block_key("p", "shard=00000", block))
+    monkeypatch.setattr(versions, "SHOWN_PROBLEMS", 1)
+    problem = versions.stored_blocks_problem(store, meta)
+    assert problem.startswith("render blocks damaged: memory://planner-blocks/p/render/shard=00000/d0.tar: stored object "
+                              "corrupted: expected ") and problem.endswith("; and 1 more blocks"), problem
+    assert "image of" not in problem       # the images' problems follow from the tar's
+
+
 def test_verify_checks_recorded_objects():
     store = _memory_bucket("verify-records", blocks=1)
     data = store.get_bytes("p/annotations/shard=00000.parquet")
