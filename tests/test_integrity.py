@@ -204,9 +204,12 @@ def test_a_bad_sums_line_is_one_problem_naming_the_line(line):
         verify.parse_sums_line(line, "SUMS line 7")
 
 
-def _cli_verify(env: dict, source: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ih_assets.cli", "verify", "--source", source], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+def _cli_verify(capsys, source: str) -> tuple[int, list[str]]:
+    """``ih-pipeline verify --source source`` in this process (the test's environment names the
+    instance and the server) -> exit code and stdout lines."""
+    capsys.readouterr()
+    code = cli_main(["verify", "--source", source])
+    return code, capsys.readouterr().out.splitlines()
 
 
 def _main_job(env: dict) -> str:
@@ -227,14 +230,17 @@ def _made_since(home: Path, t0: float) -> dict[tuple[str, str | None], dict]:
     return made
 
 
-def test_damaged_objects_are_found_and_exactly_their_work_redone(seaweed_server, tmp_path):  # noqa: F811
+def test_damaged_objects_are_found_and_exactly_their_work_redone(seaweed_server, tmp_path, capsys,  # noqa: F811
+                                                                monkeypatch):
     bucket, home = "integrity-test", tmp_path / "home"
     env = main_job_env(seaweed_server, home, bucket)
+    for name in ("DAGSTER_HOME", "IH_S3_ENDPOINT", "IH_ENV"):
+        monkeypatch.setenv(name, env[name])
     store = s3_storage(seaweed_server).model_copy(update={"bucket": bucket}).object_store()
     source = f"s3://{bucket}/renderih"
     _main_job(env)
-    clean = _cli_verify(env, source)
-    assert clean.returncode == 0 and clean.stdout.splitlines()[-1].endswith(": OK"), clean.stdout + clean.stderr
+    code, lines = _cli_verify(capsys, source)
+    assert code == 0 and lines[-1].endswith(": OK"), lines
     shards = sorted({k.split("/")[2] for k in store.list_keys("renderih/render/")})
     assert len(shards) == 3
 
@@ -248,10 +254,8 @@ def test_damaged_objects_are_found_and_exactly_their_work_redone(seaweed_server,
     table_key = f"renderih/annotations/{table}.parquet"
     store.put_bytes(table_key, store.get_bytes(table_key)[: len(store.get_bytes(table_key)) // 2])
 
-    found = _cli_verify(env, source)
-    assert found.returncode == 1, found.stdout + found.stderr
-    lines = found.stdout.splitlines()
-    assert lines[-1].endswith("problem(s)")
+    code, lines = _cli_verify(capsys, source)
+    assert code == 1 and lines[-1].endswith("problem(s)"), lines
     named = lambda key, text: any(l.startswith(f"s3://{bucket}/{key}") and text in l for l in lines)  # noqa: E731,E741
     assert named(pose_key, "stored object corrupted: expected ") and named(pose_key, f"(recorded by optimized_poses[{pose}])")
     assert named(tar_key, ": stored object corrupted: expected ")
@@ -277,5 +281,5 @@ def test_damaged_objects_are_found_and_exactly_their_work_redone(seaweed_server,
     assert made[("rendered_views", tar)]["blocks_rendered"].value == 1       # only the damaged block
     assert made[("rendered_views", tar)]["blocks_skipped"].value == made[("rendered_views", tar)]["blocks"].value - 1
 
-    repaired = _cli_verify(env, source)
-    assert repaired.returncode == 0 and repaired.stdout.splitlines()[-1].endswith(": OK"), repaired.stdout
+    code, lines = _cli_verify(capsys, source)
+    assert code == 0 and lines[-1].endswith(": OK"), lines
