@@ -164,10 +164,12 @@ def verify_render(store: Store, prefix: str, tally: Tally) -> Iterator[str]:
             except ValueError as exc:
                 yield str(exc)
                 continue
-            referenced = {k.rsplit("/", 1)[-1].removesuffix(".tar") for k in table["tar_key"].astype(str)} if len(table) else set()
+            if len(table):
+                referenced = {k.rsplit("/", 1)[-1].removesuffix(".tar") for k in table["tar_key"].astype(str)}
             yield from (problem for _, problem in table_block_problems(store, table, tally))
         orphans = sorted(stored.get(shard, set()) - referenced)
-        where = store.uri(tables[shard]) if shard in tables else f"no annotation table {store.uri(join('annotations', shard + '.parquet'))}"
+        where = (store.uri(tables[shard]) if shard in tables
+                 else f"no annotation table {store.uri(join('annotations', shard + '.parquet'))}")
         for name in orphans:
             yield f"{store.uri(join('render', shard, name))}.tar: a block no image row references ({where})"
 
@@ -271,9 +273,10 @@ def verify_store_export(store: Store, folder: str, tally: Tally) -> Iterator[str
     """An export stored under ``folder`` of ``store`` against its ``SHA256SUMS`` (listed files only:
     listing the folder to find unlisted ones would hold every key in memory)."""
     sums_key = f"{folder}/{SUMS_FILE}" if folder else SUMS_FILE
+    key = lambda path: f"{folder}/{path}" if folder else path  # noqa: E731
     with store.open(sums_key, "rb") as stream:
-        yield from _check_listed(_lines(stream), store.uri(sums_key), lambda p: store.open(f"{folder}/{p}" if folder else p, "rb"),
-                                 lambda p: store.uri(f"{folder}/{p}" if folder else p), tally)
+        yield from _check_listed(_lines(stream), store.uri(sums_key), lambda p: store.open(key(p), "rb"),
+                                 lambda p: store.uri(key(p)), tally)
 
 
 # ---- what a source is --------------------------------------------------------------------------------

@@ -211,7 +211,8 @@ def read_member(store: Any, row: Mapping[str, Any], kind: str) -> bytes:
     """The bytes of image ``kind`` (rgb, label, depth) of a manifest/annotation row: one ranged
     read of its block tar, verified against the row's sha256 (:class:`IntegrityError` if not)."""
     key, start, length = str(row["tar_key"]), int(row[f"{kind}_offset"]), int(row[f"{kind}_bytes"])
-    where, expected = f"{store.uri(key)} ({kind} image of {row.get('image_id', '?')} at byte {start})", str(row[f"{kind}_sha256"])
+    where = f"{store.uri(key)} ({kind} image of {row.get('image_id', '?')} at byte {start})"
+    expected = str(row[f"{kind}_sha256"])
     try:
         data = store.read_range(key, start, length)
     except IntegrityError as exc:   # the tar ends before the member does
