@@ -19,6 +19,7 @@ from handsynth.views import CameraLook
 from ih_assets import versions
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
+from resources.io_managers import WRITTEN_OBJECTS
 from resources.partitions import pose_shards
 from resources.renderer import render_options, render_workers, threads_per_worker, visible_gpus
 from resources.settings import PipelineSettings
@@ -58,7 +59,9 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
     Without it, maps a user put into the bucket are used as they are; a library that is empty or
     holds only procedural maps follows the npm Poly Haven set (procedural maps only when npm is
     unavailable, with a warning). Every map is validated before anything is uploaded, so a
-    rejected file never enters the library, and the data version covers the maps' bytes."""
+    rejected file never enters the library, and the data version covers the maps' bytes. Each
+    map's size and SHA-256 are recorded (``written_objects``), so ``ih-pipeline verify`` finds a
+    damaged map and the next main job re-syncs the library."""
     store = storage.object_store()
     folder = "/".join(p for p in (storage.prefix, "library/envmaps") if p)
     stored = {k: store.get_bytes(k) for k in store.list_keys(folder + "/") if k.lower().endswith(envmaps.LIBRARY_EXTENSIONS)}
@@ -89,7 +92,8 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
     previews = [envmaps.tone_map(env, envmaps.auto_exposure(env)) for env in list(maps.values())[:8]]
     digests = {name: hashlib.sha256(stored[key]).hexdigest() for name, key in library.items()}
     versions.record(context, {"maps": library, "sha256": digests}, settings)
-    return Output(library, metadata={**meta, "maps": len(library), "source": source,
+    written = {key: {"bytes": len(stored[key]), "sha256": digests[name]} for name, key in library.items()}
+    return Output(library, metadata={**meta, "maps": len(library), "source": source, WRITTEN_OBJECTS: MetadataValue.json(written),
                                      "max_radiance": MetadataValue.json({n: round(float(e.max()), 1) for n, e in maps.items()}),
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 
