@@ -9,21 +9,25 @@ stage       what                                                                
 pose        hand model forward pass, forearms (elbows drawn), Loop subdivision   once per pose
 skin        the pose's person from the :class:`SkinBank` (textures, albedo)      once per pose
 scene       environment map and rotation; the pose uploaded to both renderers   once per pose
-camera      cameras and exposures of the pose's views; the map seen through them once per pose
+camera      cameras, exposures, lenses and camera effects of the pose's views;    once per pose
+            the map seen through them (defocused by each view's lens)
 raster      part labels, depth and the preview RGB (pyrender)                    per view
 visibility  per-keypoint skin test (:mod:`handsynth.visibility`)                 per view
 mask_check  labels against the numpy silhouette at the same pixel centres        per view
 photo       Cycles RGB: waiting for the worker, composite, alpha check. The      per view
             worker path-traces a view while this process rasterises it and
             encodes and hands over the view before
+effects     the view's camera effects on its RGB (labels and depth untouched)    per view
 encode      three PNGs                                                           per view
 record      the image's :class:`ImageRecord`                                     per view
 ==========  ===================================================================  ==============
 
 Seeds come from the settings' ``seed`` and stable ids, never from a shard or a row position
 (:func:`handsynth.seeds.seed_for`): camera, exposure and the Cycles sampling seed from
-``render_seed = seed_for("render", seed, pose_id, view)`` (recorded per image); the elbows from
-``seed_for("elbow", seed, pose_id, attempt)`` (:mod:`handsynth.arms`); the skin from
+``render_seed = seed_for("render", seed, pose_id, view)`` (recorded per image); the lens from
+``seed_for("depth_of_field", seed, pose_id, view)`` and the camera effects from
+``seed_for("camera_effects", seed, pose_id, view)`` (both recorded per image, :class:`CameraLook`); the
+elbows from ``seed_for("elbow", seed, pose_id, attempt)`` (:mod:`handsynth.arms`); the skin from
 ``seed_for("skin", seed, pose_id)``; the map rotation from ``seed_for("env_rotation", seed,
 pose_id)``; the map from ``seed_for("envmap", seed, distinct_pose_id)``. Re-rendering an image
 therefore gives byte-identical PNGs wherever and in whatever batch it is rendered, and the raster
@@ -38,7 +42,14 @@ changes the map only between distinct poses (one render block). The draws stay v
 scale 3,680 distinct poses draw a map each and 110,000 poses a rotation each, and each pose wears
 one of the skin bank's 64 people.
 Every image records its map, rotation and exposure, and its forearms' draw
-(:attr:`RenderedImage.scene`, :func:`arm_record`).
+(:attr:`RenderedImage.scene`, :func:`arm_record`), its lens and its camera effects.
+
+A view's camera is more than a pinhole (:class:`CameraLook`, both parts optional): a thin lens
+focused on the hands' centre (:mod:`handsynth.render.depth_of_field`) blurs the Cycles render
+and the composited background alike, and sensor and processing effects
+(:mod:`handsynth.render.camera_effects`) are applied to the composited radiance before the PNG
+is encoded. Both are geometry-preserving, so labels, depth and visibility, which the raster pass
+makes through the same pinhole camera, stay exact.
 
 Forearms (on unless :class:`ArmOptions` turns them off): each hand continues into its forearm,
 labelled 33 (right) / 34 (left), in both passes; cameras frame the hands and let the forearms
@@ -65,12 +76,14 @@ from handsynth.hand_model.model import HandModel
 from handsynth.hand_model.uv import UVLayout
 from handsynth.pose_table import PoseTable
 from handsynth.render import RenderOptions, SceneSpec, cloth, skin
-from handsynth.render.cycles import CyclesRenderer, composite
+from handsynth.render.camera_effects import CameraEffectRanges, CameraEffects, apply_effects, sample_effects
+from handsynth.render.cycles import CyclesRenderer, over_background
+from handsynth.render.depth_of_field import DepthOfField, DepthOfFieldRanges, sample_depth_of_field
 from handsynth.render.pool import POOL
 from handsynth.render.pixel_centres import silhouette_from_projection
 from handsynth.render.raster import MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, RenderResult, encode_png
 from handsynth.render.skin_bank import SkinBank
-from handsynth.seeds import seed_for
+from handsynth.seeds import rng_for, seed_for
 from handsynth.visibility import keypoint_visibility
 
 SIDES = ("right", "left")
@@ -82,7 +95,22 @@ CLOTH_TEXTURE_SIZE = 256
 #: Exposure of a view: the map's auto key times a factor drawn in this range.
 EXPOSURE_RANGE = (0.6, 1.5)
 #: Stages in the order a view runs them (see the module doc).
-STAGES = ("pose", "skin", "scene", "camera", "raster", "visibility", "mask_check", "photo", "encode", "record")
+STAGES = ("pose", "skin", "scene", "camera", "raster", "visibility", "mask_check", "photo", "effects", "encode", "record")
+
+
+@dataclass(frozen=True)
+class CameraLook:
+    """What a view's camera adds to the clean render: the ranges its thin lens and its sensor and
+    processing effects are drawn from. The default is the clean render (a pinhole, the tone curve
+    alone); :meth:`from_switches` turns each part on with its real-camera ranges."""
+
+    lens: DepthOfFieldRanges = DepthOfFieldRanges(share=0.0)
+    effects: CameraEffectRanges = CameraEffectRanges.off()
+
+    @classmethod
+    def from_switches(cls, depth_of_field: bool, camera_effects: bool) -> "CameraLook":
+        return cls(DepthOfFieldRanges() if depth_of_field else DepthOfFieldRanges(share=0.0),
+                   CameraEffectRanges() if camera_effects else CameraEffectRanges.off())
 
 
 @dataclass
@@ -90,12 +118,15 @@ class RenderedImage:
     record: ImageRecord
     pngs: dict[str, bytes]       # rgb / label / depth
     rgb: np.ndarray              # the stored RGB, for contact sheets
-    raster_rgb: np.ndarray       # the raster preview of the same scene (== rgb for the raster backend)
+    raster_rgb: np.ndarray       # the raster preview of the same scene, without camera effects (the raster
+                                 # backend's rgb is this with the effects)
     mask_iou: float              # rendered hand mask vs projected-mesh silhouette
     alpha_iou: float | None      # Cycles alpha (> 0.5) vs raster label mask; None for raster RGB
     backend: dict[str, object]   # renderer, samples, device, colour management
     scene: dict[str, object]     # env_rotation (rad), exposure, skin (bank entry), forearms (arm_record):
                                  # the draws besides the record's
+    lens: DepthOfField           # the view's thin lens (f_number 0: a pinhole)
+    effects: CameraEffects       # the camera effects applied to ``rgb`` (neutral values: off)
 
 
 @dataclass
@@ -335,7 +366,9 @@ class PoseLighting:
 
 class EnvironmentLibrary:
     """The maps with what a pose lit by one needs: median-cut lights and auto exposure, worked out
-    for a map when a pose first uses it (a render block uses one map of the library)."""
+    for a map when a pose first uses it, and the filtered pyramid the backgrounds are read from,
+    kept for the last map used (a render block uses one map of the library; a 4K map's pyramid
+    takes ~130 MB)."""
 
     def __init__(self, env_library: dict[str, np.ndarray]) -> None:
         if not env_library:
@@ -343,6 +376,13 @@ class EnvironmentLibrary:
         self.maps = env_library
         self.names = sorted(env_library)
         self._lighting: dict[str, tuple[list[envmaps.Light], np.ndarray, float]] = {}
+        self._pyramid: tuple[str, envmaps.EnvmapPyramid] | None = None
+
+    def pyramid(self, name: str) -> envmaps.EnvmapPyramid:
+        """The map prepared for viewing (:func:`envmaps.envmap_view`), built when the map changes."""
+        if self._pyramid is None or self._pyramid[0] != name:
+            self._pyramid = name, envmaps.EnvmapPyramid(self.maps[name])
+        return self._pyramid[1]
 
     def lights(self, name: str) -> tuple[list[envmaps.Light], np.ndarray, float]:
         """(median-cut lights, ambient, auto exposure) of one map."""
@@ -373,19 +413,27 @@ class ViewSetup:
     render_seed: int
     camera: cameras.Camera
     exposure: float
-    background: np.ndarray   # (H, W, 3) linear radiance of the rotated map through the camera
+    lens: DepthOfField
+    effects: CameraEffects
+    background: np.ndarray   # (H, W, 3) linear radiance of the rotated map through the camera and its lens
 
 
-def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: np.ndarray, seed: int, view: int,
-               image_size: int, ranges: cameras.CameraRanges) -> ViewSetup:
+def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: envmaps.EnvmapPyramid, seed: int, view: int,
+               image_size: int, ranges: cameras.CameraRanges, look: CameraLook = CameraLook()) -> ViewSetup:
     """Stage ``camera``: the view's camera (every hand vertex inside the frame; forearms may leave
-    it) and exposure."""
+    it), exposure, lens (focused on the hands' centre) and camera effects, each from its own seed
+    (turning the lens or the effects off changes nothing else)."""
     render_seed = seed_for("render", seed, geometry.pose_id, view)
     rng = np.random.default_rng(render_seed)
     points = geometry.hand_points
-    camera = cameras.sample_camera(points.mean(axis=0), points, ranges, rng, image_size, image_size)
+    centre = points.mean(axis=0)
+    camera = cameras.sample_camera(centre, points, ranges, rng, image_size, image_size)
     exposure = lighting.key_exposure * float(rng.uniform(*EXPOSURE_RANGE))
-    return ViewSetup(view, render_seed, camera, exposure, envmaps.envmap_view(env, camera, lighting.rotation))
+    lens = sample_depth_of_field(rng_for("depth_of_field", seed, geometry.pose_id, view), camera, centre, look.lens)
+    effects = sample_effects(rng_for("camera_effects", seed, geometry.pose_id, view), look.effects,
+                             pixels_per_metre=float(camera.K[0, 0]) / lens.focus_distance_m)
+    background = envmaps.envmap_view(env, camera, lighting.rotation, lens.background_blur_px)
+    return ViewSetup(view, render_seed, camera, exposure, lens, effects, background)
 
 
 def mask_check(geometry: PoseGeometry, surface: HandSurface, camera: cameras.Camera, labels: np.ndarray) -> float:
@@ -425,15 +473,17 @@ def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_si
                       arms: ArmOptions = ArmOptions(),
                       times: StageTimes | None = None, log_fn: Callable[[str], None] | None = None,
                       shard: str = "", key_prefix: str = "",
-                      ranges: cameras.CameraRanges = cameras.CameraRanges()) -> Iterator[RenderedImage]:
+                      ranges: cameras.CameraRanges = cameras.CameraRanges(),
+                      look: CameraLook = CameraLook()) -> Iterator[RenderedImage]:
     """Yield every (pose, view) image of ``poses`` with its record and encoded PNGs.
 
+    ``look``: the lens and camera effects the views draw (default: none, the clean render).
     ``seed`` is the settings' seed (with the stable ids, the only source of randomness);
     ``shard`` and ``key_prefix`` only name the objects in ``record.keys`` and the record's shard.
     The renderers are borrowed from the process's :data:`POOL` (kept between calls).
     """
     surface = hand_surface(model, options.subdivision, arms.forearms)
-    run = _Run(model, seed, image_size, ranges, shard, key_prefix, EnvironmentLibrary(env_library), surface,
+    run = _Run(model, seed, image_size, ranges, look, shard, key_prefix, EnvironmentLibrary(env_library), surface,
                SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), arms, times or StageTimes(), log_fn)
     with POOL.borrow(("raster", image_size), lambda: HandRenderer(image_size, image_size)) as renderer:
         if options.backend == "raster":
@@ -457,6 +507,7 @@ class _Run:
     seed: int
     image_size: int
     ranges: cameras.CameraRanges
+    look: CameraLook
     shard: str
     key_prefix: str
     library: EnvironmentLibrary
@@ -478,7 +529,8 @@ class _Run:
             person = self.skins(geometry)
             if cycles is not None and cycles.worn != (self.skins.bank.folder, person.index):
                 for k in range(len(SIDES)):   # the left hand's texture is the right's mirror (shared UV layout)
-                    cycles.set_skin(k, person.textures.albedo, person.textures.roughness, person.textures.bump)
+                    cycles.set_skin(k, person.textures.albedo, person.textures.roughness, person.textures.bump,
+                                    person.textures.specular)
                 cycles.worn = (self.skins.bank.folder, person.index)
             sleeves = geometry.arms.sleeves if geometry.arms is not None else None
             fabric = None if sleeves is None else cloth.cloth_textures(sleeves.cloth_seed, CLOTH_TEXTURE_SIZE)
@@ -496,6 +548,7 @@ class _Run:
             t = times.add("skin", t)
             lighting = self.library.pose_lighting(self.seed, geometry)
             env = self.library.maps[lighting.env_name]
+            pyramid = self.library.pyramid(lighting.env_name)
             env_lights, ambient, _ = self.library.lights(lighting.env_name)
             renderer.set_scene(hand_meshes(geometry, surface, colors["srgb"]),
                                envmaps.rotate_lights(env_lights, lighting.rotation), ambient)
@@ -506,7 +559,7 @@ class _Run:
                 cycles.set_geometry(hand_meshes(geometry, surface, colors["linear"]), material,
                                     material_slots(geometry) if surface.forearms else None)
             t = times.add("scene", t)
-            setups = [view_setup(geometry, lighting, env, self.seed, view, self.image_size, self.ranges)
+            setups = [view_setup(geometry, lighting, pyramid, self.seed, view, self.image_size, self.ranges, self.look)
                       for view in range(n_views)]
             photo_views = iter(setups)
             if cycles is not None:   # Blender path-traces a view while this process works on the one before
@@ -520,15 +573,17 @@ class _Run:
                 t = times.add("visibility", t)
                 iou = mask_check(geometry, surface, setup.camera, raster.labels)
                 t = times.add("mask_check", t)
-                rgb, alpha_iou = raster.rgb, None
+                clean, alpha_iou = raster.rgb, None      # the raster preview: 8-bit through the tone curve
                 if cycles is not None:
                     rgba = cycles.finish()
                     following = next(photo_views, None)
                     if following is not None:
                         self._begin_photo(cycles, following, lighting, env)
-                    photo = composite(rgba, setup.background, setup.exposure)
-                    rgb, alpha_iou = photo.rgb, silhouette_iou(photo.alpha >= 0.5, raster.labels > 0)
+                    clean = over_background(rgba, setup.background) * setup.exposure   # linear radiance
+                    alpha_iou = silhouette_iou(rgba[..., 3] >= 0.5, raster.labels > 0)
                     t = times.add("photo", t)
+                rgb = apply_effects(clean, setup.effects)
+                t = times.add("effects", t)
                 pngs = encode_images(rgb, raster)
                 t = times.add("encode", t)
                 keys = {k: image_key(self.key_prefix, self.shard, geometry.pose_id, view, k) for k in pngs}
@@ -536,7 +591,8 @@ class _Run:
                 scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index,
                          **arm_record(geometry, raster.labels, fabric)}
                 times.add("record", t)
-                yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene)
+                yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene, setup.lens,
+                                    setup.effects)
                 t = time.perf_counter()
             if self.log_fn:
                 self.log_fn(f"rendered pose {i + 1}/{len(poses)} ({geometry.pose_id}, {n_views} views, "
@@ -544,8 +600,8 @@ class _Run:
 
     @staticmethod
     def _begin_photo(cycles: CyclesRenderer, setup: ViewSetup, lighting: PoseLighting, env: np.ndarray) -> None:
-        cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure),
-                     setup.render_seed)
+        cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure,
+                               lens=setup.lens), setup.render_seed)
 
 
 def arm_record(geometry: PoseGeometry, labels: np.ndarray, fabric: cloth.ClothTextures | None) -> dict[str, object]:
