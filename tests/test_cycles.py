@@ -278,8 +278,8 @@ def test_the_views_lens_blurs_the_cycles_hands(hand_model):
     from handsynth.render.depth_of_field import DepthOfField, cycles_dof
     from handsynth.views import hand_meshes, hand_surface, pose_geometry
 
-    surface = hand_surface(hand_model, 0)
-    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4))
+    surface = hand_surface(hand_model, 0, forearms=False)
+    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4), seed=0)
     colors = {s: np.full((surface.n_vertices[s], 3), 0.4) for s in ("right", "left")}
     points = geometry.all_vertices
     cam = cameras.sample_camera(points.mean(axis=0), points, cameras.CameraRanges(), np.random.default_rng(1), 64, 64)
