@@ -532,7 +532,7 @@ def intaghand_dense(labels: np.ndarray) -> np.ndarray:
     palette[1:, 0] = 40 + ((part - 1) % 16) * 13
     palette[1:, 1] = np.where(part <= 16, 220, 90)
     palette[1:, 2] = 255 - ((part - 1) % 16) * 13
-    return palette[np.clip(labels, 0, 32)]
+    return palette[np.where(labels <= 32, labels, 0)]        # forearms and sleeves (33+) stay black
 
 
 def intaghand_heatmaps(joints2d: np.ndarray, image_size: int) -> list[np.ndarray]:

@@ -545,6 +545,6 @@ def open_store(uri: str) -> tuple[Store, str]:
             return store, prefix.strip("/")
     folder = Path(uri.removeprefix("file://"))
     if not folder.is_dir():
-        raise StorageError(f"{folder}: no such folder (expected s3://bucket/prefix, memory://name or a local folder)")
+        raise FileNotFoundError(f"{folder}: no such folder (expected s3://bucket/prefix, memory://name or a local folder)")
     default = os.environ.get("IH_S3_PREFIX", DEFAULT_PREFIX)
     return LocalStore(folder), default if (folder / default).is_dir() else ""

@@ -141,8 +141,9 @@ class RenderIHDataset(Dataset):
     ``keypoints3d`` (42, 3) mm camera frame; ``visibility`` (42,); ``K`` (3, 3); ``R`` (3, 3);
     ``t`` (3,) m; ``mano_pose`` (2, 48), ``mano_shape`` (2, 10), ``mano_trans`` (2, 3) (right,
     left); with ``with_mask`` a ``mask`` (H, W) int64 of part labels (0 background, 1-16 right,
-    17-32 left); with ``with_depth`` a ``depth`` (H, W) float32 in mm. ``split`` keeps one of
-    train/val/test (by distinct pose, the same assignment as the exports).
+    17-32 left, 33/34 forearms, 35/36 sleeves: README "Label values"); with ``with_depth`` a
+    ``depth`` (H, W) float32 in mm. ``split`` keeps one of train/val/test (by distinct pose, the
+    same assignment as the exports).
 
     ``index_dir``: where the index files go (default: a temporary folder); they are removed when
     the dataset that built them is garbage-collected.

@@ -6,23 +6,28 @@
 ==========  ===================================================================  ==============
 stage       what                                                                 how often
 ==========  ===================================================================  ==============
-pose        hand model forward pass, Loop subdivision                            once per pose
+pose        hand model forward pass, forearms (elbows drawn), Loop subdivision   once per pose
 skin        the pose's person from the :class:`SkinBank` (textures, albedo)      once per pose
 scene       environment map and rotation; the pose uploaded to both renderers   once per pose
-camera      cameras and exposures of the pose's views; the map seen through them once per pose
+camera      cameras, exposures, lenses and camera effects of the pose's views;    once per pose
+            the map seen through them (defocused by each view's lens)
 raster      part labels, depth and the preview RGB (pyrender)                    per view
 visibility  per-keypoint skin test (:mod:`handsynth.visibility`)                 per view
 mask_check  labels against the numpy silhouette at the same pixel centres        per view
 photo       Cycles RGB: waiting for the worker, composite, alpha check. The      per view
             worker path-traces a view while this process rasterises it and
             encodes and hands over the view before
+effects     the view's camera effects on its RGB (labels and depth untouched)    per view
 encode      three PNGs                                                           per view
 record      the image's :class:`ImageRecord`                                     per view
 ==========  ===================================================================  ==============
 
 Seeds come from the settings' ``seed`` and stable ids, never from a shard or a row position
 (:func:`handsynth.seeds.seed_for`): camera, exposure and the Cycles sampling seed from
-``render_seed = seed_for("render", seed, pose_id, view)`` (recorded per image); the skin from
+``render_seed = seed_for("render", seed, pose_id, view)`` (recorded per image); the lens from
+``seed_for("depth_of_field", seed, pose_id, view)`` and the camera effects from
+``seed_for("camera_effects", seed, pose_id, view)`` (both recorded per image, :class:`CameraLook`); the
+elbows from ``seed_for("elbow", seed, pose_id, attempt)`` (:mod:`handsynth.arms`); the skin from
 ``seed_for("skin", seed, pose_id)``; the map rotation from ``seed_for("env_rotation", seed,
 pose_id)``; the map from ``seed_for("envmap", seed, distinct_pose_id)``. Re-rendering an image
 therefore gives byte-identical PNGs wherever and in whatever batch it is rendered, and the raster
@@ -36,11 +41,26 @@ than path-tracing a 256 x 256 image, so the worker turns hands and camera instea
 changes the map only between distinct poses (one render block). The draws stay varied: at paper
 scale 3,680 distinct poses draw a map each and 110,000 poses a rotation each, and each pose wears
 one of the skin bank's 64 people.
-Every image records its map, rotation and exposure (:attr:`RenderedImage.scene`).
+Every image records its map, rotation and exposure, and its forearms' draw
+(:attr:`RenderedImage.scene`, :func:`arm_record`), its lens and its camera effects.
+
+A view's camera is more than a pinhole (:class:`CameraLook`, both parts optional): a thin lens
+focused on the hands' centre (:mod:`handsynth.render.depth_of_field`) blurs the Cycles render
+and the composited background alike, and sensor and processing effects
+(:mod:`handsynth.render.camera_effects`) are applied to the composited radiance before the PNG
+is encoded. Both are geometry-preserving, so labels, depth and visibility, which the raster pass
+makes through the same pinhole camera, stay exact.
+
+Forearms (on unless :class:`ArmOptions` turns them off): each hand continues into its forearm,
+labelled 33 (right) / 34 (left), in both passes; cameras frame the hands and let the forearms
+leave the frame. Hand part labels keep 1..32, keypoint visibility tests each keypoint against its
+own hand's surface (a forearm in front hides it, as the other hand does), and the IntagHand /
+IH2.6M masks, derived from labels 1..32, stay hand masks.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -50,26 +70,47 @@ import torch
 
 from handsynth import cameras, envmaps, ids
 from handsynth.annotate import ImageRecord
+from handsynth.arms import ArmChoice, ArmOptions, choose_arms, draw_sleeves, posed_hand
+from handsynth.hand_model import forearm as fa
 from handsynth.hand_model.model import HandModel
 from handsynth.hand_model.uv import UVLayout
 from handsynth.pose_table import PoseTable
-from handsynth.render import RenderOptions, SceneSpec, skin
-from handsynth.render.cycles import CyclesRenderer, composite
+from handsynth.render import RenderOptions, SceneSpec, cloth, skin
+from handsynth.render.camera_effects import CameraEffectRanges, CameraEffects, apply_effects, sample_effects
+from handsynth.render.cycles import CyclesRenderer, over_background
+from handsynth.render.depth_of_field import DepthOfField, DepthOfFieldRanges, sample_depth_of_field
 from handsynth.render.pool import POOL
 from handsynth.render.pixel_centres import silhouette_from_projection
 from handsynth.render.raster import MAX_DIRECTIONAL_LIGHTS, HandMesh, HandRenderer, RenderResult, encode_png
 from handsynth.render.skin_bank import SkinBank
-from handsynth.seeds import seed_for
+from handsynth.seeds import rng_for, seed_for
 from handsynth.visibility import keypoint_visibility
 
 SIDES = ("right", "left")
 
 #: Skin texture side in texels (albedo, roughness, bump per person).
 TEXTURE_SIZE = 512
+#: Sleeve fabric texture side in texels (one 5 cm tile, repeated: see :func:`_rest_forearm`).
+CLOTH_TEXTURE_SIZE = 256
 #: Exposure of a view: the map's auto key times a factor drawn in this range.
 EXPOSURE_RANGE = (0.6, 1.5)
 #: Stages in the order a view runs them (see the module doc).
-STAGES = ("pose", "skin", "scene", "camera", "raster", "visibility", "mask_check", "photo", "encode", "record")
+STAGES = ("pose", "skin", "scene", "camera", "raster", "visibility", "mask_check", "photo", "effects", "encode", "record")
+
+
+@dataclass(frozen=True)
+class CameraLook:
+    """What a view's camera adds to the clean render: the ranges its thin lens and its sensor and
+    processing effects are drawn from. The default is the clean render (a pinhole, the tone curve
+    alone); :meth:`from_switches` turns each part on with its real-camera ranges."""
+
+    lens: DepthOfFieldRanges = DepthOfFieldRanges(share=0.0)
+    effects: CameraEffectRanges = CameraEffectRanges.off()
+
+    @classmethod
+    def from_switches(cls, depth_of_field: bool, camera_effects: bool) -> "CameraLook":
+        return cls(DepthOfFieldRanges() if depth_of_field else DepthOfFieldRanges(share=0.0),
+                   CameraEffectRanges() if camera_effects else CameraEffectRanges.off())
 
 
 @dataclass
@@ -77,11 +118,15 @@ class RenderedImage:
     record: ImageRecord
     pngs: dict[str, bytes]       # rgb / label / depth
     rgb: np.ndarray              # the stored RGB, for contact sheets
-    raster_rgb: np.ndarray       # the raster preview of the same scene (== rgb for the raster backend)
+    raster_rgb: np.ndarray       # the raster preview of the same scene, without camera effects (the raster
+                                 # backend's rgb is this with the effects)
     mask_iou: float              # rendered hand mask vs projected-mesh silhouette
     alpha_iou: float | None      # Cycles alpha (> 0.5) vs raster label mask; None for raster RGB
     backend: dict[str, object]   # renderer, samples, device, colour management
-    scene: dict[str, object]     # env_rotation (rad), exposure, skin (bank entry): the draws besides the record's
+    scene: dict[str, object]     # env_rotation (rad), exposure, skin (bank entry), forearms (arm_record):
+                                 # the draws besides the record's
+    lens: DepthOfField           # the view's thin lens (f_number 0: a pinhole)
+    effects: CameraEffects       # the camera effects applied to ``rgb`` (neutral values: off)
 
 
 @dataclass
@@ -105,15 +150,24 @@ def image_key(prefix: str, shard: str, pose_id: str, view: int, kind: str) -> st
 
 @dataclass(frozen=True)
 class HandSurface:
-    """The surface both passes draw, for every pose: base and subdivided faces, per-face part labels
-    and a UV layout of the subdivided faces (one coordinate per face corner) of both hands."""
+    """The surface both passes draw, for every pose: per side base and subdivided faces, per-face
+    labels (minus the side's :data:`LABEL_OFFSET`) and a UV layout of the subdivided faces (one
+    coordinate per face corner).
+
+    Without forearms a side is its hand's closed surface (a flat cap over the wrist). With them it
+    is the hand's open surface welded to its forearm (:meth:`Forearm.joined`), subdivided as ONE
+    surface so the seam stays closed and smooth; the hand's faces come first (``n_hand_faces``),
+    the forearm's after (labels 33 right, 34 left). The forearm's topology is the same for every
+    pose (a fixed ring count), so one surface serves every pose."""
 
     subdivision: int
+    forearms: bool
     base_faces: dict[str, np.ndarray]
     faces: dict[str, np.ndarray]
     face_labels: dict[str, np.ndarray]
     layouts: dict[str, UVLayout]
-    n_vertices: dict[str, int]   # after subdivision
+    n_vertices: dict[str, int]     # after subdivision
+    n_hand_faces: dict[str, int]   # after subdivision: faces[s][:n] are the hand's
 
     @property
     def corner_uv(self) -> np.ndarray:
@@ -126,33 +180,74 @@ class HandSurface:
 
     @property
     def hand_of_face(self) -> np.ndarray:
-        return np.repeat([0, 1], [len(self.faces[s]) for s in SIDES])
+        """Material slot of every face of :attr:`both_faces` without sleeves (see :func:`material_slots`)."""
+        return np.concatenate([np.where(np.arange(len(self.faces[s])) < self.n_hand_faces[s], k, 2 + k)
+                               for k, s in enumerate(SIDES)])
+
+    def hand_faces(self, side: str) -> np.ndarray:
+        """The subdivided faces of ``side``'s hand alone (what hand-only checks and visibility use)."""
+        return self.faces[side][:self.n_hand_faces[side]]
+
+    def hand_layout(self, side: str) -> UVLayout:
+        """The UV layout of the hand's faces alone (the skin texture's domain)."""
+        n = 3 * self.n_hand_faces[side]
+        layout = self.layouts[side]
+        return UVLayout(layout.uv[:n], layout.faces_uv[:self.n_hand_faces[side]], layout.vertex_ids[:n])
 
 
-def hand_surface(model: HandModel, subdivision: int) -> HandSurface:
+#: Label of a side's faces = offset + face label (right hand parts 1..16, left 17..32, forearms
+#: 33/34, sleeves 35/36).
+LABEL_OFFSET = {"right": 1, "left": 17}
+#: Material slots of the Cycles mesh: per side (right, left) the hand's textured skin, the
+#: forearm's skin (the person's tone: the hand's texture is laid out over the hand only) and the
+#: sleeve's cloth.
+MATERIAL_SLOTS = {"hand": (0, 1), "forearm": (2, 3), "sleeve": (4, 5)}
+
+
+def hand_surface(model: HandModel, subdivision: int, forearms: bool = True) -> HandSurface:
     """The surface of ``model`` at ``subdivision``, worked out once per process (every block needs it)."""
-    key = (str(model.identity["digest"]), subdivision)
+    key = (str(model.identity["digest"]), subdivision, forearms)
     if key not in _SURFACES:
-        _SURFACES[key] = _hand_surface(model, subdivision)
+        _SURFACES[key] = _hand_surface(model, subdivision, forearms)
     return _SURFACES[key]
 
 
-_SURFACES: dict[tuple[str, int], HandSurface] = {}
+_SURFACES: dict[tuple[str, int, bool], HandSurface] = {}
 
 
-def _hand_surface(model: HandModel, subdivision: int) -> HandSurface:
-    base_faces = {s: model.faces(s) for s in SIDES}
-    faces, n_vertices = {}, {}
+#: Cloth tiles around and along a forearm's UV square: 5 cm tiles, ~20 cm around, the arm's reach along.
+CLOTH_TILES = np.array([4.0, round(fa.REACH / 0.05)], np.float32)
+
+
+def _rest_forearm(model: HandModel, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A side's welded hand and forearm in the flat pose: vertices, faces, per-face labels (minus
+    the side's offset), per-corner UVs and the hand's face count."""
+    z = torch.zeros(1, 3)
+    rest = model.forward(side, z, torch.zeros(1, 45), torch.zeros(1, 10), z).vertices
+    arm = fa.attach_forearm(model, side, rest, z, torch.zeros(1, 10), z)
+    vertices, faces = arm.joined(rest, model.open_faces(side))
+    n_hand = len(model.open_faces(side))
+    labels = np.concatenate([model.face_labels[side][:n_hand], arm.face_labels - LABEL_OFFSET[side]])
+    # the forearm's UVs (u around, v along, each 0..1) scaled to whole cloth tiles (about 5 cm)
+    uv = np.concatenate([model.uv_layout(side).corner_uv()[:n_hand], arm.uv.corner_uv() * CLOTH_TILES])
+    return vertices[0].detach().double().numpy(), faces, labels, uv, n_hand
+
+
+
+def _hand_surface(model: HandModel, subdivision: int, forearms: bool) -> HandSurface:
+    base_faces, faces, labels, n_vertices, layouts, n_hand = {}, {}, {}, {}, {}, {}
     for s in SIDES:
-        rest, faces[s] = subdivide(model.layers[s].v_template.detach().cpu().numpy(), base_faces[s], subdivision)
-        n_vertices[s] = len(rest)
-    layouts = {}
-    for s in SIDES:
-        corners = subdivide_corners(model.uv_layout(s).corner_uv(), subdivision).reshape(-1, 2)
+        if forearms:
+            rest, base_faces[s], base_labels, corners, n_hand[s] = _rest_forearm(model, s)
+        else:
+            rest, base_faces[s] = model.layers[s].v_template.detach().cpu().numpy(), model.faces(s)
+            base_labels, corners, n_hand[s] = model.face_labels[s], model.uv_layout(s).corner_uv(), len(model.faces(s))
+        rest, faces[s] = subdivide(rest, base_faces[s], subdivision)
+        n_vertices[s], labels[s], n_hand[s] = len(rest), np.repeat(base_labels, 4 ** subdivision), n_hand[s] * 4 ** subdivision
+        corners = subdivide_corners(corners, subdivision).reshape(-1, 2)
         layouts[s] = UVLayout(corners.astype(np.float32), np.arange(len(corners), dtype=np.int32).reshape(-1, 3),
                               faces[s].ravel().astype(np.int32))
-    return HandSurface(subdivision, base_faces, faces, {s: np.repeat(model.face_labels[s], 4 ** subdivision) for s in SIDES},
-                       layouts, n_vertices)
+    return HandSurface(subdivision, forearms, base_faces, faces, labels, layouts, n_vertices, n_hand)
 
 
 # ---- per pose -------------------------------------------------------------------------------------
@@ -163,34 +258,66 @@ class PoseGeometry:
     pose: PoseTable                  # the one-row table of the pose
     pose_id: str
     distinct_pose_id: str
-    vertices: dict[str, np.ndarray]  # side -> (V, 3) world metres, subdivided
+    vertices: dict[str, np.ndarray]  # side -> (V, 3) world metres, subdivided (hand and forearm)
     keypoints: np.ndarray            # (2, 21, 3) right then left, MANO order
+    hand_points: np.ndarray          # (P, 3) the vertices of both hands alone (what cameras frame)
+    arms: ArmChoice | None           # the forearms' draw; None without forearms
+    face_labels: dict[str, np.ndarray]   # side -> subdivided faces' labels minus LABEL_OFFSET (sleeves vary per pose)
 
     @property
     def all_vertices(self) -> np.ndarray:
         return np.concatenate([self.vertices[s] for s in SIDES])
 
 
-def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable) -> PoseGeometry:
-    """Stage ``pose``: both hands of a one-row pose table posed and subdivided.
+def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, seed: int,
+                  sleeve_share: float = 0.0) -> PoseGeometry:
+    """Stage ``pose``: both hands of a one-row pose table posed (with their forearms when the
+    surface has them, elbows and sleeves drawn from ``seed`` and the pose id: :mod:`handsynth.arms`)
+    and subdivided.
 
     One pose per forward pass, on one thread: a batched pass gives other float roundings for other
     batch sizes (seen: 500 pixels of a Cycles image 1e-4 off), and an image must not depend on its
     batch-mates nor on the machine's core count. One pose is also too small to share: torch's
     threads spin waiting for work (2 threads on the loaded 2-core machine: 36 ms of CPU per pose,
     one thread: 2.3 ms)."""
+    pid = str(pose.meta["pose_id"].iloc[0])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
+        base = {s: out[s].vertices[0].cpu().numpy().astype(np.float64) for s in SIDES}
+        arms, labels = None, surface.face_labels
+        if surface.forearms:
+            hands = {s: posed_hand(out[s].vertices, pose.hand(s)) for s in SIDES}
+            arms, forearms = choose_arms(model, hands, seed, pid, draw_sleeves(ArmOptions(True, sleeve_share), seed, pid))
+            base = {s: forearms[s].joined(out[s].vertices, model.open_faces(s))[0][0].cpu().numpy().astype(np.float64)
+                    for s in SIDES}
+            labels = {s: np.concatenate([surface.face_labels[s][:surface.n_hand_faces[s]],
+                                         np.repeat(forearms[s].face_labels - LABEL_OFFSET[s], 4 ** surface.subdivision)])
+                      for s in SIDES}
     finally:
         torch.set_num_threads(threads)
-    vertices = {s: subdivide(out[s].vertices[0].cpu().numpy().astype(np.float64), surface.base_faces[s],
-                             surface.subdivision)[0] for s in SIDES}
+    vertices = {s: subdivide(base[s], surface.base_faces[s], surface.subdivision)[0] for s in SIDES}
     keypoints = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
-    pid = str(pose.meta["pose_id"].iloc[0])
+    hand_points = np.concatenate([vertices[s][np.unique(surface.hand_faces(s))] for s in SIDES])
     distinct = str(pose.meta["distinct_pose_id"].iloc[0]) if "distinct_pose_id" in pose.meta else pid
-    return PoseGeometry(pose, pid, distinct, vertices, keypoints)
+    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms, labels)
+
+
+def material_slots(geometry: PoseGeometry) -> np.ndarray:
+    """The Cycles mesh's material slot of every face (:data:`MATERIAL_SLOTS`), from the pose's labels."""
+    out = []
+    for k, s in enumerate(SIDES):
+        label = geometry.face_labels[s] + LABEL_OFFSET[s]
+        out.append(np.select([label == fa.FOREARM_LABELS[s], label == fa.SLEEVE_LABELS[s]],
+                             [MATERIAL_SLOTS["forearm"][k], MATERIAL_SLOTS["sleeve"][k]], MATERIAL_SLOTS["hand"][k]))
+    return np.concatenate(out).astype(np.uint8)
+
+
+def sleeve_vertices(geometry: PoseGeometry, surface: HandSurface, side: str) -> np.ndarray:
+    """Vertex ids of ``side`` that only sleeve faces use (they take the fabric's colour in the raster preview)."""
+    sleeve = geometry.face_labels[side] + LABEL_OFFSET[side] == fa.SLEEVE_LABELS[side]
+    return np.setdiff1d(surface.faces[side][sleeve], surface.faces[side][~sleeve])
 
 
 @dataclass(frozen=True)
@@ -213,9 +340,21 @@ class SkinStage:
         index = self.bank.index_for(geometry.pose_id)
         textures = self.bank.textures(index)
         if index not in self._albedo_of:      # at most the bank's size: a few MB
-            linear = {s: skin.vertex_albedo(textures, self.surface.layouts[s], self.surface.n_vertices[s]) for s in SIDES}
+            linear = {s: self._vertex_albedo(textures, s) for s in SIDES}
             self._albedo_of[index] = linear, {s: skin.linear_to_srgb(linear[s]) for s in SIDES}
         return PoseSkin(index, textures, *self._albedo_of[index])
+
+    def _vertex_albedo(self, textures: skin.SkinTextures, side: str) -> np.ndarray:
+        """The hand's vertices from its texture; a forearm's own vertices take the mean of the
+        wrist seam's (the texture is laid out over the hand only: sampled through the forearm's
+        UVs it would paint nails and creases onto the arm)."""
+        surface = self.surface
+        linear = skin.vertex_albedo(textures, surface.hand_layout(side), surface.n_vertices[side])
+        if surface.forearms:
+            hand = np.unique(surface.hand_faces(side))
+            arm = np.unique(surface.faces[side][surface.n_hand_faces[side]:])
+            linear[np.setdiff1d(arm, hand)] = linear[np.intersect1d(arm, hand)].mean(axis=0)
+        return linear
 
 
 @dataclass(frozen=True)
@@ -227,7 +366,9 @@ class PoseLighting:
 
 class EnvironmentLibrary:
     """The maps with what a pose lit by one needs: median-cut lights and auto exposure, worked out
-    for a map when a pose first uses it (a render block uses one map of the library)."""
+    for a map when a pose first uses it, and the filtered pyramid the backgrounds are read from,
+    kept for the last map used (a render block uses one map of the library; a 4K map's pyramid
+    takes ~130 MB)."""
 
     def __init__(self, env_library: dict[str, np.ndarray]) -> None:
         if not env_library:
@@ -235,6 +376,13 @@ class EnvironmentLibrary:
         self.maps = env_library
         self.names = sorted(env_library)
         self._lighting: dict[str, tuple[list[envmaps.Light], np.ndarray, float]] = {}
+        self._pyramid: tuple[str, envmaps.EnvmapPyramid] | None = None
+
+    def pyramid(self, name: str) -> envmaps.EnvmapPyramid:
+        """The map prepared for viewing (:func:`envmaps.envmap_view`), built when the map changes."""
+        if self._pyramid is None or self._pyramid[0] != name:
+            self._pyramid = name, envmaps.EnvmapPyramid(self.maps[name])
+        return self._pyramid[1]
 
     def lights(self, name: str) -> tuple[list[envmaps.Light], np.ndarray, float]:
         """(median-cut lights, ambient, auto exposure) of one map."""
@@ -252,8 +400,8 @@ class EnvironmentLibrary:
 
 
 def hand_meshes(geometry: PoseGeometry, surface: HandSurface, colors: dict[str, np.ndarray]) -> list[HandMesh]:
-    return [HandMesh(geometry.vertices[s], surface.faces[s], colors[s], surface.face_labels[s], 1 + 16 * k)
-            for k, s in enumerate(SIDES)]
+    return [HandMesh(geometry.vertices[s], surface.faces[s], colors[s], geometry.face_labels[s], LABEL_OFFSET[s])
+            for s in SIDES]
 
 
 # ---- per view -------------------------------------------------------------------------------------
@@ -265,22 +413,32 @@ class ViewSetup:
     render_seed: int
     camera: cameras.Camera
     exposure: float
-    background: np.ndarray   # (H, W, 3) linear radiance of the rotated map through the camera
+    lens: DepthOfField
+    effects: CameraEffects
+    background: np.ndarray   # (H, W, 3) linear radiance of the rotated map through the camera and its lens
 
 
-def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: np.ndarray, seed: int, view: int,
-               image_size: int, ranges: cameras.CameraRanges) -> ViewSetup:
-    """Stage ``camera``: the view's camera (every hand vertex inside the frame) and exposure."""
+def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: envmaps.EnvmapPyramid, seed: int, view: int,
+               image_size: int, ranges: cameras.CameraRanges, look: CameraLook = CameraLook()) -> ViewSetup:
+    """Stage ``camera``: the view's camera (every hand vertex inside the frame; forearms may leave
+    it), exposure, lens (focused on the hands' centre) and camera effects, each from its own seed
+    (turning the lens or the effects off changes nothing else)."""
     render_seed = seed_for("render", seed, geometry.pose_id, view)
     rng = np.random.default_rng(render_seed)
-    points = geometry.all_vertices
-    camera = cameras.sample_camera(points.mean(axis=0), points, ranges, rng, image_size, image_size)
+    points = geometry.hand_points
+    centre = points.mean(axis=0)
+    camera = cameras.sample_camera(centre, points, ranges, rng, image_size, image_size)
     exposure = lighting.key_exposure * float(rng.uniform(*EXPOSURE_RANGE))
-    return ViewSetup(view, render_seed, camera, exposure, envmaps.envmap_view(env, camera, lighting.rotation))
+    lens = sample_depth_of_field(rng_for("depth_of_field", seed, geometry.pose_id, view), camera, centre, look.lens)
+    effects = sample_effects(rng_for("camera_effects", seed, geometry.pose_id, view), look.effects,
+                             pixels_per_metre=float(camera.K[0, 0]) / lens.focus_distance_m)
+    background = envmaps.envmap_view(env, camera, lighting.rotation, lens.background_blur_px)
+    return ViewSetup(view, render_seed, camera, exposure, lens, effects, background)
 
 
 def mask_check(geometry: PoseGeometry, surface: HandSurface, camera: cameras.Camera, labels: np.ndarray) -> float:
-    """Stage ``mask_check``: IoU of the rendered hand mask with the numpy silhouette of the mesh."""
+    """Stage ``mask_check``: IoU of the rendered mask (every label, forearms included) with the numpy
+    silhouette of the same mesh: an alignment check of the raster pass, like with like."""
     return silhouette_iou(labels > 0, silhouette_from_projection(geometry.all_vertices, surface.both_faces, camera))
 
 
@@ -306,29 +464,33 @@ def image_record(geometry: PoseGeometry, setup: ViewSetup, lighting: PoseLightin
 def _cycles_renderer(surface: HandSurface, image_size: int, options: RenderOptions, log_fn) -> CyclesRenderer:
     return CyclesRenderer(image_size, image_size, surface.both_faces, surface.hand_of_face, samples=options.samples,
                           denoise=options.denoise, device=options.device, threads=options.threads,
-                          adaptive_threshold=options.noise_threshold, uv=surface.corner_uv, log_fn=log_fn)
+                          adaptive_threshold=options.noise_threshold, uv=surface.corner_uv, log_fn=log_fn,
+                          material_slots=1 + max(MATERIAL_SLOTS["sleeve"]) if surface.forearms else 0)
 
 
 def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_size: int,
                       env_library: dict[str, np.ndarray], *, seed: int, options: RenderOptions = RenderOptions(),
+                      arms: ArmOptions = ArmOptions(),
                       times: StageTimes | None = None, log_fn: Callable[[str], None] | None = None,
                       shard: str = "", key_prefix: str = "",
-                      ranges: cameras.CameraRanges = cameras.CameraRanges()) -> Iterator[RenderedImage]:
+                      ranges: cameras.CameraRanges = cameras.CameraRanges(),
+                      look: CameraLook = CameraLook()) -> Iterator[RenderedImage]:
     """Yield every (pose, view) image of ``poses`` with its record and encoded PNGs.
 
+    ``look``: the lens and camera effects the views draw (default: none, the clean render).
     ``seed`` is the settings' seed (with the stable ids, the only source of randomness);
     ``shard`` and ``key_prefix`` only name the objects in ``record.keys`` and the record's shard.
     The renderers are borrowed from the process's :data:`POOL` (kept between calls).
     """
-    surface = hand_surface(model, options.subdivision)
-    run = _Run(model, seed, image_size, ranges, shard, key_prefix, EnvironmentLibrary(env_library), surface,
-               SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), times or StageTimes(), log_fn)
+    surface = hand_surface(model, options.subdivision, arms.forearms)
+    run = _Run(model, seed, image_size, ranges, look, shard, key_prefix, EnvironmentLibrary(env_library), surface,
+               SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), arms, times or StageTimes(), log_fn)
     with POOL.borrow(("raster", image_size), lambda: HandRenderer(image_size, image_size)) as renderer:
         if options.backend == "raster":
             backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
             yield from run.images(poses, n_views, renderer, None, backend)
             return
-        with POOL.borrow(("cycles", image_size, options, str(model.identity["digest"])),
+        with POOL.borrow(("cycles", image_size, options, arms.forearms, str(model.identity["digest"])),
                          lambda: _cycles_renderer(surface, image_size, options, log_fn),
                          discard=lambda worker: worker.close(kill=True)) as cycles:
             backend = {"renderer": "cycles", "samples": options.samples, "denoise": options.denoise,
@@ -345,11 +507,13 @@ class _Run:
     seed: int
     image_size: int
     ranges: cameras.CameraRanges
+    look: CameraLook
     shard: str
     key_prefix: str
     library: EnvironmentLibrary
     surface: HandSurface
     skins: SkinStage
+    arms: ArmOptions
     times: StageTimes
     log_fn: Callable[[str], None] | None
 
@@ -359,26 +523,43 @@ class _Run:
         times, surface = self.times, self.surface
         for i in range(len(poses)):
             t = time.perf_counter()
-            geometry = pose_geometry(self.model, surface, poses.take([i]))
+            geometry = pose_geometry(self.model, surface, poses.take([i]), seed=self.seed,
+                                     sleeve_share=self.arms.sleeve_share)
             t = times.add("pose", t)
             person = self.skins(geometry)
             if cycles is not None and cycles.worn != (self.skins.bank.folder, person.index):
                 for k in range(len(SIDES)):   # the left hand's texture is the right's mirror (shared UV layout)
-                    cycles.set_skin(k, person.textures.albedo, person.textures.roughness, person.textures.bump)
+                    cycles.set_skin(k, person.textures.albedo, person.textures.roughness, person.textures.bump,
+                                    person.textures.specular)
                 cycles.worn = (self.skins.bank.folder, person.index)
+            sleeves = geometry.arms.sleeves if geometry.arms is not None else None
+            fabric = None if sleeves is None else cloth.cloth_textures(sleeves.cloth_seed, CLOTH_TEXTURE_SIZE)
+            colors = {"srgb": dict(person.srgb), "linear": dict(person.linear)}
+            if fabric is not None:
+                linear = fabric.albedo.reshape(-1, 3).mean(axis=0)
+                for s in SIDES:
+                    worn = sleeve_vertices(geometry, surface, s)
+                    for kind, value in (("linear", linear), ("srgb", skin.linear_to_srgb(linear))):
+                        colors[kind][s] = colors[kind][s].copy()
+                        colors[kind][s][worn] = value
+                if cycles is not None:
+                    for k in MATERIAL_SLOTS["sleeve"]:
+                        cycles.set_cloth(k, fabric.albedo, fabric.roughness, fabric.bump, fabric.sheen)
             t = times.add("skin", t)
             lighting = self.library.pose_lighting(self.seed, geometry)
             env = self.library.maps[lighting.env_name]
+            pyramid = self.library.pyramid(lighting.env_name)
             env_lights, ambient, _ = self.library.lights(lighting.env_name)
-            renderer.set_scene(hand_meshes(geometry, surface, person.srgb),
+            renderer.set_scene(hand_meshes(geometry, surface, colors["srgb"]),
                                envmaps.rotate_lights(env_lights, lighting.rotation), ambient)
             if cycles is not None:
                 # skin.py gives the mean free path per channel in mm; Blender: radius x scale (m)
                 material = {"subsurface_radius": [float(x) for x in person.textures.subsurface_radius],
                             "subsurface_scale_m": 0.001}
-                cycles.set_geometry(hand_meshes(geometry, surface, person.linear), material)
+                cycles.set_geometry(hand_meshes(geometry, surface, colors["linear"]), material,
+                                    material_slots(geometry) if surface.forearms else None)
             t = times.add("scene", t)
-            setups = [view_setup(geometry, lighting, env, self.seed, view, self.image_size, self.ranges)
+            setups = [view_setup(geometry, lighting, pyramid, self.seed, view, self.image_size, self.ranges, self.look)
                       for view in range(n_views)]
             photo_views = iter(setups)
             if cycles is not None:   # Blender path-traces a view while this process works on the one before
@@ -388,26 +569,30 @@ class _Run:
                 raster = renderer.render_view(setup.camera, envmaps.tone_map(setup.background, setup.exposure))
                 t = times.add("raster", t)
                 visibility = keypoint_visibility(geometry.keypoints, setup.camera, raster.labels, raster.depth_mm,
-                                                 [(geometry.vertices[s], surface.faces[s]) for s in SIDES])
+                                                 [(geometry.vertices[s], surface.hand_faces(s)) for s in SIDES])
                 t = times.add("visibility", t)
                 iou = mask_check(geometry, surface, setup.camera, raster.labels)
                 t = times.add("mask_check", t)
-                rgb, alpha_iou = raster.rgb, None
+                clean, alpha_iou = raster.rgb, None      # the raster preview: 8-bit through the tone curve
                 if cycles is not None:
                     rgba = cycles.finish()
                     following = next(photo_views, None)
                     if following is not None:
                         self._begin_photo(cycles, following, lighting, env)
-                    photo = composite(rgba, setup.background, setup.exposure)
-                    rgb, alpha_iou = photo.rgb, silhouette_iou(photo.alpha >= 0.5, raster.labels > 0)
+                    clean = over_background(rgba, setup.background) * setup.exposure   # linear radiance
+                    alpha_iou = silhouette_iou(rgba[..., 3] >= 0.5, raster.labels > 0)
                     t = times.add("photo", t)
+                rgb = apply_effects(clean, setup.effects)
+                t = times.add("effects", t)
                 pngs = encode_images(rgb, raster)
                 t = times.add("encode", t)
                 keys = {k: image_key(self.key_prefix, self.shard, geometry.pose_id, view, k) for k in pngs}
                 record = image_record(geometry, setup, lighting, visibility, keys, self.shard)
-                scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index}
+                scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index,
+                         **arm_record(geometry, raster.labels, fabric)}
                 times.add("record", t)
-                yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene)
+                yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene, setup.lens,
+                                    setup.effects)
                 t = time.perf_counter()
             if self.log_fn:
                 self.log_fn(f"rendered pose {i + 1}/{len(poses)} ({geometry.pose_id}, {n_views} views, "
@@ -415,8 +600,20 @@ class _Run:
 
     @staticmethod
     def _begin_photo(cycles: CyclesRenderer, setup: ViewSetup, lighting: PoseLighting, env: np.ndarray) -> None:
-        cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure),
-                     setup.render_seed)
+        cycles.begin(SceneSpec([], setup.camera, lighting.env_name, env, lighting.rotation, setup.exposure,
+                               lens=setup.lens), setup.render_seed)
+
+
+def arm_record(geometry: PoseGeometry, labels: np.ndarray, fabric: cloth.ClothTextures | None) -> dict[str, object]:
+    """An image's forearm columns: whether it has forearms, the pose's draw (elbows, wrist angles,
+    draws, crossings, sleeve cuffs), the pixels labelled forearm and sleeve per side (right, left)
+    and the sleeves' fabric (JSON; "" without sleeves)."""
+    if geometry.arms is None:
+        return {"forearms": False}
+    return {"forearms": True, **geometry.arms.record(),
+            "forearm_pixels": [int((labels == fa.FOREARM_LABELS[s]).sum()) for s in SIDES],
+            "sleeve_pixels": [int((labels == fa.SLEEVE_LABELS[s]).sum()) for s in SIDES],
+            "sleeve_cloth": "" if fabric is None else json.dumps(fabric.to_record(), sort_keys=True)}
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:

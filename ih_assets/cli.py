@@ -3,6 +3,7 @@
     ih-pipeline run [--refresh] [--shard KEY] [--wait]   the main job (ih_assets.main_job)
     ih-pipeline export --source SRC --to DIR [--formats interhand26m,intaghand] [--splits ...]
     ih-pipeline preview --source SRC --out sheet.png [-n 20]
+    ih-pipeline verify --source SRC                    (exit 1 on any damaged or missing object)
     ih-pipeline metrics --pred P.npz --gt G.npz        (handsynth.metrics_cli)
 
 ``SRC`` is ``s3://bucket/prefix`` (the pipeline's defaults: endpoint ``IH_S3_ENDPOINT``, else the
@@ -12,21 +13,25 @@ folders the real loaders read, streaming: annotation rows a batch at a time, eac
 ranged read of its render block, written as JPEG, with ``SHA256SUMS`` at each folder's root;
 files a previous export left and this one did not write are removed. For WebDataset training,
 the render blocks under ``<prefix>/render/`` already are the shards (no export needed).
+``verify`` checks a bucket (prefix) against Dagster's records of its tables (``DAGSTER_HOME``)
+and its annotation tables against the render blocks, or an export against its ``SHA256SUMS``
+(:mod:`handsynth.verify`): one line per problem, then a summary.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
-from handsynth import cli_errors, exports, plots, training
+from handsynth import cli_errors, exports, plots, training, verify as verifying
 from handsynth.export_files import ExportFiles, local_files, local_writer, remove_orphans
 from handsynth.render.blocks import read_member
-from handsynth.storage import open_store
+from handsynth.storage import Store, open_store
 
 T = TypeVar("T")
 FORMATS = ("interhand26m", "intaghand")
@@ -87,6 +92,31 @@ def preview(source: str, out: str, n: int = 20) -> int:
     return len(tiles)
 
 
+def _dagster_records(store: Store, prefix: str) -> Iterator[verifying.Record]:
+    """The objects the instance in ``DAGSTER_HOME`` records under ``prefix`` of ``store``."""
+    from dagster import DagsterInstance
+
+    from resources.io_managers import recorded_objects
+
+    with DagsterInstance.get() as instance:
+        for record in recorded_objects(instance, store):
+            if not prefix or record.key.startswith(prefix + "/"):
+                yield record
+
+
+def verify(source: str) -> int:
+    """Print each problem of ``source`` as it is found, then a summary; 1 when there was any."""
+    started, tally = time.monotonic(), verifying.Tally()
+    records = _dagster_records if os.environ.get("DAGSTER_HOME") else None
+    note = lambda: print("ih-pipeline verify: DAGSTER_HOME is not set, so the tables are not checked against "  # noqa: E731
+                         "their recorded hashes (the render blocks are)", file=sys.stderr)
+    for problem in verifying.verify_source(source, records, tally, note):
+        tally.problems += 1
+        print(problem, flush=True)
+    print(tally.summary(time.monotonic() - started))
+    return 1 if tally.problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Refused arguments and inputs are one line on stderr and a non-zero exit; ``--debug``
     anywhere (or ``IH_DEBUG=1``) shows tracebacks instead (:mod:`handsynth.cli_errors`)."""
@@ -110,6 +140,8 @@ def _main(argv: list[str], debug: bool) -> int:
     pv.add_argument("--source", required=True)
     pv.add_argument("--out", required=True, help="PNG to write")
     pv.add_argument("-n", type=int, default=20)
+    vf = sub.add_parser("verify", help="check a bucket or an export against its records; exit 1 on any problem")
+    vf.add_argument("--source", required=True, help="s3://bucket/prefix, a local store or an export folder")
     sub.add_parser("metrics", help="MPJPE etc. of predictions (arguments go to handsynth.metrics_cli)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
@@ -134,6 +166,8 @@ def _main(argv: list[str], debug: bool) -> int:
         for fmt, counts in export(args.source, args.to, formats, splits, args.mano_dir).items():
             print(f"{fmt}: {counts} -> {Path(args.to, fmt)}")
         return 0
+    if args.command == "verify":
+        return verify(args.source)
     shown = preview(args.source, args.out, args.n)
     print(f"{shown} images -> {args.out}")
     return 0

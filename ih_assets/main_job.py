@@ -3,9 +3,10 @@
 ``python -m ih_assets.main_job`` runs against the persistent instance in ``DAGSTER_HOME`` (the
 one ``dagster dev`` shows). Per asset (and shard) it re-materializes exactly what is missing or
 stale (:func:`ih_assets.versions.reasons_to_materialize`: a blocking check that did not pass,
-a changed code version or setting, a changed input; here also files changed in
-``IH_ENVIRONMENT_DIR`` and shards whose objects were deleted) plus what depends on it, and prints
-why; the rest is skipped, so a killed run is finished by running the command again.
+a changed code version or setting, a changed input, a stored table or render block that is
+missing or damaged; here also files changed in ``IH_ENVIRONMENT_DIR`` and shards whose objects
+were deleted) plus what depends on it, and prints why; the rest is skipped, so a killed run is
+finished, and a damaged bucket repaired, by running the command again.
 
 Before any work it refuses, in one line naming the variable, settings and inputs that would fail
 a run (:func:`check_inputs`), and it refuses to run beside another main job on the same instance

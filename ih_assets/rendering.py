@@ -10,14 +10,17 @@ from dagster import AssetExecutionContext, BackfillPolicy, Failure, MetadataValu
 from handsynth import annotate, envmaps, plots, shard_summary, userfiles
 from handsynth.assets import NPM_HDRI_PACKAGE, assets_dir
 from handsynth.annotate import ImageRecord
+from handsynth.arms import ArmOptions
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
 from handsynth.render import RenderOptions
 from handsynth.render.blocks import LOCATION_COLUMNS, plan_blocks, shard_folder
 from handsynth.render.workers import RenderJob, ShardRender, render_shard
+from handsynth.views import CameraLook
 from ih_assets import versions
 from ih_assets.metadata import image
 from resources.hand_model import HandModelResource
+from resources.io_managers import WRITTEN_OBJECTS
 from resources.partitions import pose_shards
 from resources.renderer import render_options, render_workers, threads_per_worker, visible_gpus
 from resources.settings import PipelineSettings
@@ -57,7 +60,9 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
     Without it, maps a user put into the bucket are used as they are; a library that is empty or
     holds only procedural maps follows the npm Poly Haven set (procedural maps only when npm is
     unavailable, with a warning). Every map is validated before anything is uploaded, so a
-    rejected file never enters the library, and the data version covers the maps' bytes."""
+    rejected file never enters the library, and the data version covers the maps' bytes. Each
+    map's size and SHA-256 are recorded (``written_objects``), so ``ih-pipeline verify`` finds a
+    damaged map and the next main job re-syncs the library."""
     store = storage.object_store()
     folder = "/".join(p for p in (storage.prefix, "library/envmaps") if p)
     stored = {k: store.get_bytes(k) for k in store.list_keys(folder + "/") if k.lower().endswith(envmaps.LIBRARY_EXTENSIONS)}
@@ -88,14 +93,15 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
     previews = [envmaps.tone_map(env, envmaps.auto_exposure(env)) for env in list(maps.values())[:8]]
     digests = {name: hashlib.sha256(stored[key]).hexdigest() for name, key in library.items()}
     versions.record(context, {"maps": library, "sha256": digests}, settings)
-    return Output(library, metadata={**meta, "maps": len(library), "source": source,
+    written = {key: {"bytes": len(stored[key]), "sha256": digests[name]} for name, key in library.items()}
+    return Output(library, metadata={**meta, "maps": len(library), "source": source, WRITTEN_OBJECTS: MetadataValue.json(written),
                                      "max_radiance": MetadataValue.json({n: round(float(e.max()), 1) for n, e in maps.items()}),
                                      "preview": image(plots.image_grid(previews, cols=4, max_side=128))})
 
 
 #: rendered_views' code version; also part of every block's inputs digest, so bumping it makes
 #: every stored block stale.
-RENDER_CODE_VERSION = "4"
+RENDER_CODE_VERSION = "6"
 
 
 def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: HandModel, maps: dict[str, bytes]) -> dict:
@@ -103,6 +109,16 @@ def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: Han
     return {"code_version": RENDER_CODE_VERSION, "settings": versions.relevant_settings(settings, "rendered_views"),
             "options": {**dataclasses.asdict(options), "threads": None}, "hand_model": model.identity["digest"],
             "environment_maps": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(maps.items())}}
+
+
+def _look_summary(manifest: pd.DataFrame) -> dict:
+    """How often each part of the camera look was on in a shard, and the median background blur."""
+    blur = manifest["lens_background_blur_px"]
+    return {"depth_of_field": round(float((manifest["lens_f_number"] > 0).mean()), 3),
+            "background_blur_px_median": round(float(blur[blur > 0].median()), 2) if (blur > 0).any() else 0.0,
+            **{name: round(float((manifest[f"effect_{column}"] != 0).mean()), 3) for name, column in (
+                ("exposure_error", "exposure_ev"), ("vignetting", "vignetting_ev"), ("motion_blur", "motion_blur_px"),
+                ("noise", "electrons_per_unit"), ("white_balance_error", "white_balance_mired"), ("jpeg", "jpeg_quality"))}}
 
 
 def _block_metadata(shard_render: ShardRender) -> dict:
@@ -128,7 +144,9 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
                    storage: StorageResource, optimized_poses: PoseTable, environment_maps: dict) -> Output[pd.DataFrame]:
     """Every kept pose from ``n_views`` cameras: RGB (Cycles or raster), part labels and depth in
     one render block (a WebDataset tar + index) per distinct pose; a manifest row per image
-    locating its bytes and recording the renderer, samples, device and colour management.
+    locating its bytes and recording the renderer, samples, device and colour management, the
+    view's lens (``lens_*``: thin-lens depth of field, ``depth_of_field``) and camera effects
+    (``effect_*``, ``camera_effects``).
 
     Resumable and parallel: blocks stored complete and current are skipped, others rendered on
     ``IH_RENDER_WORKERS`` processes; a failed block fails the step after the others are stored."""
@@ -141,7 +159,9 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     model = hand_model.get()
     blocks = plan_blocks(kept, storage.prefix, shard, _block_inputs(settings, options, model, maps))
     workers = render_workers(settings)
-    job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options)
+    job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options,
+                    CameraLook.from_switches(settings.depth_of_field, settings.camera_effects),
+                    ArmOptions(forearms=settings.forearms, sleeve_share=settings.sleeve_share))
     result = render_shard(store, shard_folder(storage.prefix, shard), blocks, job, workers, threads_per_worker(workers),
                           visible_gpus(), log_fn=context.log.info)
     meta = {"images": len(result.rows), "poses": len(kept), "workers": workers, **_block_metadata(result)}
@@ -161,6 +181,7 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
             meta["cycles_vs_raster"] = image(plots.image_grid(result.side_by_side, cols=4, max_side=256))
         if manifest["alpha_iou"].notna().any():
             meta["min_alpha_iou"] = float(manifest["alpha_iou"].min())
+        meta["camera_look"] = MetadataValue.json(_look_summary(manifest))
         vis = np.stack(manifest["visibility"].to_numpy()).sum(axis=1)
         meta["histograms"] = image(plots.histograms({"view index": manifest["view"], "visible keypoints (of 42)": vis},
                                                     "views and visibility"))

@@ -33,9 +33,10 @@ from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.execution.context.invocation import BaseDirectExecutionContext
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from handsynth import verify
 from handsynth.storage import IntegrityError, ObjectNotFoundError, Store
-from resources.codecs import encode
-from resources.io_managers import latest_materialization, recorded_object
+from resources.codecs import decode, encode
+from resources.io_managers import latest_materialization, recorded_object, written_objects
 from resources.settings import PipelineSettings
 
 #: Settings fields each asset's output depends on (``fnmatch`` patterns, so fields other branches
@@ -49,11 +50,17 @@ SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
     "pose_discriminator": ("seed", "discriminator_*"),
     "optimized_poses": ("seed", "optimize_*"),
     "environment_maps": ("seed", "n_environment_maps", "environment_dir", "envmap_*"),
-    "rendered_views": ("seed", "n_views", "image_size", "renderer", "render_*", "denoise", "cycles_*", "camera_*"),
+    "rendered_views": ("seed", "n_views", "image_size", "renderer", "render_*", "denoise", "cycles_*", "camera_*",
+                       "depth_of_field", "forearms", "sleeve_*"),
     "annotations": (),
     "dataset_manifest": ("*",),   # it records the whole configuration
     "dataset_exports": ("export_*",),
 }
+#: Assets whose stored table locates images in render blocks (``handsynth.render.blocks``): when
+#: one would be skipped, the blocks its table references are checked as well.
+BLOCK_TABLES = ("rendered_views",)
+#: Damaged blocks named per asset and shard in the main job's plan line (the rest are counted).
+SHOWN_PROBLEMS = 3
 #: Fields that change no output: the preset only names a set of values; the number of render
 #: workers only decides how many blocks render at once.
 UNVERSIONED_SETTINGS = ("preset", "render_workers")
@@ -121,20 +128,38 @@ def _as_input_version(version: str, partitioned: bool) -> str:
 
 
 def stored_object_problem(store: Store, metadata: Mapping[str, Any]) -> str | None:
-    """Why the object a materialization recorded cannot be trusted (missing, or its size or
-    SHA-256 differs from the record), or None when it matches or no object was recorded. Costs a
-    HEAD and, when the size matches, a streamed GET."""
+    """Why the objects a materialization recorded cannot be trusted (its output or one it wrote
+    besides, :data:`resources.io_managers.WRITTEN_OBJECTS`, is missing or differs in size or
+    SHA-256 from its record), or None when they match or none was recorded. Costs a HEAD per
+    object and, when the size matches, a streamed GET."""
+    recorded = recorded_object(metadata)
+    for key, size, sha256 in ([recorded] if recorded else []) + written_objects(metadata):
+        try:
+            store.verify(key, size, sha256)
+        except ObjectNotFoundError:
+            return f"stored object missing ({store.uri(key)})"
+        except IntegrityError as exc:
+            return f"stored object corrupted ({exc.short()}: {exc.uri})"
+    return None
+
+
+def stored_blocks_problem(store: Store, metadata: Mapping[str, Any]) -> str | None:
+    """Why the render blocks a materialization's stored table references cannot be trusted (a
+    block missing, a tar of another size or SHA-256 than its index records, a row that does not
+    match the block's index; :func:`handsynth.verify.table_block_problems`), or None. Reads the
+    table and every block it references."""
     recorded = recorded_object(metadata)
     if recorded is None:
         return None
     key, size, sha256 = recorded
-    try:
-        store.verify(key, size, sha256)
-    except ObjectNotFoundError:
-        return f"stored object missing ({store.uri(key)})"
-    except IntegrityError as exc:
-        return f"stored object corrupted ({exc.short()}: {exc.uri})"
-    return None
+    first: dict[str, str] = {}   # tar key -> its first problem (the images' follow from the tar's)
+    for tar_key, problem in verify.table_block_problems(store, decode(key, store.get_verified(key, size, sha256)),
+                                                        verify.Tally()):
+        first.setdefault(tar_key, problem)
+    if not first:
+        return None
+    more = f"; and {len(first) - SHOWN_PROBLEMS} more blocks" if len(first) > SHOWN_PROBLEMS else ""
+    return f"render blocks damaged: {'; '.join(list(first.values())[:SHOWN_PROBLEMS])}{more}"
 
 
 def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: Sequence[AssetKey],
@@ -146,8 +171,9 @@ def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: S
     Reasons: never materialized; a blocking check that did not pass on it; code version changed;
     settings it depends on changed; an input whose data version differs from the one it was made
     from; an upstream among ``keys`` that is re-materialized now (whose new version is unknown yet);
-    with ``store``, the stored object of an asset that would be skipped is missing or corrupted
-    (only skipped assets are read: a hash costs a GET).
+    with ``store``, the stored object of an asset that would be skipped is missing or corrupted,
+    and for :data:`BLOCK_TABLES` so is a render block its table references (only skipped assets
+    are read: a hash costs a GET).
     """
     order = [k for k in graph.toposorted_asset_keys if k in set(keys)]
     plan: dict[AssetKey, list[str]] = {}
@@ -187,6 +213,8 @@ def reasons_to_materialize(instance: DagsterInstance, graph: AssetGraph, keys: S
                 reasons.append(f"upstream {parent.to_user_string()} changed")
         if not reasons and store is not None:
             problem = stored_object_problem(store, meta)
+            if problem is None and key.to_user_string() in BLOCK_TABLES:
+                problem = stored_blocks_problem(store, meta)
             reasons += [problem] if problem else []
         if reasons:
             plan[key] = reasons

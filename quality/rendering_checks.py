@@ -97,3 +97,30 @@ def image_keys_unique(rendered_views: pd.DataFrame) -> AssetCheckResult:
     return AssetCheckResult(passed=repeated.empty and not ids.duplicated().any(), metadata={
         "members": len(members), "repeated_members": int(repeated.nunique()),
         "repeated_image_ids": int(ids.duplicated().sum()), "first_repeated": str(repeated.iloc[0]) if len(repeated) else ""})
+
+
+@asset_check(asset="rendered_views", partitions_def=pose_shards,
+             description="With forearms on (the default): every image has them, at least one forearm or sleeve "
+                         "shows (labels 33-36) in every image, and no forearm passes through the other hand or forearm "
+                         "beyond the wrist (crossing triangle pairs of the pose's drawn elbows, handsynth.arms). "
+                         "With forearms off: no image has them.")
+def forearms_present_and_clear(settings: PipelineSettings, rendered_views: pd.DataFrame) -> AssetCheckResult:
+    rows = rendered_views
+    has = rows["forearms"].fillna(False).to_numpy(dtype=bool) if "forearms" in rows else np.zeros(len(rows), bool)
+    if not settings.forearms:
+        return AssetCheckResult(passed=not has.any(), metadata={"images": len(rows), "images_with_forearms": int(has.sum())})
+    if len(rows) == 0 or not has.all():
+        return AssetCheckResult(passed=len(rows) == 0, metadata={"images": len(rows),
+                                                                "images_without_forearms": int((~has).sum())})
+    pixels = np.array([int(np.sum(p)) for p in rows["forearm_pixels"]])
+    if "sleeve_pixels" in rows:                                  # a sleeve covers part of the forearm
+        pixels += np.array([int(np.sum(p)) for p in rows["sleeve_pixels"]])
+    crossing, wrist = rows["arm_crossings"].to_numpy(dtype=int), rows["wrist_crossings"].to_numpy(dtype=int)
+    bad = (pixels == 0) | (crossing > 0)
+    return AssetCheckResult(passed=not bad.any(), metadata={
+        "images": len(rows), "images_without_forearm_pixels": int((pixels == 0).sum()),
+        "images_with_arm_crossings": int((crossing > 0).sum()), "max_arm_crossings": int(crossing.max()),
+        # the other hand touching or gripping a wrist: the pose's contact, reported, not failed
+        "images_with_wrist_crossings": int((wrist > 0).sum()), "max_wrist_crossings": int(wrist.max()),
+        "min_forearm_pixels": int(pixels.min()),
+        "first_failing": str(rows["image_id"].iloc[int(np.argmax(bad))]) if bad.any() else ""})

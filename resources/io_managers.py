@@ -22,13 +22,15 @@ content against records. Overriding all of that would leave nothing of the base 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from dagster import (AssetKey, AssetRecordsFilter, DagsterInstance, DagsterInvariantViolationError, InputContext,
                      IOManager, MetadataValue, OutputContext)
 
 from handsynth.storage import ObjectNotFoundError, Store, StorageError, sha256_hex
+from handsynth.verify import Record
 from resources.codecs import CodecError, decode, encode, split_extension
+from resources.removed_shards import live_materialization
 
 #: Object name of an unpartitioned output.
 UNPARTITIONED = "all"
@@ -43,11 +45,46 @@ def recorded_object(metadata: Mapping[str, Any]) -> tuple[str, int, str] | None:
     return values["key"], values["bytes"], values["sha256"]
 
 
+#: Metadata of a materialization naming the objects its asset wrote besides its output (such as
+#: the environment-map library), ``{key: {"bytes": n, "sha256": hex}}``: they are verified like
+#: the output (by ``ih-pipeline verify`` and before the main job skips the asset).
+WRITTEN_OBJECTS = "written_objects"
+
+
+def written_objects(metadata: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+    """``(key, bytes, sha256)`` of each object :data:`WRITTEN_OBJECTS` records (none when absent)."""
+    value = getattr(metadata.get(WRITTEN_OBJECTS), "value", None)
+    if not isinstance(value, dict):
+        return []
+    return [(key, rec["bytes"], rec["sha256"]) for key, rec in sorted(value.items())
+            if isinstance(rec, dict) and isinstance(rec.get("bytes"), int) and isinstance(rec.get("sha256"), str)]
+
+
 def latest_materialization(instance: DagsterInstance, key: AssetKey, partition: str | None):
     """The newest materialization record of ``key`` (in ``partition``), or None."""
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
     return records[0] if records else None
+
+
+def recorded_objects(instance: DagsterInstance, store: Store) -> Iterator[Record]:
+    """The objects each asset (partition) records last, its output and those it wrote besides
+    (:data:`WRITTEN_OBJECTS`), for every output stored in ``store`` (its recorded ``uri`` names
+    this store); partitions of removed shards are left out. One record at a time: a data set of
+    many shards is never held whole."""
+    for asset in sorted(instance.get_asset_keys(), key=lambda k: k.to_user_string()):
+        partitions = sorted(instance.get_materialized_partitions(asset))
+        for partition in partitions or [None]:
+            rec = (live_materialization(instance, asset, partition) if partition is not None
+                   else latest_materialization(instance, asset, None))
+            meta = rec.asset_materialization.metadata if rec is not None else {}
+            found = recorded_object(meta)
+            uri = getattr(meta.get("uri"), "value", None)
+            if found is not None and uri == store.uri(found[0]):
+                what = asset.to_user_string() + (f"[{partition}]" if partition else "")
+                yield Record(what, *found)
+                for written in written_objects(meta):
+                    yield Record(f"{what}, written besides its output", *written)
 
 
 class ObjectStoreIOManager(IOManager):

@@ -76,6 +76,17 @@ class PipelineSettings(ConfigurableResource):
     denoise: bool = Field(default=PRESETS["demo"]["denoise"], description="Cycles OpenImageDenoise (prefilter FAST, quality BALANCED).")
     render_device: Literal["auto", "cpu", "cuda", "optix"] = Field(default="auto", description="Cycles device; 'auto' follows IH_DEVICE (torch's) when set, else any GPU found; a missing GPU falls back to CPU (logged, recorded).")
     render_workers: int = Field(default=0, ge=0, le=1024, description="Render worker processes per render step, each with its own Blender; 0: one per visible NVIDIA GPU, else max(1, cores // 2). Changes speed, never images.")
+    depth_of_field: bool = Field(default=True, description="Thin-lens depth of field per view, focused on the hands: "
+                                 "focal length 4-50 mm and f/1.8-11 drawn per view (phone to interchangeable lens); "
+                                 "Cycles blurs the hands, the composited background gets the same lens's disc; labels "
+                                 "stay sharp. Recorded per image (lens_* columns). Off: a pinhole (RenderIH's look).")
+    camera_effects: bool = Field(default=True, description="Seeded sensor and processing effects per view: exposure "
+                                 "error, vignetting, slight motion blur, shot and read noise, white-balance error, JPEG "
+                                 "quality 70-95 (ranges of real cameras: handsynth.render.camera_effects). Geometry-"
+                                 "preserving: labels, depth and keypoints unchanged. Recorded per image (effect_* "
+                                 "columns). Off: the clean render (RenderIH's look).")
+    forearms: bool = Field(default=True, description="Hands continue into forearms leaving the frame (labels 33 right, 34 left), elbows drawn per pose; off: RenderIH's own look, hands ending at the wrist.")
+    sleeve_share: float = Field(default=0.25, ge=0.0, le=1.0, allow_inf_nan=False, description="Share of poses whose forearms wear sleeves (one garment, cuffs 6-12 cm from the wrists, cloth textures; labels 35 right, 36 left); needs forearms.")
     environment_dir: str = Field(default="", description="Folder of your own .hdr/.exr maps (e.g. Poly Haven 2K/4K) copied into the library; empty: the npm Poly Haven set.")
 
     @classmethod

@@ -49,7 +49,7 @@ def main() -> None:
         renderer = CyclesRenderer(args.size, args.size, faces, np.zeros(len(faces), int), samples=args.samples,
                                   denoise=True, device="cpu", uv=uv)
         try:
-            renderer.set_skin(0, tex.albedo, tex.roughness, tex.bump)
+            renderer.set_skin(0, tex.albedo, tex.roughness, tex.bump, tex.specular)
             row = []
             for side in (-1.0, 1.0):          # back of the hand, then the palm
                 eye = centre + side * 0.42 * frame.palm_normal

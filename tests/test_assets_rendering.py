@@ -12,12 +12,13 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from handsynth.render.blocks import BlockIndex, index_key, read_member, sample_name
 from handsynth.render.raster import decode_png
+from handsynth.render.workers import look_from_row
 from ih_assets.optimization import hand_anchors, optimized_poses, pose_discriminator
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
 from ih_assets.rendering import annotations, environment_maps, rendered_views
 from ih_assets.versions import content_version
-from quality.rendering_checks import (annotation_expectations, image_keys_unique, keypoints_inside_image,
-                                      keypoints_reproject, masks_match_projected_mesh)
+from quality.rendering_checks import (annotation_expectations, forearms_present_and_clear, image_keys_unique,
+                                      keypoints_inside_image, keypoints_reproject, masks_match_projected_mesh)
 from resources.hand_model import HandModelResource
 from resources.settings import PipelineSettings
 from resources.sources import PoseSourceResource
@@ -26,7 +27,7 @@ from resources.storage import MemoryStorage, io_manager_for
 ASSETS = [raw_poses, deduped_poses, augmented_poses, hand_anchors, pose_discriminator, optimized_poses,
           environment_maps, rendered_views, annotations]
 CHECKS = [annotation_expectations, image_keys_unique, keypoints_inside_image, keypoints_reproject,
-          masks_match_projected_mesh]
+          masks_match_projected_mesh, forearms_present_and_clear]
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,12 @@ def test_shard_renders_blocks_whose_rows_locate_verified_images(shard_run):
     assert len(members) == 4 * int((table["tar_key"] == row["tar_key"]).sum())
     assert targets["image_id"] == row["image_id"]
     assert np.allclose(targets["keypoints2d_px"], np.asarray(row["keypoints2d_px"]).reshape(42, 2))
+    # the settings' camera look (on in every preset): each row records its lens and effects
+    looks = [look_from_row(r) for r in manifest.to_dict("records")]
+    assert all(lens.f_number > 0 and lens.focus_distance_m > 0 for lens, _ in looks)
+    assert len({effects.noise_seed for _, effects in looks}) > 1
+    summary = run.asset_materializations_for_node("rendered_views")[0].metadata["camera_look"].value
+    assert summary["depth_of_field"] == 1.0 and summary["background_blur_px_median"] > 0
 
 
 def test_rerun_skips_current_blocks_and_repairs_a_truncated_one(shard_run):
@@ -122,3 +129,18 @@ def test_a_stored_index_names_its_tar_inputs_and_render_interval(shard_run):
     assert len(index.inputs_digest) == 64 and index.started <= index.finished
     assert [r["image_id"] for r in index.rows] == [r for r in run.output_for_node("rendered_views")["image_id"]
                                                    if r in {x["image_id"] for x in index.rows}]
+
+
+def test_the_camera_look_switches_are_in_every_blocks_inputs(hand_model):
+    """Turning the lens or the camera effects on or off changes the block inputs digest (so the
+    stored blocks go stale and are rendered again); the other switch's value stays in it too."""
+    from handsynth.render import RenderOptions
+    from handsynth.render.blocks import inputs_digest
+    from ih_assets.rendering import _block_inputs
+    from handsynth.sources.procedural import generate_interacting_poses
+
+    poses = generate_interacting_poses(hand_model, 1, seed=0)
+    digests = {(dof, fx): inputs_digest(poses, _block_inputs(
+        PipelineSettings.from_preset("test", depth_of_field=dof, camera_effects=fx), RenderOptions(), hand_model, {}))
+        for dof in (True, False) for fx in (True, False)}
+    assert len(set(digests.values())) == 4

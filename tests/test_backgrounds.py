@@ -159,6 +159,35 @@ def test_sampled_lenses_focus_on_the_hands_and_record_as_json():
         dof.DepthOfField.from_record({**lenses[0].to_record(), "focus_distance_m": -1.0}, where="row 5")
 
 
+def test_a_views_background_through_its_lens_has_no_edge_sharper_than_the_lens_allows(hand_model):
+    """The compression blocks of a lossy map (a checkerboard of 8 x 8-texel blocks, levels 0 and
+    1, at the npm maps' 512 x 256) seen through the pipeline's view stage: with the view's lens
+    the background's steepest step between neighbouring pixels is at most that of a disc of the
+    recorded blur diameter, 4 / (pi D) of the contrast, so no block edge is visible as a line; the
+    same views through a pinhole show the blocks' edges well above that bound."""
+    from handsynth.views import CameraLook, PoseLighting, hand_surface, pose_geometry, view_setup
+    from handsynth.sources.procedural import generate_interacting_poses
+
+    rows, cols = np.indices((256, 512))
+    blocks = ((rows // 8 + cols // 8) % 2).astype(np.float32)
+    pyramid = envmaps.EnvmapPyramid(np.repeat(blocks[..., None], 3, -1))
+    geometry = pose_geometry(hand_model, hand_surface(hand_model, 0), generate_interacting_poses(hand_model, 1, seed=0))
+    lighting = PoseLighting("blocks", 0.0, 1.0)
+    fast_lens = CameraLook(lens=dof.DepthOfFieldRanges(focal_length_mm=(50.0, 50.0), f_number=(1.0, 1.0)))
+
+    def steepest(view: np.ndarray) -> float:
+        return float(max(np.abs(np.diff(view, axis=a)).max() for a in (0, 1)))
+
+    for v in range(4):
+        pinhole = view_setup(geometry, lighting, pyramid, 0, v, 256, cameras.CameraRanges())
+        lens = view_setup(geometry, lighting, pyramid, 0, v, 256, cameras.CameraRanges(), fast_lens)
+        np.testing.assert_array_equal(lens.camera.K, pinhole.camera.K)
+        bound = 4 / (np.pi * lens.lens.background_blur_px)
+        assert lens.lens.background_blur_px > 20
+        assert steepest(lens.background) <= 1.1 * bound, (v, steepest(lens.background), bound)
+        assert steepest(pinhole.background) > 1.4 * bound, (v, steepest(pinhole.background), bound)
+
+
 HAVE_BLENDER, WHY = cycles_available()
 
 _BLENDER_SCRIPT = r"""

@@ -81,6 +81,8 @@ def test_no_effects_is_the_tone_curve_alone_and_exact_on_8_bit_input():
     assert np.array_equal(ce.apply_effects(img, ce.CameraEffects()), tone_map(img))
     codes = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     assert np.array_equal(ce.apply_effects(codes, ce.CameraEffects()), codes)
+    every_code = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, -1)    # the round trip the shortcut skips
+    assert np.array_equal(tone_map(ce.linear_from_tone_mapped(every_code)), every_code)
 
 
 @pytest.mark.parametrize("name", [*ONE_AT_A_TIME, "all"])

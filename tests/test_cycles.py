@@ -124,8 +124,8 @@ def test_only_the_pixels_the_hands_can_touch_are_path_traced_and_nothing_else_ch
     from handsynth.render.cycles import hands_region
     from handsynth.views import hand_meshes, hand_surface, pose_geometry
 
-    surface = hand_surface(hand_model, 1)
-    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4))
+    surface = hand_surface(hand_model, 1, forearms=False)
+    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4), seed=0)
     colors = {s: np.full((surface.n_vertices[s], 3), 0.4) for s in ("right", "left")}
     points = geometry.all_vertices
     cam = cameras.sample_camera(points.mean(axis=0), points, cameras.CameraRanges(), np.random.default_rng(1), 80, 80)
@@ -226,7 +226,8 @@ def test_skin_textures_reach_the_surface_through_the_uvs():
     cam = cameras.Camera(np.array([[150.0, 0, 16], [0, 150.0, 16], [0, 0, 1]]), R, t, 32, 32)
     renderer = CyclesRenderer(32, 32, faces, [0, 0], samples=16, denoise=False, device="cpu", uv=uv)
     try:
-        renderer.set_skin(0, albedo, np.full((8, 8), 0.5, np.float32), np.zeros((8, 8), np.float32))
+        renderer.set_skin(0, albedo, np.full((8, 8), 0.5, np.float32), np.zeros((8, 8), np.float32),
+                          np.full((8, 8), 0.5, np.float32))
         hand = HandMesh(v, faces, np.full((4, 3), 0.5), np.zeros(2, int), 1)
         rgb = renderer.render(SceneSpec([hand], cam, "white", env, 0.0, 1.0, {"subsurface_weight": 0.0}), seed=0).rgb
     finally:
@@ -236,6 +237,90 @@ def test_skin_textures_reach_the_surface_through_the_uvs():
     top = rgb[int(cameras.project(np.array([[0.0, 0.09, 0.0]]), cam.K, cam.R, cam.t)[0, 1]), 16]
     assert left[0] > 2 * left[1] and right[1] > 2 * right[0], (left, right)
     assert top.min() > 0.8 * top.max(), top            # white band at the top of the texture
+
+
+@needs_blender
+def test_specular_map_reaches_the_skin_material():
+    """A grey square under a uniform white sky, specular level 0 on the texture's left half and 1
+    on its right: the right reflects more (Fresnel F0 0.08 against 0) and comes out brighter. An
+    unlinked map would leave both halves at the material's constant level."""
+    from handsynth.render.raster import HandMesh
+
+    v = np.array([[-0.1, -0.1, 0.0], [0.1, -0.1, 0.0], [0.1, 0.1, 0.0], [-0.1, 0.1, 0.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 0], [1, 1], [0, 1]], np.float32).reshape(2, 3, 2)
+    specular = np.zeros((8, 8), np.float32)
+    specular[:, 4:] = 1.0
+    R, t = cameras.look_at(np.zeros(3), 90.0, 0.0, 1.0, 0.0)
+    cam = cameras.Camera(np.array([[150.0, 0, 16], [0, 150.0, 16], [0, 0, 1]]), R, t, 32, 32)
+    renderer = CyclesRenderer(32, 32, faces, [0, 0], samples=32, denoise=False, device="cpu", uv=uv)
+    try:
+        renderer.set_skin(0, np.full((8, 8, 3), 0.3, np.float32), np.full((8, 8), 0.3, np.float32),
+                          np.full((8, 8), 0.5, np.float32), specular)
+        hand = HandMesh(v, faces, np.full((4, 3), 0.3), np.zeros(2, int), 1)
+        rgb = renderer.render(SceneSpec([hand], cam, "white", np.ones((16, 32, 3), np.float32), 0.0, 1.0,
+                                        {"subsurface_weight": 0.0}), seed=0).rgb.astype(float)
+    finally:
+        renderer.close()
+    right = cameras.project(np.array([[0.05, 0.0, 0.0]]), cam.K, cam.R, cam.t)[0, 0]
+    edge = int(right) - 16           # a quarter of the square's width in pixels
+    left_half, right_half = rgb[8:24, 16 - edge - 3:16 - 2].mean(), rgb[8:24, 16 + 2:16 + edge + 3].mean()
+    assert right_half > left_half + 4, (left_half, right_half)
+
+
+@needs_blender
+def test_the_views_lens_blurs_the_cycles_hands(hand_model):
+    """A lens focused at half the hands' distance blurs their outline into a band of partial
+    coverage (the worker sets Blender's thin lens); the same view through a pinhole has a sharp
+    outline. The path-traced region grows by the blur: without the denoiser it gives the whole
+    frame's RGBA, pixel for pixel."""
+    from handsynth.render.cycles import hands_region
+    from handsynth.render.depth_of_field import DepthOfField, cycles_dof
+    from handsynth.views import hand_meshes, hand_surface, pose_geometry
+
+    surface = hand_surface(hand_model, 0, forearms=False)
+    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4), seed=0)
+    colors = {s: np.full((surface.n_vertices[s], 3), 0.4) for s in ("right", "left")}
+    points = geometry.all_vertices
+    cam = cameras.sample_camera(points.mean(axis=0), points, cameras.CameraRanges(), np.random.default_rng(1), 64, 64)
+    distance = float(cam.R[2] @ points.mean(axis=0) + cam.t[2])
+    lens = DepthOfField(50.0, 1.0, distance / 2, 0.0)
+    renderer = CyclesRenderer(64, 64, surface.both_faces, surface.hand_of_face, samples=8, denoise=False, device="cpu")
+    try:
+        env = envmaps.procedural_envmap(3, 16, 32)
+        hands = hand_meshes(geometry, surface, colors)
+        alpha = {name: renderer.render(SceneSpec(hands, cam, "m", env, 0.0, 1.0, lens=chosen), seed=2).alpha
+                 for name, chosen in (("pinhole", None), ("lens", lens))}
+        request = {"op": "render", "seed": 2, "envmap": "m", "env_rotation": 0.0, "lens": cycles_dof(cam, lens),
+                   "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()}}
+        whole = renderer._call(request)[1]["rgba"]
+        region = hands_region(points, cam, lens)
+        part = renderer._call({**request, "region": region})[1]["rgba"]
+    finally:
+        renderer.close()
+    assert lens.blur_px(float(cam.K[0, 0]), distance) > 6
+    partial = {name: int(((a > 0.1) & (a < 0.9)).sum()) for name, a in alpha.items()}
+    assert partial["lens"] > 2 * partial["pinhole"], partial
+    pinhole_region = hands_region(points, cam)
+    assert region[0] < pinhole_region[0] and region[1] < pinhole_region[1]        # grown by the blur's radius
+    assert region[2] > pinhole_region[2] and region[3] > pinhole_region[3]
+    np.testing.assert_array_equal(part, whole)
+
+
+@needs_blender
+def test_cycles_with_lens_and_camera_effects_repeats_exactly_and_stays_aligned_with_the_labels(hand_model):
+    """The pipeline's look (lens and effects drawn with the settings' ranges) on Cycles: the same
+    seed gives the same bytes, and the photo's alpha still matches the raster labels."""
+    from quality.rendering_checks import MIN_ALPHA_IOU
+    from handsynth.views import CameraLook
+
+    poses = generate_interacting_poses(hand_model, 1, seed=0)
+    library = {"sky": envmaps.procedural_envmap(0, 32, 64)}
+    look = CameraLook.from_switches(depth_of_field=True, camera_effects=True)
+    first, second = (list(render_pose_views(hand_model, poses, 2, 96, library, seed=0, options=CYCLES, look=look))
+                     for _ in range(2))
+    assert [a.pngs for a in first] == [b.pngs for b in second]
+    assert all(img.lens.f_number > 0 and img.alpha_iou >= MIN_ALPHA_IOU for img in first), [i.alpha_iou for i in first]
 
 
 def test_corner_values_follow_loop_subdivision_face_order(hand_model):

@@ -119,12 +119,15 @@ def test_forearm_has_adult_proportions_labels_and_a_sleeve_cuff(each_hand_model,
         return float(np.ptp(rings[k] @ direction)) * 100.0                                      # cm
 
     wrist = int(np.flatnonzero(stations == fa.BLEND_LENGTH)[0])
-    print(side, f"wrist {extent(wrist, frame.ulnar):.1f} x {extent(wrist, frame.volar):.1f} cm, far "
-          f"{extent(-1, frame.ulnar):.1f} x {extent(-1, frame.volar):.1f} cm, "
-          f"length {100 * np.linalg.norm(rings[-1].mean(0) - rings[0].mean(0)):.1f} cm")
+    elbow = int(np.flatnonzero(stations == fa.LENGTH)[0])
+    print(side, f"wrist {extent(wrist, frame.ulnar):.1f} x {extent(wrist, frame.volar):.1f} cm, elbow "
+          f"{extent(elbow, frame.ulnar):.1f} x {extent(elbow, frame.volar):.1f} cm, "
+          f"forearm {100 * np.linalg.norm(rings[elbow].mean(0) - rings[0].mean(0)):.1f} cm, "
+          f"arm {100 * np.linalg.norm(rings[-1].mean(0) - rings[0].mean(0)):.1f} cm")
     assert 5.5 < extent(wrist, frame.ulnar) < 6.5 and 3.5 < extent(wrist, frame.volar) < 4.5
-    assert 8.0 < extent(-1, frame.ulnar) < 9.0
-    assert 23.0 < np.linalg.norm(rings[-1].mean(0) - rings[0].mean(0)) * 100.0 < 26.0
+    assert 8.0 < extent(elbow, frame.ulnar) < 9.0 and 8.0 < extent(-1, frame.ulnar) < 9.0
+    assert 23.0 < np.linalg.norm(rings[elbow].mean(0) - rings[0].mean(0)) * 100.0 < 26.0
+    assert 53.0 < np.linalg.norm(rings[-1].mean(0) - rings[0].mean(0)) * 100.0 < 56.0
     cuff_ring = int(np.flatnonzero(stations == 0.13)[0])
     assert arm.cuff == (cuff_ring * n_loop, arm.vertices.shape[1])
     forearm_label, sleeve_label = fa.FOREARM_LABELS[side], fa.SLEEVE_LABELS[side]

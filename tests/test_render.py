@@ -4,12 +4,16 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from handsynth import cameras, envmaps
 from handsynth.sources.procedural import generate_interacting_poses
+from handsynth.render.camera_effects import CameraEffectRanges, CameraEffects, apply_effects
+from handsynth.render.depth_of_field import DepthOfFieldRanges
 from handsynth.render.raster import decode_png
-from handsynth.views import STAGES, StageTimes, render_pose_views
+from handsynth.render.workers import look_from_row, manifest_row
+from handsynth.views import STAGES, CameraLook, StageTimes, render_pose_views
 
 
 def test_projection_and_unprojection_round_trip():
@@ -173,3 +177,48 @@ def test_the_renderer_pool_lends_a_renderer_to_one_caller_and_closes_one_whose_u
         assert next_one is not broken
     pool.close_all()
     assert all(w.closed for w in (first, second))
+
+
+#: Every lens and camera effect on in every view (the defaults turn each on in a share of views).
+ALL_ON = CameraLook(DepthOfFieldRanges(share=1.0),
+                    CameraEffectRanges(exposure_share=1.0, vignetting_share=1.0, motion_blur_share=1.0, noise_share=1.0,
+                                       white_balance_share=1.0, jpeg_share=1.0))
+
+
+def test_every_camera_effect_on_repeats_byte_for_byte_and_each_manifest_row_records_it(hand_model, tmp_path):
+    """Same seed, every effect on: identical PNGs. Each manifest row holds the lens and all effect
+    parameters (also after a parquet round trip), enough to apply them again to the clean render
+    and get the stored RGB."""
+    poses = generate_interacting_poses(hand_model, 1, seed=3)
+    library = {"a": envmaps.procedural_envmap(0), "b": envmaps.procedural_envmap(1)}
+    first = list(render_pose_views(hand_model, poses, 3, 96, library, seed=5, look=ALL_ON))
+    second = list(render_pose_views(hand_model, poses, 3, 96, library, seed=5, look=ALL_ON))
+    assert [a.pngs for a in first] == [b.pngs for b in second]
+    rows = [manifest_row(img) for img in first]
+    pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
+    stored = pd.read_parquet(tmp_path / "rows.parquet").to_dict("records")
+    for img, row, back in zip(first, rows, stored):
+        lens, effects = look_from_row(back)
+        assert (lens, effects) == look_from_row(row) == (img.lens, img.effects)
+        assert effects.jpeg_quality > 0 and effects.electrons_per_unit > 0 and effects.motion_blur_px > 0
+        assert effects.vignetting_ev > 0 and effects.exposure_ev != 0 and effects.white_balance_mired != 0
+        assert lens.f_number > 0 and row["lens_aperture_m"] == pytest.approx(lens.aperture_mm / 1000)
+        assert row["lens_background_blur_px"] == pytest.approx(lens.blur_px(float(img.record.K[0, 0]), np.inf))
+        np.testing.assert_array_equal(apply_effects(img.raster_rgb, effects), decode_png(img.pngs["rgb"]))
+    assert len({row["effect_noise_seed"] for row in rows}) == 3          # drawn per view
+
+
+def test_lens_and_camera_effects_change_the_rgb_only(hand_model):
+    """Labels, depth, keypoint visibility, camera and seeds are those of the clean render; the RGB
+    is not; the clean render records a pinhole and neutral effects."""
+    poses = generate_interacting_poses(hand_model, 1, seed=3)
+    library = {"a": envmaps.procedural_envmap(0)}
+    clean = list(render_pose_views(hand_model, poses, 2, 96, library, seed=5))
+    looked = list(render_pose_views(hand_model, poses, 2, 96, library, seed=5, look=ALL_ON))
+    for a, b in zip(clean, looked):
+        assert a.pngs["label"] == b.pngs["label"] and a.pngs["depth"] == b.pngs["depth"]
+        np.testing.assert_array_equal(a.record.visibility, b.record.visibility)
+        np.testing.assert_array_equal(a.record.K, b.record.K)
+        assert a.record.render_seed == b.record.render_seed and a.scene == b.scene
+        assert a.pngs["rgb"] != b.pngs["rgb"]
+        assert a.lens.f_number == 0 and a.effects == CameraEffects()

@@ -267,7 +267,7 @@ def test_open_store_for_memory_and_local_folders(tmp_path: Path) -> None:
     local, prefix = open_store(str(tmp_path))  # a store's root: the pipeline's prefix folder is used
     assert isinstance(local, LocalStore) and prefix == "renderih" and local.local_path("k") == tmp_path / "k"
     assert open_store(str(tmp_path / "renderih"))[1] == ""  # the prefix folder itself
-    with pytest.raises(StorageError, match="no such folder"):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
         open_store(str(tmp_path / "missing"))
 
 

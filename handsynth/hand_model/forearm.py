@@ -12,8 +12,10 @@ starts ON that loop, so hand and forearm join without a gap:
 - beyond, elliptical rings run straight toward the elbow, widening from the wrist to the upper
   forearm (adult anthropometry scaled by the shaped hand's length), rigidly attached to the wrist
   joint: the forearm follows ``global_orient`` and ``transl``;
-- a flat cap closes the far end (:data:`LENGTH` from the wrist; leaving the frame is the
-  renderer's job).
+- past the elbow (:data:`LENGTH` from the wrist) the tube runs on straight for an upper arm's
+  length (:data:`UPPER_ARM_LENGTH`, an arm held straight: cameras frame the hands, and an arm
+  ending at the elbow showed its cut end in a quarter of the views), and a flat cap closes it
+  (:data:`REACH` from the wrist; leaving the frame is the renderer's job).
 
 The elbow direction is a unit vector in the hand's root frame (the axes ``global_orient``
 rotates); :func:`elbow_direction` makes one from wrist flexion and deviation, and directions
@@ -40,16 +42,23 @@ SLEEVE_LABELS: dict[str, int] = {"right": 35, "left": 36}
 #: flexion), ulnar deviation 30, radial deviation 20 (negative deviation).
 FLEXION_RANGE_DEG = (-70.0, 80.0)
 DEVIATION_RANGE_DEG = (-20.0, 30.0)
-#: Wrist loop to the far end (m): the visible forearm of an adult (wrist to elbow is ~25-27 cm).
+#: Wrist loop to the elbow (m): the visible forearm of an adult (wrist to elbow is ~25-27 cm).
 LENGTH = 0.25
+#: Elbow to the far end (m): an adult's upper arm (elbow to shoulder ~30 cm), straight on. Measured
+#: at the demo's camera ranges (30 procedural poses x 4 views, both arms): the far end lay inside
+#: the frame for 25% of the arms ending at the elbow, 11% with the upper arm.
+UPPER_ARM_LENGTH = 0.30
+#: Wrist loop to the far end (m).
+REACH = LENGTH + UPPER_ARM_LENGTH
 #: Over this distance from the loop the rings blend from the loop's shape to an ellipse and the
 #: axis turns to the elbow direction on a circular arc (m): long enough that at the end of the
 #: wrist's range the arc's radius stays above the wrist's half-thickness (the inner side of the
 #: tube does not fold through itself; tested).
 BLEND_LENGTH = 0.04
-#: Distances of the rings from the wrist loop (m): dense in the blend, every 2 cm beyond.
-RING_STATIONS = tuple(np.round(np.concatenate([np.linspace(0.0, BLEND_LENGTH, 9),
-                                               np.arange(0.06, LENGTH, 0.02), [LENGTH]]), 6))
+#: Distances of the rings from the wrist loop (m): dense in the blend, every 2 cm to the elbow,
+#: every 5 cm beyond (the cross-section no longer changes there).
+RING_STATIONS = tuple(np.round(np.concatenate([np.linspace(0.0, BLEND_LENGTH, 9), np.arange(0.06, LENGTH, 0.02),
+                                               [LENGTH], np.arange(LENGTH + 0.05, REACH - 0.025, 0.05), [REACH]]), 6))
 #: Cross-section of an adult forearm, for a hand of :data:`REFERENCE_HAND_LENGTH` (m, full
 #: widths): (distance from the wrist loop, width across, thickness palm to back). About 6 x 4 cm
 #: at the wrist, widening over the muscle bellies to about 8.5 x 6 cm below the elbow.
@@ -211,8 +220,8 @@ def attach_forearm(model: HandModel, side: str, hand_vertices: torch.Tensor, glo
     stations = np.array(RING_STATIONS)
     cuff_ring = None
     if sleeve_start is not None:
-        if not BLEND_LENGTH < sleeve_start < LENGTH:
-            raise ValueError(f"sleeve_start {sleeve_start} m: a cuff lies between {BLEND_LENGTH} and {LENGTH} m from the wrist")
+        if not BLEND_LENGTH < sleeve_start < REACH:
+            raise ValueError(f"sleeve_start {sleeve_start} m: a cuff lies between {BLEND_LENGTH} and {REACH} m from the wrist")
         stations = np.unique(np.append(stations, sleeve_start))
         cuff_ring = int(np.flatnonzero(stations == sleeve_start)[0])
     faces, vertex_labels, face_labels, layout = _topology(len(loop), stations, cuff_ring, side)

@@ -55,6 +55,7 @@ class SceneSpec:
     env_rotation: float           # radians about world up
     exposure: float               # scale of linear radiance before the tone curve
     material: dict[str, Any] = field(default_factory=dict)
+    lens: Any = None              # handsynth.render.depth_of_field.DepthOfField; None: a pinhole
 
 
 @dataclass

@@ -211,11 +211,15 @@ def read_member(store: Any, row: Mapping[str, Any], kind: str) -> bytes:
     """The bytes of image ``kind`` (rgb, label, depth) of a manifest/annotation row: one ranged
     read of its block tar, verified against the row's sha256 (:class:`IntegrityError` if not)."""
     key, start, length = str(row["tar_key"]), int(row[f"{kind}_offset"]), int(row[f"{kind}_bytes"])
-    data = store.read_range(key, start, length)
+    where = f"{store.uri(key)} ({kind} image of {row.get('image_id', '?')} at byte {start})"
+    expected = str(row[f"{kind}_sha256"])
+    try:
+        data = store.read_range(key, start, length)
+    except IntegrityError as exc:   # the tar ends before the member does
+        raise IntegrityError(where, length, expected, exc.found_size, None) from None
     found = sha256_hex(data)
-    if len(data) != length or found != row[f"{kind}_sha256"]:
-        raise IntegrityError(f"{store.uri(key)} ({kind} image of {row.get('image_id', '?')} at byte {start})", length,
-                             str(row[f"{kind}_sha256"]), len(data), found)
+    if len(data) != length or found != expected:
+        raise IntegrityError(where, length, expected, len(data), found)
     return data
 
 
@@ -229,23 +233,47 @@ class BlockCheck:
     index: BlockIndex | None      # the stored index when current
 
 
-def check_block(store: Any, block: Block) -> BlockCheck:
-    """Whether ``block`` is stored complete and current: its index parses and names the block's
-    inputs digest, and its tar has the recorded size and sha256 (the whole tar is read: a stored
-    block is verified before it is trusted, which costs far less than rendering it)."""
-    ikey = index_key(block.tar_key)
+def _stored_index(store: Any, tar_key: str) -> BlockIndex | BlockCheck:
+    """The stored index of the block at ``tar_key``, or why there is none to trust."""
+    ikey = index_key(tar_key)
     if not store.exists(ikey):
         return BlockCheck("missing", "never completed (no index)", None)
     try:
         index = BlockIndex.from_json(store.get_bytes(ikey), store.uri(ikey))
     except ValueError as exc:
         return BlockCheck("corrupt", str(exc), None)
-    if index.inputs_digest != block.inputs_digest or index.tar_key != block.tar_key:
-        return BlockCheck("stale", "rendered from other inputs (poses, settings, code or maps changed)", None)
+    if index.tar_key != tar_key:
+        return BlockCheck("corrupt", f"{store.uri(ikey)}: index names another tar ({index.tar_key})", None)
+    return index
+
+
+def _verified(store: Any, index: BlockIndex) -> BlockCheck:
+    """``index``'s block as current when its tar has the recorded size and sha256 (the whole tar
+    is read: a stored block is verified before it is trusted, which costs far less than rendering it)."""
     try:
-        store.verify(block.tar_key, index.tar_bytes, index.tar_sha256)
+        store.verify(index.tar_key, index.tar_bytes, index.tar_sha256)
     except ObjectNotFoundError:
-        return BlockCheck("corrupt", f"{store.uri(block.tar_key)}: tar missing", None)
+        return BlockCheck("corrupt", f"{store.uri(index.tar_key)}: tar missing", None)
     except IntegrityError as exc:
         return BlockCheck("corrupt", str(exc), None)
     return BlockCheck("current", "", index)
+
+
+def check_block(store: Any, block: Block) -> BlockCheck:
+    """Whether ``block`` is stored complete and current: its index parses and names the block's
+    inputs digest (checked first: a stale tar is not worth reading), and its tar has the recorded
+    size and sha256."""
+    index = _stored_index(store, block.tar_key)
+    if isinstance(index, BlockCheck):
+        return index
+    if index.inputs_digest != block.inputs_digest:
+        return BlockCheck("stale", "rendered from other inputs (poses, settings, code or maps changed)", None)
+    return _verified(store, index)
+
+
+def check_stored_block(store: Any, tar_key: str) -> BlockCheck:
+    """Whether the block stored at ``tar_key`` is complete and intact, whatever it was rendered
+    from: for checking what a stored manifest references (``handsynth.verify``), where the inputs
+    that would give the digest are not at hand."""
+    index = _stored_index(store, tar_key)
+    return index if isinstance(index, BlockCheck) else _verified(store, index)

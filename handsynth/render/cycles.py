@@ -5,9 +5,11 @@ The worker (:mod:`handsynth.render.cycles_worker`) runs under ``IH_BLENDER_PYTHO
 once, each environment map once, the posed vertices and albedo once per pose, then per image only
 camera, map, map rotation and seed. A view is sent with :meth:`CyclesRenderer.begin` and collected
 with :meth:`CyclesRenderer.finish`, so the caller can rasterise labels while Blender path-traces.
-Cycles returns linear premultiplied RGBA; :func:`composite` puts the same environment seen
-through the camera behind the hands and applies the colour transform, so the alpha stays
-available for the alignment check against the raster labels.
+Cycles returns linear premultiplied RGBA; :func:`over_background` puts the same environment seen
+through the camera (defocused by the same lens) behind the hands, and :func:`composite` also
+applies the colour transform, so the alpha stays available for the alignment check against the
+raster labels. A view's lens (:class:`~handsynth.render.depth_of_field.DepthOfField`) becomes
+the Blender camera's thin-lens depth of field (:func:`~handsynth.render.depth_of_field.cycles_dof`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from handsynth import envmaps
 from handsynth.cameras import project
 from handsynth.render import RenderedRGB, SceneSpec
 from handsynth.render.cycles_worker import read_message, write_message
+from handsynth.render.depth_of_field import DepthOfField, cycles_dof
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("cycles_worker.py")
@@ -53,10 +56,12 @@ class CyclesRenderer:
 
     def __init__(self, width: int, height: int, faces: np.ndarray, hand_of_face: np.ndarray, samples: int = 16,
                  denoise: bool = True, device: str = "auto", threads: int = 0, adaptive_threshold: float = 0.0,
-                 uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None) -> None:
-        """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) 0/1 (one material each), ``uv``
+                 uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None, material_slots: int = 0) -> None:
+        """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) each face's material slot (a skin material per slot: the hands 0/1,
+        forearms 2/3 in :mod:`handsynth.views`), ``uv``
         optional (F, 3, 2) per-corner texture coordinates for :meth:`set_skin`; ``threads`` 0 uses
-        every core; ``adaptive_threshold`` > 0 turns on Cycles' adaptive sampling at that noise level."""
+        every core; ``adaptive_threshold`` > 0 turns on Cycles' adaptive sampling at that noise level;
+        ``material_slots``: at least this many materials (slots that only later poses use, e.g. sleeves)."""
         ok, where = cycles_available()
         if not ok:
             raise WorkerError(where)
@@ -74,7 +79,8 @@ class CyclesRenderer:
         if uv is not None:
             arrays["uv"] = np.asarray(uv, np.float32)
         reply, _ = self._call({"op": "init", "width": width, "height": height, "samples": samples, "denoise": denoise,
-                               "device": device, "threads": threads, "adaptive_threshold": adaptive_threshold}, arrays)
+                               "device": device, "threads": threads, "adaptive_threshold": adaptive_threshold,
+                               "material_slots": material_slots}, arrays)
         self.device, self.blender_version = reply["device"], reply["blender"]
         self._log(f"Cycles worker ready: Blender {self.blender_version}, device {self.device} "
                   f"({reply['device_note']}), {samples} samples, denoise={denoise}, {reply['seconds']:.1f} s")
@@ -111,21 +117,35 @@ class CyclesRenderer:
         self._send(header, arrays)
         return self._receive(header["op"])
 
-    def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray) -> None:
-        """Texture hand 0 (right) or 1 (left): linear albedo (S, S, 3), roughness and bump (S, S)."""
+    def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray,
+                 specular: np.ndarray) -> None:
+        """Texture hand 0 (right) or 1 (left): linear albedo (S, S, 3), roughness, bump and
+        specular level (S, S) (see :class:`handsynth.render.skin.SkinTextures`)."""
         self._call({"op": "skin", "hand": int(hand)}, {"albedo": np.asarray(albedo, np.float32),
                                                        "roughness": np.asarray(roughness, np.float32),
-                                                       "bump": np.asarray(bump, np.float32)})
+                                                       "bump": np.asarray(bump, np.float32),
+                                                       "specular": np.asarray(specular, np.float32)})
 
-    def set_geometry(self, hands: list, material: dict) -> None:
-        """The posed hands (raster :class:`HandMesh` es, linear albedo) and material of the next views."""
+    def set_cloth(self, slot: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray, sheen: float) -> None:
+        """Make material ``slot`` a fabric (:class:`handsynth.render.cloth.ClothTextures` maps, sheen weight)."""
+        self._call({"op": "cloth", "slot": int(slot), "sheen": float(sheen)},
+                   {"albedo": np.asarray(albedo, np.float32), "roughness": np.asarray(roughness, np.float32),
+                    "bump": np.asarray(bump, np.float32)})
+
+    def set_geometry(self, hands: list, material: dict, material_index: np.ndarray | None = None) -> None:
+        """The posed hands (raster :class:`HandMesh` es, linear albedo) and material of the next views;
+        ``material_index`` (F,) each face's material slot, when it changes per pose."""
         vertices = np.concatenate([h.vertices for h in hands]).astype(np.float32)
         colors = np.concatenate([h.colors for h in hands]).astype(np.float32)
-        self._call({"op": "geometry", "material": material}, {"vertices": vertices, "colors": colors})
+        arrays = {"vertices": vertices, "colors": colors}
+        if material_index is not None:
+            arrays["material_index"] = np.asarray(material_index, np.uint8)
+        self._call({"op": "geometry", "material": material}, arrays)
         self._vertices = vertices
 
     def begin(self, scene: SceneSpec, seed: int) -> None:
-        """Start one view of the current geometry (``scene.hands`` are not sent: see :meth:`set_geometry`)."""
+        """Start one view of the current geometry (``scene.hands`` are not sent: see :meth:`set_geometry`)
+        through ``scene.lens`` (a pinhole when None)."""
         sent = self._sent_envmaps.get(scene.env_name)
         if sent is None or (sent is not scene.env and not np.array_equal(sent, scene.env)):
             self._call({"op": "envmap", "name": scene.env_name}, {"pixels": scene.env.astype(np.float32)})
@@ -133,7 +153,8 @@ class CyclesRenderer:
         cam = scene.camera
         self._send({"op": "render", "seed": int(seed), "envmap": scene.env_name, "env_rotation": scene.env_rotation,
                     "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()},
-                    "region": hands_region(self._vertices, cam)})
+                    "lens": cycles_dof(cam, scene.lens or DepthOfField()),
+                    "region": hands_region(self._vertices, cam, scene.lens)})
         self._pending = "render"
 
     def finish(self) -> np.ndarray:
@@ -148,7 +169,9 @@ class CyclesRenderer:
         """One image of ``scene`` (geometry included): hands over the environment, tone-mapped."""
         self.set_geometry(scene.hands, scene.material)
         self.begin(scene, seed)
-        return composite(self.finish(), envmaps.envmap_view(scene.env, scene.camera, scene.env_rotation), scene.exposure)
+        blur = scene.lens.background_blur_px if scene.lens is not None else 0.0
+        return composite(self.finish(), envmaps.envmap_view(scene.env, scene.camera, scene.env_rotation, blur),
+                         scene.exposure)
 
     def close(self, kill: bool = False) -> None:
         """Ask the worker to quit (kill it when ``kill`` or a view is still in flight)."""
@@ -172,25 +195,34 @@ class CyclesRenderer:
 REGION_MARGIN_PX = 3
 
 
-def hands_region(vertices: np.ndarray | None, camera) -> list[int] | None:
+def hands_region(vertices: np.ndarray | None, camera, lens: DepthOfField | None = None) -> list[int] | None:
     """[x0, y0, x1, y1]: the pixels the hands can touch, the only ones worth path-tracing and
     denoising (about half of a 256 x 256 view; the rest is film-transparent background, composited
-    from the map afterwards). None (the whole frame) without geometry or with a vertex behind the camera."""
+    from the map afterwards), widened by the radius of the lens's largest blur disc on the hands.
+    None (the whole frame) without geometry or with a vertex behind the camera."""
     if vertices is None or len(vertices) == 0:
         return None
     cam = vertices.astype(np.float64) @ camera.R.T + camera.t
     if (cam[:, 2] <= 0).any():
         return None
+    margin = REGION_MARGIN_PX
+    if lens is not None:
+        focal = float(camera.K[0, 0])
+        margin += int(np.ceil(max(lens.blur_px(focal, cam[:, 2].min()), lens.blur_px(focal, cam[:, 2].max())) / 2))
     uv = project(vertices.astype(np.float64), camera.K, camera.R, camera.t)
-    lo = np.floor(uv.min(axis=0)).astype(int) - REGION_MARGIN_PX
-    hi = np.ceil(uv.max(axis=0)).astype(int) + REGION_MARGIN_PX
+    lo = np.floor(uv.min(axis=0)).astype(int) - margin
+    hi = np.ceil(uv.max(axis=0)).astype(int) + margin
     x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
     x1, y1 = min(int(hi[0]), camera.width - 1), min(int(hi[1]), camera.height - 1)
     return None if x0 > x1 or y0 > y1 else [x0, y0, x1, y1]
 
 
+def over_background(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Premultiplied linear RGBA over a linear background (H, W, 3): linear radiance (H, W, 3)."""
+    return rgba[..., :3] + (1.0 - rgba[..., 3:4]) * background
+
+
 def composite(rgba: np.ndarray, background: np.ndarray, exposure: float) -> RenderedRGB:
-    """Premultiplied linear RGBA over a linear background (H, W, 3), then the colour transform
-    shared with the raster background (:func:`envmaps.tone_map`)."""
-    linear = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * background
-    return RenderedRGB(rgb=envmaps.tone_map(linear, exposure), alpha=rgba[..., 3].copy())
+    """:func:`over_background`, then the colour transform shared with the raster background
+    (:func:`envmaps.tone_map`)."""
+    return RenderedRGB(rgb=envmaps.tone_map(over_background(rgba, background), exposure), alpha=rgba[..., 3].copy())

@@ -10,16 +10,22 @@ stdout, so the protocol moves to a duplicate of file descriptor 1 and fd 1 goes 
 Requests (``header["op"]``):
 - ``init``: width, height, samples, denoise, device ('auto' | 'cpu' | 'cuda' | 'optix'), threads
   (0: all cores), adaptive_threshold (Cycles' noise threshold; 0 keeps every pixel at ``samples``);
-  arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (one material per
-  hand), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
-- ``skin``: hand (0 right, 1 left); arrays ``albedo`` (S, S, 3) float32 linear, ``roughness`` and
-  ``bump`` (S, S) float32 in [0, 1], rows top-down: the hand's material then reads these textures
-  through the UVs instead of the per-vertex albedo.
+  material_slots (optional: at least this many materials, for slots only later poses use);
+  arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (each face's material
+  slot: a skin per slot, e.g. hands 0/1, forearms 2/3), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
+- ``skin``: hand (0 right, 1 left); arrays ``albedo`` (S, S, 3) float32 linear, ``roughness``,
+  ``bump`` and ``specular`` (S, S) float32 in [0, 1], rows top-down: the hand's material then
+  reads these textures through the UVs instead of the per-vertex albedo (specular drives
+  "Specular IOR Level", the bump a Bump node of :data:`BUMP_DISTANCE_M` per unit).
+- ``cloth``: slot, sheen; arrays as for ``skin``: the slot's material becomes that fabric
+  (textured like a skin, no subsurface scattering, the fibre's sheen), e.g. a sleeve's.
 - ``envmap``: name; array ``pixels`` (H, W, 3) float32 linear, equirectangular, row 0 = up.
 - ``geometry``: material; arrays ``vertices`` (V, 3) float32 (project world, y up, m), ``colors``
-  (V, 3) float32 linear albedo. Sent once per pose: its views reuse the mesh (and its BVH).
+  (V, 3) float32 linear albedo, optional ``material_index`` (F,) uint8 (each face's material slot,
+  when it changes per pose). Sent once per pose: its views reuse the mesh (and its BVH).
 - ``render``: seed, envmap, env_rotation (radians about world up), camera (K, R, t as nested
-  lists, OpenCV), optional region [x0, y0, x1, y1] (inclusive pixel bounds, row 0 at the top: only
+  lists, OpenCV), optional lens (camera-data attribute paths -> values, e.g. ``dof.use_dof``,
+  from :func:`handsynth.render.depth_of_field.cycles_dof`; absent: a pinhole), optional region [x0, y0, x1, y1] (inclusive pixel bounds, row 0 at the top: only
   these pixels are path-traced and denoised, the others come back empty) -> array ``rgba``
   (H, W, 4) float32 linear premultiplied (``transparent``: false renders the world behind the
   hands, for checking the world mapping).
@@ -52,6 +58,11 @@ ALLOWED_DTYPES = {"<f4", "<i4", "|u1", "<u2"}
 WORLD_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 SENSOR_WIDTH_MM = 36.0
+#: Height of the skin's bump map per unit, metres: the maps put creases ~0.35 below plain skin and
+#: veins ~0.25 above it (:class:`handsynth.render.skin.SkinTextures`), i.e. a few tenths of a mm.
+BUMP_DISTANCE_M = 0.001
+#: Camera-data attributes a render request's ``lens`` may set (nothing else is reachable).
+LENS_ATTRIBUTES = ("dof.use_dof", "dof.focus_distance", "dof.aperture_fstop", "dof.aperture_blades", "sensor_width", "lens")
 
 
 # ---- framing (also imported by the pipeline-side client) -----------------------------------------
@@ -175,7 +186,9 @@ class CyclesScene:
         obj = bpy.data.objects.new("hands", mesh)
         scene.collection.objects.link(obj)
         self.hands = obj
-        self.skins = [self._skin_material(k) for k in range(int(hand_of_face.max()) + 1)]
+        slots = max(int(hand_of_face.max()) + 1, int(header.get("material_slots", 0)))
+        self.skins = [self._skin_material(k) for k in range(slots)]
+        self.cloth_sheen: dict[int, float] = {}   # slots that hold a fabric (set_cloth) -> sheen weight
         for skin in self.skins:
             obj.data.materials.append(skin["material"])
 
@@ -234,8 +247,9 @@ class CyclesScene:
         bsdf.subsurface_method = "RANDOM_WALK_SKIN"
         return {"material": mat, "bsdf": bsdf, "images": {}}
 
-    def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray) -> None:
-        """Texture the hand: albedo (linear), roughness and bump maps through the UV layer.
+    def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray,
+                 specular: np.ndarray) -> None:
+        """Texture the hand: albedo (linear), roughness, bump and specular maps through the UV layer.
 
         Each call makes new images (see :meth:`_retire`): with persistent data Cycles keeps the
         pixels of an image it has loaded, even after ``foreach_set`` and ``update_tag`` (seen with
@@ -246,7 +260,8 @@ class CyclesScene:
         skin = self.skins[hand]
         mat, bsdf, images = skin["material"], skin["bsdf"], skin["images"]
         nodes, links = mat.node_tree.nodes, mat.node_tree.links
-        maps = {"albedo": albedo, "roughness": np.repeat(roughness[..., None], 3, -1), "bump": np.repeat(bump[..., None], 3, -1)}
+        maps = {"albedo": albedo, **{kind: np.repeat(values[..., None], 3, -1) for kind, values in
+                                     (("roughness", roughness), ("bump", bump), ("specular", specular))}}
         for kind, pixels in maps.items():
             h, w, _ = pixels.shape
             img = self.bpy.data.images.new(f"{kind}_{hand}", w, h, alpha=False, float_buffer=True)
@@ -263,13 +278,22 @@ class CyclesScene:
                     links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
                 elif kind == "roughness":
                     links.new(node.outputs["Color"], bsdf.inputs["Roughness"])
+                elif kind == "specular":
+                    links.new(node.outputs["Color"], bsdf.inputs["Specular IOR Level"])
                 else:
                     bump_node = nodes.new("ShaderNodeBump")
-                    bump_node.inputs["Distance"].default_value = 0.0005      # metres: pores and creases
+                    bump_node.inputs["Distance"].default_value = BUMP_DISTANCE_M
                     links.new(node.outputs["Color"], bump_node.inputs["Height"])
                     links.new(bump_node.outputs["Normal"], bsdf.inputs["Normal"])
             old, images[kind].image = images[kind].image, img
             self._retire(old)
+
+    def set_cloth(self, slot: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray, sheen: float) -> None:
+        """Make ``slot`` a fabric: its maps through the UV layer as a skin's, without subsurface
+        scattering and with the fibre's sheen (applied with the next geometry); its specular level
+        is the Principled default 0.5 (a fabric has no specular map)."""
+        self.set_skin(slot, albedo, roughness, bump, np.full_like(roughness, 0.5))
+        self.cloth_sheen[slot] = float(sheen)
 
     def _retire(self, image) -> None:
         """Free a replaced image only after the next render. Cycles knows images by address:
@@ -301,15 +325,23 @@ class CyclesScene:
         img.pack()
         self.envmaps[name] = img
 
-    def set_geometry(self, vertices: np.ndarray, colors: np.ndarray, material: dict) -> None:
-        """The posed hands (project world, y up) with their per-vertex albedo and material values."""
+    def set_geometry(self, vertices: np.ndarray, colors: np.ndarray, material: dict,
+                     material_index: np.ndarray | None = None) -> None:
+        """The posed hands (project world, y up) with their per-vertex albedo and material values
+        (and each face's material slot, when given)."""
         verts = np.asarray(vertices, np.float64) @ WORLD_TO_BLENDER.T
         self.mesh.vertices.foreach_set("co", verts.astype(np.float32).ravel())
         rgba = np.concatenate([colors, np.ones((len(colors), 1), np.float32)], axis=1).astype(np.float32)
         self.mesh.color_attributes["albedo"].data.foreach_set("color", rgba.ravel())
+        if material_index is not None:
+            self.mesh.polygons.foreach_set("material_index", np.asarray(material_index, np.int32))
         self.mesh.update()
-        for skin in self.skins:
+        for slot, skin in enumerate(self.skins):
             inputs = skin["bsdf"].inputs
+            if slot in self.cloth_sheen:
+                inputs["Subsurface Weight"].default_value = 0.0
+                inputs["Sheen Weight"].default_value = self.cloth_sheen[slot]
+                continue
             inputs["Roughness"].default_value = float(material.get("roughness", 0.45))
             inputs["Subsurface Weight"].default_value = float(material.get("subsurface_weight", 1.0))
             inputs["Subsurface Radius"].default_value = [float(x) for x in material.get("subsurface_radius", (1.0, 0.35, 0.2))]
@@ -336,6 +368,7 @@ class CyclesScene:
         self.camera.matrix_world = Matrix((turn @ camera_matrix_world(R, t)).tolist())
         for key, value in camera_lens(K, self.width, self.height).items():
             setattr(self.camera.data, key, value)
+        self._set_lens(header.get("lens", {"dof.use_dof": False}))
         scene.cycles.seed = int(header["seed"]) % (2 ** 31)
         self._set_region(header.get("region"))
         transparent = bool(header.get("transparent", True))
@@ -355,6 +388,15 @@ class CyclesScene:
             bpy.data.images.remove(img)
             os.unlink(path)
         return pixels.reshape(self.height, self.width, 4)[::-1].copy()
+
+    def _set_lens(self, lens: dict) -> None:
+        """The thin lens of the view (the camera persists: a pinhole view turns depth of field off)."""
+        unknown = sorted(set(lens) - set(LENS_ATTRIBUTES))
+        if unknown:
+            raise ValueError(f"lens attributes {unknown}: allowed {list(LENS_ATTRIBUTES)}")
+        for path, value in lens.items():
+            owner, _, name = path.rpartition(".")
+            setattr(self.camera.data.dof if owner == "dof" else self.camera.data, name, value)
 
     def _set_region(self, region: list[int] | None) -> None:
         """Blender's render border: fractions of the frame, y from the bottom."""
@@ -402,13 +444,19 @@ def serve(inp, out) -> None:
                 elif scene is None:
                     raise RuntimeError(f"request {op!r} before init")
                 elif op == "skin":
-                    scene.set_skin(int(header["hand"]), arrays["albedo"], arrays["roughness"], arrays["bump"])
+                    scene.set_skin(int(header["hand"]), arrays["albedo"], arrays["roughness"], arrays["bump"],
+                                   arrays["specular"])
+                    write_message(out, {"ok": True})
+                elif op == "cloth":
+                    scene.set_cloth(int(header["slot"]), arrays["albedo"], arrays["roughness"], arrays["bump"],
+                                    float(header["sheen"]))
                     write_message(out, {"ok": True})
                 elif op == "envmap":
                     scene.add_envmap(header["name"], arrays["pixels"])
                     write_message(out, {"ok": True})
                 elif op == "geometry":
-                    scene.set_geometry(arrays["vertices"], arrays["colors"], header.get("material", {}))
+                    scene.set_geometry(arrays["vertices"], arrays["colors"], header.get("material", {}),
+                                       arrays.get("material_index"))
                     write_message(out, {"ok": True})
                 elif op == "render":
                     t0 = time.perf_counter()

@@ -6,7 +6,8 @@ process, whatever its size (creating a context costs far more than a 256 x 256 f
 pyrender's ``delete`` terminates the EGL display under every other context of the process).
 Labels come from pyrender's segmentation pass, one node per (hand, part) submesh with a flat
 colour = label id, so they are exact integers:
-0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts. Depth comes from the same
+0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts, 33/34 forearms, 35/36
+sleeves (README "Label values"). Depth comes from the same
 pass (see ``HandRenderer``); pixel (r, c) of every output is the sample at projected (c, r).
 """
 
@@ -36,7 +37,7 @@ class HandMesh:
     vertices: np.ndarray     # (V, 3) world metres
     faces: np.ndarray        # (F, 3)
     colors: np.ndarray       # (V, 3) in [0, 1]
-    face_labels: np.ndarray  # (F,) part 0..15
+    face_labels: np.ndarray  # (F,) label - label_offset: hand part 0..15, then forearm / sleeve
     label_offset: int        # 1 for the right hand, 17 for the left
 
 

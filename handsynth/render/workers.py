@@ -36,11 +36,14 @@ import pandas as pd
 import torch
 
 from handsynth import annotate, plots
+from handsynth.arms import ArmOptions
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
 from handsynth.render import RenderOptions
 from handsynth.render.blocks import Block, BlockCheck, BlockIndex, BlockWriter, check_block, index_key, store_index
-from handsynth.views import RenderedImage, StageTimes, render_pose_views
+from handsynth.render.camera_effects import CameraEffects
+from handsynth.render.depth_of_field import DepthOfField
+from handsynth.views import CameraLook, RenderedImage, StageTimes, render_pose_views
 
 #: Images on the asset's contact sheet; each worker sends the previews (keypoints drawn, and the
 #: Cycles/raster pair) of its first this many images.
@@ -58,6 +61,8 @@ class RenderJob:
     n_views: int
     image_size: int
     options: RenderOptions
+    look: CameraLook = CameraLook()   # lens and camera effects (default: the clean render)
+    arms: ArmOptions = ArmOptions()   # forearms and sleeves
 
 
 @dataclass
@@ -267,7 +272,29 @@ def _die_with_parent(parent_pid: int) -> None:
 def _images(job: RenderJob, poses: PoseTable, options: RenderOptions, times: StageTimes) -> Iterator[RenderedImage]:
     """The renderer's images of ``poses``, in pose order, ``n_views`` per pose (contract C2)."""
     return render_pose_views(job.model, poses, job.n_views, job.image_size, job.env_library, seed=job.seed,
-                             times=times, options=options)
+                             times=times, options=options, look=job.look, arms=job.arms)
+
+
+#: Prefixes of the manifest columns of an image's lens and camera effects (one column per field).
+LENS_PREFIX, EFFECT_PREFIX = "lens_", "effect_"
+
+
+def look_columns(lens: DepthOfField, effects: CameraEffects) -> dict[str, Any]:
+    """The manifest columns of a view's lens (its record plus the aperture diameter in metres) and
+    camera effects (their record): everything needed to apply them again."""
+    return {**{LENS_PREFIX + k: v for k, v in lens.to_record().items()}, f"{LENS_PREFIX}aperture_m": lens.aperture_mm * 1e-3,
+            **{EFFECT_PREFIX + k: v for k, v in effects.to_record().items()}}
+
+
+def look_from_row(row: dict[str, Any]) -> tuple[DepthOfField, CameraEffects]:
+    """The lens and camera effects a manifest row records; a missing or malformed column is an
+    error naming the image."""
+    where = f"rendered_views row {row.get('image_id', '?')}"
+    plain = {k: v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v for k, v in row.items()}   # as parquet gives them
+    lens = {k[len(LENS_PREFIX):]: v for k, v in plain.items() if k.startswith(LENS_PREFIX) and k != f"{LENS_PREFIX}aperture_m"}
+    effects = {k[len(EFFECT_PREFIX):]: v for k, v in plain.items() if k.startswith(EFFECT_PREFIX)}
+    return (DepthOfField.from_record(lens, where=f"{where} (lens)"),
+            CameraEffects.from_record(effects, where=f"{where} (camera effects)"))
 
 
 def manifest_row(img: RenderedImage) -> dict[str, Any]:
@@ -275,6 +302,7 @@ def manifest_row(img: RenderedImage) -> dict[str, Any]:
     r = img.record
     return {"image_id": r.image_id, "pose_id": r.pose["pose_id"], "distinct_pose_id": r.pose["distinct_pose_id"],
             "view": int(r.view), "render_seed": int(r.render_seed), "envmap": r.envmap, **img.scene,
+            **look_columns(img.lens, img.effects),
             "mask_iou": float(img.mask_iou), "alpha_iou": None if img.alpha_iou is None else float(img.alpha_iou),
             "width": int(r.width), "height": int(r.height), "renderer": img.backend["renderer"],
             "samples": int(img.backend["samples"]), "device": str(img.backend["device"]),
