@@ -44,7 +44,9 @@ def test_export_builds_every_layout_with_jpeg_images(output, tmp_path, capsys):
                 assert jpeg.format == "JPEG"
                 pixels = np.asarray(jpeg, dtype=float)
             rendered = decode_png(read_member(store, rows[img["renderih_source"]], "rgb"))[..., :3]
-            assert np.abs(pixels - rendered).mean() < 2.0  # the rendered image, JPEG quality 95
+            # the rendered image at JPEG quality 95 (sensor noise, JPEG's hardest content, makes it
+            # ~2.4 grey levels at 96 px; another image would differ by tens)
+            assert np.abs(pixels - rendered).mean() < 4.0
             n_images += 1
     assert n_images == len(rows) > 0
     anno = sorted((tmp_path / "intaghand").rglob("anno/*.pkl"))
