@@ -34,11 +34,11 @@ from typing import IO, Callable, Iterable, Iterator, NamedTuple
 
 import pandas as pd
 
+from handsynth.export_files import SUMS_FILE, check_relative_path
 from handsynth.render.blocks import LOCATION_COLUMNS, MEMBER_SUFFIX, check_stored_block, index_key, read_member
 from handsynth.storage import STREAM_BLOCK, IntegrityError, ObjectNotFoundError, StorageError, Store, open_store
 
 #: Checksum file at an export's root (``sha256sum -c`` format).
-SUMS_FILE = "SHA256SUMS"
 #: One ``sha256sum`` line: hash, a space, ``' '`` (text) or ``'*'`` (binary), the path.
 _SUMS_LINE = re.compile(r"^(\\?)([0-9a-fA-F]{64}) [ *](.+)$")
 
@@ -186,10 +186,10 @@ def parse_sums_line(line: str, where: str) -> tuple[str, str]:
     escaped, sha256, path = match.groups()
     if escaped:   # sha256sum escapes names holding a backslash or a newline
         path = re.sub(r"\\(.)", lambda m: {"n": "\n", "\\": "\\"}.get(m.group(1), m.group(0)), path)
-    parts = PurePosixPath(path).parts
-    if path.startswith("/") or not parts or any(p in ("..", ".") for p in parts):
-        raise ValueError(f"{where}: path {path!r} leaves the export folder")
-    return sha256.lower(), path
+    try:
+        return sha256.lower(), check_relative_path(path)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _file_sha256(stream: IO[bytes]) -> tuple[int, str]:
