@@ -46,7 +46,7 @@ def _interpenetrating_poses(model, n: int, seed: int) -> dict:
     """Augmented procedural poses with random shapes, the left hand shifted ~6 mm at random."""
     raw = generate_interacting_poses(model, n, seed=seed)
     raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
-    poses, _ = augment.augment_pose_table(model, raw, 1, "shard=t")
+    poses, _ = augment.augment_pose_table(model, raw, 1, seed)
     rng = np.random.default_rng(seed)
     hands = {s: {k: torch.as_tensor(v) for k, v in poses.hand(s).items()} for s in ("right", "left")}
     hands["left"]["transl"] = hands["left"]["transl"] + torch.as_tensor(rng.normal(0, 0.006, (n, 3)), dtype=torch.float32)
@@ -186,7 +186,7 @@ def test_discriminator_scores_real_poses_above_jittered_ones_on_held_out_data(ha
 def test_optimizer_reduces_penetration_and_keeps_limits(hand_model, field):
     raw = generate_interacting_poses(hand_model, 6, seed=7, interactions=("palm_to_palm", "hand_over_hand"))
     raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
-    aug, _ = augment.augment_pose_table(hand_model, raw, 1, "shard=00000")
+    aug, _ = augment.augment_pose_table(hand_model, raw, 1, 0)
     anchors = an.select_anchors(hand_model, raw, n_per_hand=40)
     config = op.OptimizeConfig(iterations=60, batch_size=8)
     result = op.optimize_poses(hand_model, aug, anchors, None, field, config)
