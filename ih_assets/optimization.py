@@ -1,12 +1,10 @@
 """Optimization stages: hand_anchors, pose_discriminator, optimized_poses[shard]."""
 
-import numpy as np
 import torch
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 
 from handsynth import anchors as anchor_ops
-from handsynth import augment, discriminator, optimize, plots
-from handsynth.joint_limits import AnatomicalFrames
+from handsynth import discriminator, optimize, plots
 from handsynth.penetration import PenetrationField
 from handsynth.pose_table import PoseTable
 from ih_assets import versions

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from handsynth import anchors as an
 from handsynth import augment, discriminator as di, joint_limits as jl, optimize as op, penetration as pen
+from handsynth.pose_table import PoseTable
 from handsynth.sources.procedural import generate_interacting_poses
 
 
@@ -291,3 +294,56 @@ def test_kept_candidate_lists_give_the_same_depths_until_the_hands_moved_too_far
         assert cache.builds == builds
         assert all(torch.equal(kept[s], fresh[s]) for s in kept)
         assert any(bool((fresh[s] > 0).any()) for s in fresh)
+
+
+def _keypoints_mm(model, table) -> np.ndarray:
+    """(N, 2, 21, 3) keypoints of both hands in millimetres."""
+    return np.stack([model.forward_numpy(s, table.hand(s)).keypoints.numpy() for s in ("right", "left")], 1) * 1000.0
+
+
+def test_a_pose_ends_the_same_alone_among_a_few_and_inside_a_batch_of_64(hand_model, field):
+    """Per-pose Adam state, learning rates and plateau schedules: a pose optimized alone, with 7
+    batch-mates, or inside a batch of 64 (56 more input poses) ends at the same keypoints (0.1 mm)
+    with the same keep decision. A short patience makes the plateau schedule act within the run."""
+    raw = generate_interacting_poses(hand_model, 16, seed=11)
+    raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
+    poses, _ = augment.augment_pose_table(hand_model, raw, 4, 0)
+    anchors = an.select_anchors(hand_model, raw, n_per_hand=40)
+    config = op.OptimizeConfig(iterations=40, batch_size=64, plateau_patience=3)
+    full = op.optimize_poses(hand_model, poses, anchors, None, field, config)
+    assert full.stats["penetration_before"].gt(0).any()               # the sample needs the optimizer
+    full_keep, _ = op.filter_valid(full.stats)
+    full_kp = _keypoints_mm(hand_model, full.poses)
+    few = op.optimize_poses(hand_model, poses.take(np.arange(8)), anchors, None, field, replace(config, batch_size=8))
+    few_keep, _ = op.filter_valid(few.stats)
+    assert np.abs(_keypoints_mm(hand_model, few.poses) - full_kp[:8]).max() < 0.1
+    assert np.array_equal(few_keep, full_keep[:8])
+    for i in (3, 41):
+        alone = op.optimize_poses(hand_model, poses.take([i]), anchors, None, field, replace(config, batch_size=1))
+        alone_keep, _ = op.filter_valid(alone.stats)
+        assert np.abs(_keypoints_mm(hand_model, alone.poses)[0] - full_kp[i]).max() < 0.1, i
+        assert alone_keep[0] == full_keep[i]
+    moved = np.abs(full_kp - _keypoints_mm(hand_model, poses)).max(axis=(1, 2, 3))
+    assert moved.max() > 1.0                                           # the poses did move
+
+
+def test_per_pose_plateau_lowers_only_the_stalled_poses_rate():
+    x = torch.tensor([[1.0], [1.0]], requires_grad=True)
+    config = op.OptimizeConfig(plateau_patience=2)
+    opt = op.PerPoseAdam([([x], 0.1)], config)
+    for k in range(6):
+        loss = torch.stack([(x[0] ** 2).sum() * 0 + 1.0, (x[1] ** 2).sum() / (k + 1)])   # pose 0 stalls
+        grads = torch.autograd.grad(loss.sum(), [x], allow_unused=False)
+        opt.step(grads, loss.detach())
+    assert opt.lr[0][0].item() == pytest.approx(0.05) and opt.lr[0][1].item() == pytest.approx(0.1)
+
+
+def test_anchor_sample_is_bounded_and_chosen_by_pose_id_not_position(hand_model):
+    a = generate_interacting_poses(hand_model, 6, seed=2, interactions=("palm_to_palm",))
+    b = generate_interacting_poses(hand_model, 6, seed=3, interactions=("palm_to_palm",))
+    sample = set(an.anchor_sample(a, 0, size=4).pose_ids)
+    assert len(sample) == 4 and set(an.anchor_sample(a.take(np.arange(6)[::-1]), 0, size=4).pose_ids) == sample
+    both = set(an.anchor_sample(PoseTable.concat([b, a]), 0, size=4).pose_ids)
+    assert len(both) == 4 and both & set(a.pose_ids) <= sample          # added poses only displace
+    assert set(an.anchor_sample(a, 1, size=4).pose_ids) != sample or set(an.anchor_sample(a, 2, size=4).pose_ids) != sample
+    assert len(an.anchor_sample(a, 0, size=10)) == 6
