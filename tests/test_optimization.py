@@ -302,22 +302,22 @@ def _keypoints_mm(model, table) -> np.ndarray:
 
 
 def test_a_pose_ends_the_same_alone_among_a_few_and_inside_a_batch_of_64(hand_model, field):
-    """Per-pose Adam state, learning rates and plateau schedules: a pose optimized alone, with 7
-    batch-mates, or inside a batch of 64 (56 more input poses) ends at the same keypoints (0.1 mm)
+    """Per-pose Adam state, learning rates and plateau schedules: a pose optimized alone, with 3
+    batch-mates, or inside a batch of 64 (60 more input poses) ends at the same keypoints (0.1 mm)
     with the same keep decision. A short patience makes the plateau schedule act within the run."""
     raw = generate_interacting_poses(hand_model, 16, seed=11)
     raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
     poses, _ = augment.augment_pose_table(hand_model, raw, 4, 0)
     anchors = an.select_anchors(hand_model, raw, n_per_hand=40)
-    config = op.OptimizeConfig(iterations=40, batch_size=64, plateau_patience=3)
+    config = op.OptimizeConfig(iterations=20, batch_size=64, plateau_patience=2)
     full = op.optimize_poses(hand_model, poses, anchors, None, field, config)
     assert full.stats["penetration_before"].gt(0).any()               # the sample needs the optimizer
     full_keep, _ = op.filter_valid(full.stats)
     full_kp = _keypoints_mm(hand_model, full.poses)
-    few = op.optimize_poses(hand_model, poses.take(np.arange(8)), anchors, None, field, replace(config, batch_size=8))
+    few = op.optimize_poses(hand_model, poses.take(np.arange(4)), anchors, None, field, replace(config, batch_size=4))
     few_keep, _ = op.filter_valid(few.stats)
-    assert np.abs(_keypoints_mm(hand_model, few.poses) - full_kp[:8]).max() < 0.1
-    assert np.array_equal(few_keep, full_keep[:8])
+    assert np.abs(_keypoints_mm(hand_model, few.poses) - full_kp[:4]).max() < 0.1
+    assert np.array_equal(few_keep, full_keep[:4])
     for i in (3, 41):
         alone = op.optimize_poses(hand_model, poses.take([i]), anchors, None, field, replace(config, batch_size=1))
         alone_keep, _ = op.filter_valid(alone.stats)
