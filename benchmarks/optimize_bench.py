@@ -39,7 +39,7 @@ def main() -> None:
     model = HandModel.standin(device=args.device)
     raw = generate_interacting_poses(model, args.poses, seed=0)
     raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
-    poses, _ = augment.augment_pose_table(model, raw, 1, "shard=bench")
+    poses, _ = augment.augment_pose_table(model, raw, 1, 0)
     anchors = an.select_anchors(model, raw)
     field = pen.PenetrationField(model)
     config = op.OptimizeConfig(iterations=args.iterations, batch_size=args.batch or args.poses)

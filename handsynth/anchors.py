@@ -9,6 +9,10 @@ the posed surface and has a face normal for the pairing rule.
 Pairs: for each left anchor, its 4 nearest right anchors whose face normals oppose
 (n_i . n_j < -0.6), weighted k = 0.3 (0.5 cos(pi d / 1.5 cm) + 0.5) for d < 1.5 cm, else 0;
 L_A = sum k |a_i - a_j|^2 / (number of pairs with k > 0).
+
+The frequencies are counted over a bounded sample of the raw poses (:func:`anchor_sample`, at most
+:data:`SAMPLE_SIZE`), chosen by a hash of the settings' seed and each pose's id: the cost stays
+fixed at dataset size (1.4M raw frames), and adding poses only swaps in those that hash lower.
 """
 
 from __future__ import annotations
@@ -21,12 +25,24 @@ import torch
 
 from handsynth.hand_model.model import HandModel
 from handsynth.pose_table import PoseTable
+from handsynth.seeds import seed_for
 
 SIDES = ("right", "left")
 OPPOSING_COS = -0.6
 CONTACT_RADIUS = 0.02
 PAIR_RADIUS = 0.015
 PAIRS_PER_ANCHOR = 4
+#: Raw poses the contact frequencies are counted over, at most.
+SAMPLE_SIZE = 4096
+
+
+def anchor_sample(table: PoseTable, seed: int, size: int = SAMPLE_SIZE) -> PoseTable:
+    """The ``size`` poses of ``table`` whose ``seed_for("anchor sample", seed, pose id)`` is lowest
+    (all of them if fewer), in table order: a choice by stable ids, not by position."""
+    if len(table) <= size:
+        return table
+    keys = np.array([seed_for("anchor sample", seed, str(pid)) for pid in table.pose_ids], dtype=np.int64)
+    return table.take(np.sort(np.argpartition(keys, size - 1)[:size]))
 
 
 def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

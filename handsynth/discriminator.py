@@ -2,11 +2,16 @@
 
 Input: one hand's 15 finger joints as 45 Euler angles — the anatomical (bend, splay, twist)
 angles of :mod:`handsynth.joint_limits`, left hands mirrored into right ones, so the network sees
-the same quantity whatever the hand model's axes. Training data as in RenderIH: the deduped real
-poses labelled 1 and jittered copies labelled r, with Gaussian jitter of standard deviation
+the same quantity whatever the hand model's axes. Training data: natural hands labelled 1 and
+jittered copies labelled r, as in RenderIH, with Gaussian jitter of standard deviation
 0.6 rad x (1 - r) for r in 0, 0.1, ..., 0.9 (0.6 rad ~ 34 degrees: at r = 0 the copy is
 clearly unnatural, at r = 0.9 it is barely changed). Soft labels make the score a graded
 "distance from natural" rather than a hard decision, which gives the optimizer useful gradients.
+
+The natural hands are the gesture library's variations (:func:`natural_hands`), not the deduped
+input poses: the input is what augmentation perturbs (48 generator hands in the demo, whose
+fingers follow the generator's rules, not a hand's), and at dataset size (1.4M raw frames) training
+on it costs far more than on a fixed library of everyday gestures and grasps.
 """
 
 from __future__ import annotations
@@ -20,8 +25,19 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from handsynth import gestures
+from handsynth.seeds import rng_for
+
 JITTER_RAD = 0.6
 LEVELS = tuple(round(0.1 * i, 1) for i in range(10))
+#: Natural variations per gesture in the training set (32 gestures x 40 = 1280 hands).
+HANDS_PER_GESTURE = 40
+
+
+def natural_hands(seed: int) -> np.ndarray:
+    """The "real" training set (N, 45): gesture-library variations as anatomical angles, radians."""
+    samples = gestures.gesture_samples(HANDS_PER_GESTURE, rng_for("discriminator hands", seed))
+    return np.deg2rad(samples).reshape(len(samples), 45)
 
 
 @dataclass

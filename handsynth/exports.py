@@ -54,10 +54,12 @@ from typing import IO, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Typ
 
 import numpy as np
 import pandas as pd
+import torch
 
 from handsynth.export_files import SUMS_FILE, ExportFiles, encode_jpeg
 from handsynth.keypoints import KEYPOINT_NAMES, convert_keypoints, to_ih26m_42
 from handsynth.pose_table import SIDES
+from handsynth.rotations import aa_to_matrix
 
 T = TypeVar("T")
 #: ``read_image(image, kind) -> bytes``: the rendered PNG of ``kind`` ("rgb", "label", "depth") of
@@ -469,16 +471,6 @@ def safe_load_pickle(data: bytes, where: str) -> Any:
         raise ExportError(f"{where}: not a plain-data pickle ({exc})") from exc
 
 
-def rodrigues(axis_angle: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) of an axis-angle vector (3,)."""
-    theta = float(np.linalg.norm(axis_angle))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = np.asarray(axis_angle, np.float64) / theta
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
-
-
 def intaghand_record(image: ExportImage, idx: int, pca_inverse: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """The content of IntagHand's ``anno/{idx}.pkl`` for one image.
 
@@ -493,7 +485,7 @@ def intaghand_record(image: ExportImage, idx: int, pca_inverse: Mapping[str, np.
     mano = {}
     for h, side in enumerate(SIDES):
         mano[side] = {
-            "R": rodrigues(image.pose[h, :3])[None].astype(np.float32),
+            "R": aa_to_matrix(torch.as_tensor(image.pose[h, :3], dtype=torch.float64)).numpy()[None].astype(np.float32),
             "pose": (image.pose[h, 3:] @ pca_inverse[side])[None].astype(np.float32),
             "shape": image.shape[h][None].astype(np.float32),
             "trans": image.trans[h][None].astype(np.float32),

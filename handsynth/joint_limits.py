@@ -19,12 +19,16 @@ implementation count finger splay the other way (positive = toward the thumb), w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from handsynth.rotations import aa_to_matrix, euler_xyz_to_matrix, matrix_to_aa, matrix_to_euler_xyz
+
+if TYPE_CHECKING:
+    from handsynth.hand_model.model import HandModel
 
 #: Names of the 15 finger joints in MANO order (joint 1..15).
 JOINT_NAMES = (
@@ -37,15 +41,33 @@ AXES = ("bend", "splay", "twist")
 CHILD_KEYPOINT = (2, 3, 17, 5, 6, 18, 8, 9, 20, 11, 12, 19, 14, 15, 16)
 THUMB_JOINTS = (12, 13, 14)  # 0-based rows of the thumb joints
 
-_Z = (0.0, 0.0)
 #: Anatomical limits in degrees: joint -> ((bend lo, hi), (splay lo, hi), (twist lo, hi)).
+#:
+#: Sources. Flexion/extension and MCP abduction: active ranges of motion of Hume et al. 1990
+#: ("Functional range of motion of the joints of the hand", J Hand Surg 15A) and the envelope
+#: tabulated by Cobos et al. 2008 (IEEE ICRA, "Efficient human hand kinematics for manipulation
+#: tasks"); thumb ranges after Kapandji (The Physiology of the Joints, vol. 1). Axial rotation
+#: (twist) of the fingers is passive but real: about +-10 degrees at the MCP joints and +-5..7
+#: degrees at the interphalangeal joints (Kapandji; Krishnan & Chipchase 1997, J Hand Ther 10,
+#: "Passive axial rotation of the metacarpophalangeal joint"), and the collateral ligaments let
+#: the PIP and DIP joints deviate sideways by a few degrees. Real hands and MANO fits of real
+#: captures carry these few degrees, so no axis is pinned to (0, 0): real input inside these
+#: ranges passes the projection unchanged.
+_MCP_TWIST = (-10.0, 10.0)
+_IP_SPLAY, _IP_TWIST = (-5.0, 5.0), (-7.0, 7.0)
 ANATOMICAL_LIMITS_DEG: dict[str, tuple[tuple[float, float], ...]] = {
-    "index_mcp": ((-25, 70), (-25, 15), _Z), "index_pip": ((-4, 110), _Z, _Z), "index_dip": ((-8, 90), _Z, _Z),
-    "middle_mcp": ((-25, 80), (-15, 15), _Z), "middle_pip": ((-7, 100), _Z, _Z), "middle_dip": ((-8, 90), _Z, _Z),
-    "pinky_mcp": ((-22, 70), (-20, 30), _Z), "pinky_pip": ((-8, 90), _Z, _Z), "pinky_dip": ((-8, 90), _Z, _Z),
-    "ring_mcp": ((-25, 70), (-25, 15), _Z), "ring_pip": ((-10, 100), _Z, _Z), "ring_dip": ((-8, 90), _Z, _Z),
-    # the thumb's carpometacarpal saddle joint also rotates axially in opposition; +-30 degrees
-    "thumb_cmc": ((-20, 40), (-30, 30), (-30, 30)), "thumb_mcp": ((-35, 50), _Z, _Z), "thumb_ip": ((-10, 100), _Z, _Z),
+    "index_mcp": ((-25, 70), (-25, 15), _MCP_TWIST), "index_pip": ((-4, 110), _IP_SPLAY, _IP_TWIST),
+    "index_dip": ((-8, 90), _IP_SPLAY, _IP_TWIST),
+    "middle_mcp": ((-25, 80), (-15, 15), _MCP_TWIST), "middle_pip": ((-7, 100), _IP_SPLAY, _IP_TWIST),
+    "middle_dip": ((-8, 90), _IP_SPLAY, _IP_TWIST),
+    "pinky_mcp": ((-22, 70), (-20, 30), _MCP_TWIST), "pinky_pip": ((-8, 90), _IP_SPLAY, _IP_TWIST),
+    "pinky_dip": ((-8, 90), _IP_SPLAY, _IP_TWIST),
+    "ring_mcp": ((-25, 70), (-25, 15), _MCP_TWIST), "ring_pip": ((-10, 100), _IP_SPLAY, _IP_TWIST),
+    "ring_dip": ((-8, 90), _IP_SPLAY, _IP_TWIST),
+    # the thumb's carpometacarpal saddle joint also rotates axially in opposition; +-30 degrees.
+    # Its MCP abducts/adducts ~+-10 degrees and rotates ~+-10 (Kapandji); the IP joint as a finger's.
+    "thumb_cmc": ((-20, 40), (-30, 30), (-30, 30)), "thumb_mcp": ((-35, 50), (-10, 10), (-10, 10)),
+    "thumb_ip": ((-10, 100), _IP_SPLAY, _IP_TWIST),
 }
 #: (15, 3, 2) in degrees.
 JOINT_LIMITS = np.array([ANATOMICAL_LIMITS_DEG[n] for n in JOINT_NAMES], dtype=np.float64)
@@ -116,6 +138,13 @@ def limit_violation(angles: torch.Tensor, limits_deg: np.ndarray = JOINT_LIMITS)
     return torch.relu(lim[..., 0] - deg) + torch.relu(deg - lim[..., 1])
 
 
+def project_angles(angles: torch.Tensor) -> torch.Tensor:
+    """Anatomical angles (..., 15, 3) radians clamped onto the limits: only what lies outside moves
+    (each axis onto its nearer bound); real poses inside the ranges pass unchanged."""
+    lim = torch.deg2rad(torch.as_tensor(JOINT_LIMITS, dtype=angles.dtype, device=angles.device))
+    return angles.clamp(lim[..., 0], lim[..., 1])
+
+
 def limit_loss_from_angles(angles: torch.Tensor) -> torch.Tensor:
     """Smooth anatomy loss per pose (B,) from anatomical angles (B, 15, 3): squared radians outside."""
     lim = torch.deg2rad(torch.as_tensor(JOINT_LIMITS, dtype=angles.dtype, device=angles.device))
@@ -151,3 +180,13 @@ def mirror_pose(pose: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     sign = np.array([1.0, -1.0, -1.0]) if isinstance(pose, np.ndarray) else torch.tensor(
         [1.0, -1.0, -1.0], dtype=pose.dtype, device=pose.device)
     return (pose.reshape(*shape[:-1], -1, 3) * sign).reshape(shape)
+
+
+def hand_pose_from_angles(model: "HandModel", side: str, angles_deg: np.ndarray, frames: AnatomicalFrames) -> np.ndarray:
+    """MANO ``hand_pose`` (N, 45) of ``side`` for right-equivalent anatomical angles (N, 15, 3) in
+    degrees, composed in float64 through the model's joint frames (a left hand gets the mirror)."""
+    full = compose_pose(torch.as_tensor(np.deg2rad(angles_deg), dtype=torch.float64),
+                        AnatomicalFrames(frames.frames.double())).reshape(-1, 45)
+    if side == "left":
+        full = mirror_pose(full)
+    return (full - model.hands_mean(side).double().cpu()).numpy().astype(np.float32)

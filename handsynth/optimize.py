@@ -4,10 +4,15 @@ Per pose, over both hands' finger rotations (``hand_pose``) and translations (ro
 shapes stay fixed), minimise
 
     w1 * L_A (attraction) + w2 * La (anatomy) + w3 * Ladv (naturalness) + w4 * Lp (penetration)
-    + a small pull toward the starting pose
+    + w5 * Lc (finger coupling) + a small pull toward the starting pose
 
-with Adam (lr 1e-2 for rotations, 1e-4 for translations), ReduceLROnPlateau (factor 0.5,
-patience 20, min lr 1e-5), anchor pairs rebuilt every 40 iterations. Schedule ``renderih``:
+with Adam (lr 1e-2 for rotations, 1e-4 for translations) and a plateau schedule (factor 0.5,
+patience 20, min lr 1e-5), anchor pairs rebuilt every 40 iterations. Lc is a hinge on
+|DIP - 2/3 PIP| beyond a tolerance (:func:`handsynth.synergies.coupling_loss`): the discriminator
+alone does not keep the distal joints coupled. Every pose has its own Adam state and its own
+learning rates, and its plateau schedule watches its own loss (:class:`PerPoseAdam`): no loss
+term couples two poses, so a pose ends where it would alone, whatever its batch-mates or the
+batch size. Schedule ``renderih``:
 penetration weight high and attraction low at first, so the hands separate before they are drawn
 together, moving linearly until iteration 165 (of 215), then holding. Schedule ``reference``:
 the reference implementation's 4 stages of 50/40/75/50 iterations.
@@ -32,7 +37,7 @@ import pandas as pd
 import torch
 
 from handsynth import anchors as anchor_ops
-from handsynth import joint_limits, penetration
+from handsynth import joint_limits, penetration, synergies
 from handsynth.anchors import Anchors
 from handsynth.discriminator import PoseDiscriminator, naturalness_loss
 from handsynth.hand_model.model import HandModel, ShapedHands
@@ -75,6 +80,9 @@ class OptimizeConfig:
     w_anatomy: float = 20.0
     w_adversarial: float = 0.05
     w_stay: float = 1e-2
+    #: finger coupling: hinge on |DIP - 2/3 PIP| beyond the tolerance (rad^2), see synergies
+    w_coupling: float = 20.0
+    coupling_tolerance_deg: float = 5.0
     #: renderih schedule: (start, end) weights, moving until `ramp_end` x iterations / 215
     attraction: tuple[float, float] = (0.1, 2.0)
     penetration: tuple[float, float] = (20.0, 5.0)
@@ -104,7 +112,8 @@ def weights_at(iteration: int, config: OptimizeConfig) -> dict[str, float]:
         w4 = config.penetration[0] + (config.penetration[1] - config.penetration[0]) * t
     else:
         raise ValueError(f"unknown schedule {config.schedule!r}; use 'renderih' or 'reference'")
-    return {"attraction": w1, "anatomy": config.w_anatomy, "adversarial": config.w_adversarial, "penetration": w4}
+    return {"attraction": w1, "anatomy": config.w_anatomy, "adversarial": config.w_adversarial, "penetration": w4,
+            "coupling": config.w_coupling}
 
 
 @dataclass
@@ -137,8 +146,9 @@ class _Objective:
     """Everything needed to evaluate the loss terms of a batch of poses."""
 
     def __init__(self, model: HandModel, anchors: Anchors, discriminator: PoseDiscriminator | None,
-                 frames: AnatomicalFrames, field: PenetrationField) -> None:
+                 frames: AnatomicalFrames, field: PenetrationField, coupling_tolerance_deg: float = 5.0) -> None:
         self.model, self.anchors, self.disc, self.field = model, anchors, discriminator, field
+        self.coupling_tolerance_deg = coupling_tolerance_deg
         self.frames = frames.to(model.device)
         self.faces = {s: torch.as_tensor(model.faces(s), device=model.device) for s in SIDES}
 
@@ -168,7 +178,9 @@ class _Objective:
         anatomy = sum(joint_limits.limit_loss_from_angles(a) for a in angles.values())
         adversarial = (sum(naturalness_loss(self.disc, a.reshape(-1, 45)) for a in angles.values())
                        if self.disc is not None else torch.zeros_like(anatomy))
-        terms = {"penetration": penetration_loss(depths), "anatomy": anatomy, "adversarial": adversarial}
+        coupling = sum(synergies.coupling_loss(a, self.coupling_tolerance_deg) for a in angles.values())
+        terms = {"penetration": penetration_loss(depths), "anatomy": anatomy, "adversarial": adversarial,
+                 "coupling": coupling}
         if pairs is not None:
             terms["attraction"] = anchor_ops.attraction_loss(anchor["left"][0], anchor["right"][0], *pairs)
         extras = {"depths": depths, "anchor": anchor, "angles": angles}
@@ -176,7 +188,8 @@ class _Objective:
 
 
 def _batch_hands(table: PoseTable, device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
-    return {s: {k: torch.as_tensor(v, device=device) for k, v in table.hand(s).items()} for s in SIDES}
+    """The batch's parameters as tensors of their own (the optimizer updates them in place)."""
+    return {s: {k: torch.as_tensor(v, device=device).clone() for k, v in table.hand(s).items()} for s in SIDES}
 
 
 def _evaluate(obj: _Objective, hands, pairs=None, shapes=None) -> dict[str, np.ndarray]:
@@ -220,7 +233,7 @@ def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: Optimi
     lo, hi = lim[..., 0], lim[..., 1]
     unit = config.untangle_transl_unit
     with torch.no_grad():
-        angles = {s: obj.angles(s, hands[s]["hand_pose"].detach()).clamp(lo, hi) for s in SIDES}
+        angles = {s: joint_limits.project_angles(obj.angles(s, hands[s]["hand_pose"].detach())) for s in SIDES}
         for s in SIDES:
             hands[s]["hand_pose"] = _pose_from_angles(obj, s, angles[s])
             hands[s]["transl"] = hands[s]["transl"].detach()
@@ -339,10 +352,7 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, cu
     start = {s: hands[s]["hand_pose"].clone() for s in SIDES}
     pose_vars = [hands[s]["hand_pose"].requires_grad_(True) for s in SIDES]
     transl_vars = [hands[s]["transl"].requires_grad_(True) for s in SIDES]
-    opt = torch.optim.Adam([{"params": pose_vars, "lr": config.lr_pose},
-                            {"params": transl_vars, "lr": config.lr_transl}])
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.plateau_factor,
-                                                         patience=config.plateau_patience, min_lr=config.min_lr)
+    opt = PerPoseAdam([(pose_vars, config.lr_pose), (transl_vars, config.lr_transl)], config)
     shapes = BatchShapes.of(obj.model, obj.field, hands)                        # betas stay fixed
     before = _evaluate(obj, hands, shapes=shapes)
     seconds = {} if seconds is None else seconds
@@ -360,10 +370,8 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, cu
         terms, _ = obj.terms(hands, pairs, shapes, cache)
         stay = sum(((hands[s]["hand_pose"] - start[s]) ** 2).sum(dim=1) for s in SIDES)
         total = sum(w[k] * v for k, v in terms.items()) + config.w_stay * stay
-        opt.zero_grad()
-        total.sum().backward()
-        opt.step()
-        plateau.step(total.mean().item())
+        grads = torch.autograd.grad(total.sum(), pose_vars + transl_vars)
+        opt.step(grads, total.detach())
         for k, v in terms.items():
             curves.setdefault(k, []).append(float(v.detach().mean()))
         curves.setdefault("total", []).append(float(total.detach().mean()))
@@ -381,6 +389,51 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, cu
     return table.with_arrays(**arrays), stats
 
 
+class PerPoseAdam:
+    """Adam with per-pose learning rates and a per-pose plateau schedule (in place on the tensors).
+
+    The update is torch's Adam (betas 0.9 / 0.999, eps 1e-8, bias-corrected), which is elementwise;
+    the learning rates are (B,) per parameter group, and each pose's rates drop by
+    ``plateau_factor`` (not below ``min_lr``) when its own loss has not improved by a relative 1e-4
+    for more than ``plateau_patience`` steps, as torch's ReduceLROnPlateau does for one loss. One
+    schedule on the batch mean made a pose's trajectory depend on its batch-mates.
+    """
+
+    BETAS, EPS, THRESHOLD = (0.9, 0.999), 1e-8, 1e-4
+
+    def __init__(self, groups: list[tuple[list[torch.Tensor], float]], config: OptimizeConfig) -> None:
+        n = groups[0][0][0].shape[0]
+        device = groups[0][0][0].device
+        self.params = [p for ps, _ in groups for p in ps]
+        self.lr = [torch.full((n,), lr, device=device) for ps, lr in groups for _ in ps]
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.steps = 0
+        self.best = torch.full((n,), torch.inf, device=device)
+        self.bad = torch.zeros(n, dtype=torch.long, device=device)
+        self.factor, self.patience, self.min_lr = config.plateau_factor, config.plateau_patience, config.min_lr
+
+    def step(self, grads: tuple[torch.Tensor, ...], loss: torch.Tensor) -> None:
+        """One Adam step with ``grads`` (one per parameter), then the schedule on the (B,) loss."""
+        b1, b2 = self.BETAS
+        self.steps += 1
+        c1, c2 = 1 - b1 ** self.steps, (1 - b2 ** self.steps) ** 0.5
+        with torch.no_grad():
+            for p, g, m, v, lr in zip(self.params, grads, self.m, self.v, self.lr):
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                size = (lr / c1).reshape(-1, *([1] * (p.dim() - 1)))
+                p.sub_(size * m / (v.sqrt() / c2 + self.EPS))
+            better = loss < self.best * (1 - self.THRESHOLD)
+            self.best = torch.where(better, loss, self.best)
+            self.bad = torch.where(better, torch.zeros_like(self.bad), self.bad + 1)
+            drop = self.bad > self.patience
+            for k, lr in enumerate(self.lr):
+                lower = (lr * self.factor).clamp_min(self.min_lr)
+                self.lr[k] = torch.where(drop & (lr - lower > self.EPS), lower, lr)
+            self.bad = torch.where(drop, torch.zeros_like(self.bad), self.bad)
+
+
 def _lap(seconds: dict[str, float], stage: str, since: float) -> float:
     """Add the time since ``since`` to ``seconds[stage]``; return now."""
     now = time.perf_counter()
@@ -393,7 +446,7 @@ def optimize_poses(model: HandModel, poses: PoseTable, anchors: Anchors, discrim
                    log_fn: Callable[[str], None] | None = None) -> OptimizeResult:
     """Optimize every pose of the table in batches of ``config.batch_size``."""
     frames = AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
-    obj = _Objective(model, anchors, discriminator, frames, field)
+    obj = _Objective(model, anchors, discriminator, frames, field, config.coupling_tolerance_deg)
     curves: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
     tables, stats = [], []
@@ -459,6 +512,20 @@ def summary(stats: pd.DataFrame, keep: np.ndarray, contact_mm: float = 5.0) -> d
             "contact_share": round(float((stats[f"closest_anchor_pair_mm_{when}"] < contact_mm).mean()), 4),
         }
     return out
+
+
+def pose_report(model: HandModel, table: PoseTable) -> dict:
+    """Naturalness figures of a pose set (both hands, right-equivalent): finger coupling, and the
+    standard deviation (degrees) of every joint's twist and splay (0 would mean an axis pinned)."""
+    from handsynth.augment import right_equivalent_angles
+
+    frames = AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
+    angles = np.concatenate([right_equivalent_angles(model, table, s, frames) for s in SIDES])
+    std = angles.std(axis=0) if len(angles) else np.zeros((15, 3))
+    names = joint_limits.JOINT_NAMES
+    return {"coupling": synergies.coupling_stats(angles),
+            "splay_std_deg": {n: round(float(x), 3) for n, x in zip(names, std[:, 1])},
+            "twist_std_deg": {n: round(float(x), 3) for n, x in zip(names, std[:, 2])}}
 
 
 def config_record(config: OptimizeConfig) -> dict:

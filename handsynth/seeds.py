@@ -1,7 +1,9 @@
 """Deterministic seeds derived from names, so every random choice can be replayed.
 
 Following Kubric, a seed is recorded with every output row; it is derived (not drawn) from the
-stage name, shard key and pose id, so a re-run of any partition reproduces the same bytes.
+stage name, the settings' seed and stable ids (distinct pose id, augmentation index, view index),
+never from a shard key or a row position: a re-run of any partition reproduces the same bytes, and
+adding input poses (which re-cuts the shards) changes no existing pose's randomness.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from resources.settings import PipelineSettings
 from resources.sources import PoseSourceResource
 
 
-@asset(code_version="1", group_name="poses", kinds={"parquet", "torch"})
+@asset(code_version="2", group_name="poses", kinds={"parquet", "torch"})
 def raw_poses(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
               pose_source: PoseSourceResource) -> Output[PoseTable]:
     """Two-hand MANO poses from InterHand2.6M, or from the seeded procedural generator (default)."""
@@ -46,20 +46,23 @@ def deduped_poses(context: AssetExecutionContext, settings: PipelineSettings, ha
     })
 
 
-@asset(code_version="1", group_name="poses", partitions_def=pose_shards, kinds={"parquet"},
+@asset(code_version="2", group_name="poses", partitions_def=pose_shards, kinds={"parquet"},
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def augmented_poses(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                     deduped_poses: PoseTable) -> Output[PoseTable]:
-    """``n_augmentations`` copies per distinct pose, finger bends and splays offset within range."""
+    """``n_augmentations`` copies per distinct pose, moved along natural finger synergies within range."""
     shard = context.partition_key
     distinct = deduped_poses.take(deduped_poses.meta["shard"].to_numpy() == shard)
-    table, report = augment.augment_pose_table(hand_model.get(), distinct, settings.n_augmentations, shard)
+    table, report = augment.augment_pose_table(hand_model.get(), distinct, settings.n_augmentations, settings.seed)
     context.log.info(f"{shard}: {len(distinct)} distinct -> {len(table)} augmented poses")
     versions.record(context, table, settings)
     return Output(table, metadata={
         "distinct_poses": len(distinct), "poses": len(table),
         "max_limit_violation_deg": MetadataValue.json(report["max_violation_deg"]),
         "share_violating_limits": float(report["share_violating"]),
+        "coupling_source": MetadataValue.json(report["coupling_source"]),
+        "coupling_augmented": MetadataValue.json(report["coupling"]),
+        "synergy_basis": report["synergy_basis"],
         "violations": image(plots.histograms({"largest joint-limit violation (deg)": report["per_pose_max_deg"]},
                                              "anatomical limits after augmentation")),
     })

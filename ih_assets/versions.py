@@ -45,8 +45,8 @@ from resources.settings import PipelineSettings
 SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
     "raw_poses": ("seed", "n_procedural_poses", "interhand_*"),
     "deduped_poses": ("dedup_threshold_mm", "shard_size"),
-    "augmented_poses": ("n_augmentations", "augment_*"),
-    "hand_anchors": ("n_anchors_per_hand",),
+    "augmented_poses": ("seed", "n_augmentations", "augment_*"),
+    "hand_anchors": ("seed", "n_anchors_per_hand"),
     "pose_discriminator": ("seed", "discriminator_*"),
     "optimized_poses": ("seed", "optimize_*"),
     "environment_maps": ("seed", "n_environment_maps", "environment_dir", "envmap_*"),

@@ -12,6 +12,9 @@ from resources.partitions import pose_shards
 #: The audit's depth bound (mm), against the whole closed surface: kept poses may touch, not overlap.
 AUDIT_MAX_DEPTH_MM = 1.0
 RETENTION_WARNING = 0.85
+#: Largest share of kept fingers whose DIP bend is more than 20 degrees from 2/3 of the PIP bend
+#: (source poses: ~0; independent joint offsets gave 40%, the claw-like fingers).
+MAX_UNCOUPLED_SHARE = 0.10
 
 
 def _kept(table: PoseTable) -> PoseTable:
@@ -61,3 +64,12 @@ def optimization_retention(optimized_poses: PoseTable) -> AssetCheckResult:
     reasons = optimized_poses.meta.loc[~kept, "drop_reason"].value_counts().to_dict()
     return AssetCheckResult(passed=rate >= RETENTION_WARNING, severity=AssetCheckSeverity.WARN,
                             metadata={"retention": rate, "dropped_by_reason": {k: int(v) for k, v in reasons.items()}})
+
+
+@asset_check(asset="optimized_poses", blocking=True, partitions_def=pose_shards,
+             description="Kept fingers stay coupled: at most 10% have |DIP - 2/3 PIP| > 20 degrees "
+                         "(recomputed from the stored parameters).")
+def kept_fingers_coupled(hand_model: HandModelResource, optimized_poses: PoseTable) -> AssetCheckResult:
+    report = optimize.pose_report(hand_model.get(), _kept(optimized_poses))["coupling"]
+    return AssetCheckResult(passed=report["share_over_20deg"] <= MAX_UNCOUPLED_SHARE,
+                            metadata={**report, "max_share": MAX_UNCOUPLED_SHARE})

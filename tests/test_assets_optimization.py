@@ -4,8 +4,8 @@ from dagster import DagsterInstance, materialize
 
 from ih_assets.optimization import hand_anchors, optimized_poses, pose_discriminator
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
-from quality.optimization_checks import (kept_poses_do_not_interpenetrate, kept_poses_within_joint_limits,
-                                         optimization_retention)
+from quality.optimization_checks import (kept_fingers_coupled, kept_poses_do_not_interpenetrate,
+                                         kept_poses_within_joint_limits, optimization_retention)
 from resources.hand_model import HandModelResource
 from resources.settings import PipelineSettings
 from resources.sources import PoseSourceResource
@@ -24,7 +24,7 @@ def test_optimized_shard_marks_kept_poses_and_passes_its_checks():
                         selection=[raw_poses, deduped_poses, hand_anchors, pose_discriminator])
     assert first.success
     shard = instance.get_dynamic_partitions("pose_shards")[0]
-    checks = [kept_poses_within_joint_limits, kept_poses_do_not_interpenetrate, optimization_retention]
+    checks = [kept_poses_within_joint_limits, kept_poses_do_not_interpenetrate, optimization_retention, kept_fingers_coupled]
     second = materialize([*assets, *checks], resources=resources, instance=instance, partition_key=shard,
                          selection=[augmented_poses, optimized_poses], raise_on_error=False)
     table = second.output_for_node("optimized_poses")
@@ -34,5 +34,11 @@ def test_optimized_shard_marks_kept_poses_and_passes_its_checks():
     assert evaluations["kept_poses_within_joint_limits"].passed
     assert evaluations["kept_poses_do_not_interpenetrate"].passed
     assert "optimization_retention" in evaluations
+    coupled = evaluations["kept_fingers_coupled"]
+    assert coupled.passed and coupled.metadata["share_over_20deg"].value <= 0.10
     meta = second.asset_materializations_for_node("optimized_poses")[0].metadata
     assert "loss_curves" in meta and meta["retention"].value == table.meta["kept"].mean()
+    assert set(meta["kept_twist_std_deg"].value) == set(meta["kept_splay_std_deg"].value) and len(meta["kept_twist_std_deg"].value) == 15
+    assert "share_over_20deg" in meta["kept_coupling"].value
+    augmented = second.asset_materializations_for_node("augmented_poses")[0].metadata
+    assert {"coupling_source", "coupling_augmented", "synergy_basis"} <= set(augmented)

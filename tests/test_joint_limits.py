@@ -82,7 +82,7 @@ def test_violation_report_names_the_joint_and_degrees(frames):
 
 def test_gradient_step_moves_a_violating_joint_back_inside(frames):
     f64 = jl.AnatomicalFrames(frames.frames.double())
-    pose = jl.compose_pose(_angles(ring_pip=(120, 0, 0), middle_dip=(20, 5, 4)), f64).reshape(1, 45).clone()
+    pose = jl.compose_pose(_angles(ring_pip=(120, 0, 0), middle_dip=(20, 12, 15)), f64).reshape(1, 45).clone()
     pose.requires_grad_(True)
     opt = torch.optim.SGD([pose], lr=0.5)
     before = jl.violation_report(pose.detach(), f64)
@@ -92,7 +92,7 @@ def test_gradient_step_moves_a_violating_joint_back_inside(frames):
         opt.step()
     after = jl.violation_report(pose.detach(), f64)
     assert before.loc[0, "ring_pip"] > 19 and after.loc[0, "ring_pip"] < 0.5
-    assert before.loc[0, "middle_dip"] > 3 and after.loc[0, "middle_dip"] < 0.5
+    assert before.loc[0, "middle_dip"] > 7 and after.loc[0, "middle_dip"] < 0.5      # twist 15 > 7, splay 12 > 5
 
 
 def test_left_hand_rotations_mirror_into_right_ones():
@@ -100,3 +100,47 @@ def test_left_hand_rotations_mirror_into_right_ones():
     aa = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(aa_to_matrix(jl.mirror_pose(aa)), m @ aa_to_matrix(aa) @ m, atol=1e-12)
     assert torch.equal(jl.mirror_pose(jl.mirror_pose(aa)), aa)
+
+
+def test_every_finger_joint_has_room_to_twist_and_splay():
+    width = jl.JOINT_LIMITS[..., 1] - jl.JOINT_LIMITS[..., 0]
+    assert (width[:, 1:] >= 8.0).all() and (width[:, 1:] <= 60.0).all()
+    assert (jl.JOINT_LIMITS[..., 0] < 0).all() and (jl.JOINT_LIMITS[..., 1] > 0).all()
+
+
+def _ih26m_like_angles(n: int, seed: int) -> np.ndarray:
+    """Real-capture-like poses (degrees): bends inside the limits, a few degrees of twist and splay
+    at every joint (as MANO fits of InterHand2.6M carry)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = jl.JOINT_LIMITS[..., 0], jl.JOINT_LIMITS[..., 1]
+    angles = rng.uniform(lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo), size=(n, 15, 3))
+    angles[..., 1:] = rng.normal(0.0, 2.5, size=(n, 15, 2)).clip(lo[:, 1:] * 0.9, hi[:, 1:] * 0.9)
+    return angles
+
+
+def test_real_poses_with_small_twist_and_splay_pass_the_projection_unchanged(each_hand_model):
+    model = each_hand_model
+    frames = jl.AnatomicalFrames.from_rest_keypoints(model.rest_keypoints("right"))
+    f64 = jl.AnatomicalFrames(frames.frames.double())
+    angles = _ih26m_like_angles(32, seed=2)
+    for side in ("right", "left"):
+        hand_pose = torch.as_tensor(jl.hand_pose_from_angles(model, side, angles, frames)).double()
+        full = model.full_finger_pose(side, hand_pose.float()).double()
+        if side == "left":
+            full = jl.mirror_pose(full)
+        read = jl.joint_angles(full, f64)
+        assert torch.rad2deg(read[..., 1:]).abs().amax(dim=(0, 1)).min() > 3.0      # twist and splay are there
+        assert jl.limit_violation(read).max() < 1e-3
+        assert torch.equal(jl.project_angles(read), read)
+
+
+def test_projection_moves_only_the_axes_outside(frames):
+    f64 = jl.AnatomicalFrames(frames.frames.double())
+    angles = torch.deg2rad(torch.as_tensor(_ih26m_like_angles(4, seed=3)))
+    angles[0, 4, 2] = np.deg2rad(25.0)          # middle PIP twisted far past +7
+    angles[1, 0, 1] = np.deg2rad(-40.0)         # index MCP splayed past -25
+    projected = jl.project_angles(jl.joint_angles(jl.compose_pose(angles, f64), f64))
+    changed = (projected - angles).abs() > 1e-6
+    assert changed.sum() == 2 and changed[0, 4, 2] and changed[1, 0, 1]
+    assert torch.rad2deg(projected[0, 4, 2]).item() == pytest.approx(7.0)
+    assert torch.rad2deg(projected[1, 0, 1]).item() == pytest.approx(-25.0)

@@ -20,11 +20,11 @@ import numpy as np
 import smplx
 import torch
 import torch.nn.functional as F
-from smplx.lbs import batch_rodrigues
 from smplx.utils import Struct
 
 from handsynth import keypoints
 from handsynth.hand_model import mano_files, parts, standin, uv
+from handsynth.rotations import aa_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ class HandModel:
     def _rotations(self, side: str, global_orient: torch.Tensor, hand_pose: torch.Tensor) -> torch.Tensor:
         """(B, 16, 3, 3) rotations of the full pose (global_orient, hand_pose + hands_mean)."""
         full = torch.cat([global_orient, hand_pose + self.layers[side].hand_mean], dim=1)  # (B, 48)
-        return batch_rodrigues(full.reshape(-1, 3)).reshape(hand_pose.shape[0], -1, 3, 3)
+        return aa_to_matrix(full.reshape(-1, 3)).reshape(hand_pose.shape[0], -1, 3, 3)
 
     def _skin_arrays(self, side: str) -> tuple[torch.Tensor, torch.Tensor]:
         """posedirs (P, 3 * V) coordinate-major and the skinning weights transposed (J, V)."""

@@ -42,6 +42,9 @@ CURL_SHARE = {"finger": (1.0, 1.15, 0.75), "thumb": (0.5, 0.8, 0.9)}
 #: depth (m) below which the hands count as apart (the grids' own error is a fraction of a mm).
 BACK_OFF_STEPS = np.arange(0.0, 0.0805, 0.001)
 BACK_OFF_TOLERANCE = 2e-4
+#: Standard deviation (degrees) of the twist and splay every joint gets on top of the template:
+#: real hands carry a few degrees of both (see the limits in :mod:`handsynth.joint_limits`).
+TWIST_SPLAY_STD_DEG = 2.0
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,10 @@ def _finger_angles(rng: np.random.Generator, n: int, curl: tuple[float, float],
         for k, j in enumerate(joints):
             lo, hi = joint_limits.JOINT_LIMITS[j - 1, 0]
             angles[:, j - 1, 0] = np.deg2rad(np.clip(c * share[k], lo, hi))
-        lo, hi = joint_limits.JOINT_LIMITS[joints[0] - 1, 1]
-        angles[:, joints[0] - 1, 1] = np.deg2rad(np.clip(rng.normal(0.0, 4.0, size=n), lo, hi))
+        angles[:, joints[0] - 1, 1] = np.deg2rad(rng.normal(0.0, 4.0, size=n))
+    angles[:, :, 1:] += np.deg2rad(rng.normal(0.0, TWIST_SPLAY_STD_DEG, size=(n, 15, 2)))
+    lim = np.deg2rad(joint_limits.JOINT_LIMITS[:, 1:])
+    angles[:, :, 1:] = np.clip(angles[:, :, 1:], lim[..., 0], lim[..., 1])
     return angles
 
 
