@@ -634,16 +634,16 @@ def iter_export_images(tables: Iterable[pd.DataFrame]) -> Iterator[ExportImage]:
     from handsynth.annotate import stack
     from handsynth.render.blocks import LOCATION_COLUMNS
 
-    for annotations in tables:
-        n = len(annotations)
+    for table in tables:
+        n = len(table)
         if n == 0:
             continue
-        world = stack(annotations, "keypoints3d_world_mm", (2, 21, 3)) / 1000.0
-        vis = stack(annotations, "visibility", (2, 21)).astype(bool)
-        K, R, t = stack(annotations, "K", (3, 3)), stack(annotations, "R", (3, 3)), stack(annotations, "t", (3,))
-        mano = {f: np.stack([stack(annotations, f"{s}_{name}", (w,)) for s in ("right", "left")], axis=1)
+        world = stack(table, "keypoints3d_world_mm", (2, 21, 3)) / 1000.0
+        vis = stack(table, "visibility", (2, 21)).astype(bool)
+        K, R, t = stack(table, "K", (3, 3)), stack(table, "R", (3, 3)), stack(table, "t", (3,))
+        mano = {f: np.stack([stack(table, f"{s}_{name}", (w,)) for s in ("right", "left")], axis=1)
                 for f, (name, w) in {"pose": ("mano_pose", 48), "shape": ("shape", 10), "trans": ("trans", 3)}.items()}
-        scalars = annotations[["image_id", "pose_id", "distinct_pose_id", "width", "height", *LOCATION_COLUMNS]]
+        scalars = table[["image_id", "pose_id", "distinct_pose_id", "width", "height", *LOCATION_COLUMNS]]
         for i, row in enumerate(scalars.itertuples(index=False)):
             values = row._asdict()
             yield ExportImage(

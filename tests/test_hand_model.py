@@ -64,7 +64,6 @@ def test_part_labels_cover_every_vertex_and_part_meshes_are_watertight(each_hand
     hand_model = each_hand_model
     labels = hand_model.part_labels
     assert labels.shape == (778,) and set(np.unique(labels)) == set(range(16))
-    out = hand_model.forward_numpy("right", random_params(4, seed=3))
     for side in ("right", "left"):
         meshes = hand_model.part_meshes(side)
         covered = np.unique(np.concatenate([p.vertex_ids for p in meshes]))

@@ -5,7 +5,6 @@ verifies again."""
 
 import hashlib
 import io
-import json
 import subprocess
 import sys
 import tarfile

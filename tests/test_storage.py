@@ -5,7 +5,6 @@ checks on load and in the main job; the command line on S3 with no AWS variables
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import signal
 import socket
