@@ -9,7 +9,7 @@ expectations can check them without unpacking lists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -55,8 +55,6 @@ class ImageRecord:
     view: int
     render_seed: int
     envmap: str
-    keys: dict[str, str] = field(default_factory=dict)  # per-image PNG keys (views.image_key); images are
-                                                        # stored in render blocks, so nothing reads them
 
 
 def project_record(rec: ImageRecord) -> np.ndarray:

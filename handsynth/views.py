@@ -68,7 +68,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from handsynth import cameras, envmaps, ids
+from handsynth import cameras, envmaps
 from handsynth.annotate import ImageRecord
 from handsynth.arms import ArmChoice, ArmOptions, choose_arms, draw_sleeves, posed_hand
 from handsynth.hand_model import forearm as fa
@@ -138,11 +138,6 @@ class StageTimes:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
         return now
-
-
-def image_key(prefix: str, shard: str, pose_id: str, view: int, kind: str) -> str:
-    """Object key of one image; injective in ``(pose_id, view, kind)`` (see :func:`ids.id_to_filename`)."""
-    return f"{prefix}/render/{shard}/{ids.id_to_filename(pose_id)}_v{view:02d}_{kind}.png".lstrip("/")
 
 
 # ---- what every pose shares ------------------------------------------------------------------------
@@ -448,7 +443,7 @@ def encode_images(rgb: np.ndarray, raster: RenderResult) -> dict[str, bytes]:
 
 
 def image_record(geometry: PoseGeometry, setup: ViewSetup, lighting: PoseLighting, visibility: np.ndarray,
-                 keys: dict[str, str], shard: str) -> ImageRecord:
+                 shard: str) -> ImageRecord:
     """Stage ``record``: everything the annotation row of the image needs."""
     pose, meta = geometry.pose, geometry.pose.meta.iloc[0]
     cam = setup.camera
@@ -458,7 +453,7 @@ def image_record(geometry: PoseGeometry, setup: ViewSetup, lighting: PoseLightin
               "source_ref": str(meta["source_ref"]), "shard": shard},
         hands={s: {k: pose.hand(s)[k][0] for k in ("global_orient", "hand_pose", "betas", "transl")} for s in SIDES},
         keypoints_world=geometry.keypoints, K=cam.K, R=cam.R, t=cam.t, width=cam.width, height=cam.height,
-        visibility=visibility, view=setup.view, render_seed=setup.render_seed, envmap=lighting.env_name, keys=keys)
+        visibility=visibility, view=setup.view, render_seed=setup.render_seed, envmap=lighting.env_name)
 
 
 def _cycles_renderer(surface: HandSurface, image_size: int, options: RenderOptions, log_fn) -> CyclesRenderer:
@@ -472,18 +467,18 @@ def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_si
                       env_library: dict[str, np.ndarray], *, seed: int, options: RenderOptions = RenderOptions(),
                       arms: ArmOptions = ArmOptions(),
                       times: StageTimes | None = None, log_fn: Callable[[str], None] | None = None,
-                      shard: str = "", key_prefix: str = "",
+                      shard: str = "",
                       ranges: cameras.CameraRanges = cameras.CameraRanges(),
                       look: CameraLook = CameraLook()) -> Iterator[RenderedImage]:
     """Yield every (pose, view) image of ``poses`` with its record and encoded PNGs.
 
     ``look``: the lens and camera effects the views draw (default: none, the clean render).
     ``seed`` is the settings' seed (with the stable ids, the only source of randomness);
-    ``shard`` and ``key_prefix`` only name the objects in ``record.keys`` and the record's shard.
+    ``shard`` only names the records' shard (images are stored in render blocks by the caller).
     The renderers are borrowed from the process's :data:`POOL` (kept between calls).
     """
     surface = hand_surface(model, options.subdivision, arms.forearms)
-    run = _Run(model, seed, image_size, ranges, look, shard, key_prefix, EnvironmentLibrary(env_library), surface,
+    run = _Run(model, seed, image_size, ranges, look, shard, EnvironmentLibrary(env_library), surface,
                SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), arms, times or StageTimes(), log_fn)
     with POOL.borrow(("raster", image_size), lambda: HandRenderer(image_size, image_size)) as renderer:
         if options.backend == "raster":
@@ -509,7 +504,6 @@ class _Run:
     ranges: cameras.CameraRanges
     look: CameraLook
     shard: str
-    key_prefix: str
     library: EnvironmentLibrary
     surface: HandSurface
     skins: SkinStage
@@ -586,8 +580,7 @@ class _Run:
                 t = times.add("effects", t)
                 pngs = encode_images(rgb, raster)
                 t = times.add("encode", t)
-                keys = {k: image_key(self.key_prefix, self.shard, geometry.pose_id, view, k) for k in pngs}
-                record = image_record(geometry, setup, lighting, visibility, keys, self.shard)
+                record = image_record(geometry, setup, lighting, visibility, self.shard)
                 scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index,
                          **arm_record(geometry, raster.labels, fabric)}
                 times.add("record", t)

@@ -295,10 +295,10 @@ def test_unknown_order_and_wrong_size_raise():
         convert_keypoints(np.zeros((20, 3)), "mano", "ih26m")
 
 
-def test_colliding_capture_and_frame_keys_stay_distinct_through_ids_and_image_keys(tmp_path):
+def test_colliding_capture_and_frame_keys_stay_distinct_through_ids_and_block_names(tmp_path):
     """Capture '1_2'/frame '3' and capture '1'/frame '2_3' (and '1/2'/'3' vs '1'/'2/3') once shared an image key."""
     from handsynth.ids import filename_to_id
-    from handsynth.views import image_key
+    from handsynth.render.blocks import block_key, sample_name
 
     rng = np.random.default_rng(11)
     doc = {"1_2": {"3": {"right": _hand(rng), "left": _hand(rng)}},
@@ -307,11 +307,12 @@ def test_colliding_capture_and_frame_keys_stay_distinct_through_ids_and_image_ke
     table = load_interhand_mano(_write(tmp_path, MANO_NAME, doc))
     ids = list(table.meta["pose_id"])
     assert len(set(ids)) == 4 and len(set(table.meta["source_ref"])) == 4
-    keys = [image_key("p", "shard=00000", f"{pid}/aug00", 0, "rgb") for pid in ids]
-    assert len(set(keys)) == 4, keys
-    for pid, key in zip(ids, keys):  # the key names its pose: decodable, hence injective
-        name = key.rsplit("/", 1)[-1]
-        assert filename_to_id(name[: -len("_v00_rgb.png")]) == f"{pid}/aug00"
+    blocks = [block_key("p", "shard=00000", pid) for pid in ids]
+    samples = [sample_name(f"{pid}/aug00/v00") for pid in ids]
+    assert len(set(blocks)) == 4 and len(set(samples)) == 4, (blocks, samples)
+    for pid, key, sample in zip(ids, blocks, samples):  # names decode to their ids, hence are injective
+        assert filename_to_id(key.rsplit("/", 1)[-1].removesuffix(".tar")) == pid
+        assert filename_to_id(sample.replace("~2E", ".")) == f"{pid}/aug00/v00"
     assert ids[0] == "ih26m/train/1_2/3"  # IH2.6M's decimal keys keep their readable ids
 
 
