@@ -171,7 +171,7 @@ def test_a_views_background_through_its_lens_has_no_edge_sharper_than_the_lens_a
     rows, cols = np.indices((256, 512))
     blocks = ((rows // 8 + cols // 8) % 2).astype(np.float32)
     pyramid = envmaps.EnvmapPyramid(np.repeat(blocks[..., None], 3, -1))
-    geometry = pose_geometry(hand_model, hand_surface(hand_model, 0), generate_interacting_poses(hand_model, 1, seed=0))
+    geometry = pose_geometry(hand_model, hand_surface(hand_model, 0), generate_interacting_poses(hand_model, 1, seed=0), seed=0)
     lighting = PoseLighting("blocks", 0.0, 1.0)
     fast_lens = CameraLook(lens=dof.DepthOfFieldRanges(focal_length_mm=(50.0, 50.0), f_number=(1.0, 1.0)))
 
