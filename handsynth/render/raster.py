@@ -92,6 +92,24 @@ class _SharedContext:
             cls.renderer = None
 
 
+class _NumberedNode(pyrender.Node):
+    """A mesh node hashed by its number within its scene.
+
+    pyrender draws mesh nodes at equal distance in the iteration order of a Python set
+    (``Scene.mesh_nodes``); with the default (address) hash that order differs between processes,
+    and where two label meshes tie in depth (two parts of a hand touching) the label went either
+    way: seen once in 192 images of two otherwise byte-identical runs. Numbers that start at 0 in
+    every scene make the set's order, and so the labels, the same in every process.
+    """
+
+    def __init__(self, number: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._number = number
+
+    def __hash__(self) -> int:
+        return self._number
+
+
 class HandRenderer:
     """Renders RGB, labels and depth of the same geometry, aligned at pixel centres.
 
@@ -127,7 +145,7 @@ class HandRenderer:
                                np.concatenate([h.faces + o for h, o in zip(hands, offsets)]),
                                vertex_colors=np.concatenate([np.c_[h.colors, np.ones(len(h.colors))] for h in hands]),
                                process=False)
-        scene.add(pyrender.Mesh.from_trimesh(both, smooth=True))
+        scene.add_node(_NumberedNode(0, mesh=pyrender.Mesh.from_trimesh(both, smooth=True)))
         peak = max((float(l.rgb.max()) for l in lights), default=1.0)
         if len(lights) > MAX_DIRECTIONAL_LIGHTS:
             raise ValueError(f"{len(lights)} lights: pyrender would use an arbitrary {MAX_DIRECTIONAL_LIGHTS} of them")
@@ -141,7 +159,8 @@ class HandRenderer:
                 # positions and indices only: the segmentation shader needs no normals or colours
                 prim = pyrender.Primitive(positions=h.vertices.astype(np.float32),
                                           indices=h.faces[h.face_labels == part].astype(np.uint32))
-                node = scene.add(pyrender.Mesh([prim]))
+                node = _NumberedNode(len(node_colors) + 1, mesh=pyrender.Mesh([prim]))
+                scene.add_node(node)
                 label = h.label_offset + int(part)
                 node_colors[node] = (label, label, label)
         camera = pyrender.IntrinsicsCamera(1.0, 1.0, 0.0, 0.0, znear=0.01, zfar=10.0)   # set per view
