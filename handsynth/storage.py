@@ -80,6 +80,15 @@ class IntegrityError(ValueError):
         return f"sha256 {(self.found_sha256 or '')[:12]}…, recorded {self.expected_sha256[:12]}…"
 
 
+def stream_sha256(stream: IO[bytes]) -> tuple[int, str]:
+    """``(bytes read, SHA-256 hex)`` of a binary stream read to its end in blocks (constant memory)."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := stream.read(STREAM_BLOCK):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
 def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     """The SHA-256 of ``data`` as 64 hex digits (the form every record stores)."""
     return hashlib.sha256(data).hexdigest()
@@ -358,12 +367,10 @@ class Store:
         found_size = self.size(key)
         if found_size != size:
             raise IntegrityError(self.uri(key), size, sha256, found_size, None)
-        digest = hashlib.sha256()
         with self.open(key, "rb") as stream:
-            while chunk := stream.read(STREAM_BLOCK):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            raise IntegrityError(self.uri(key), size, sha256, found_size, digest.hexdigest())
+            found_sha256 = stream_sha256(stream)[1]
+        if found_sha256 != sha256:
+            raise IntegrityError(self.uri(key), size, sha256, found_size, found_sha256)
 
 
 class LocalStore(Store):

@@ -17,6 +17,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from handsynth.storage import stream_sha256
+
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -143,11 +145,8 @@ def folder_digest(folder: str | os.PathLike[str], suffixes: Iterable[str]) -> st
     shas = {}
     try:
         for name in names:
-            h = hashlib.sha256()
             with os.fdopen(_open_in(fd, Path(folder), name), "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            shas[name] = h.hexdigest()
+                shas[name] = stream_sha256(fh)[1]
     finally:
         os.close(fd)
     return _combine(shas)

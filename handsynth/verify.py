@@ -24,7 +24,6 @@ paper size), which finds the blocks no table references:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -36,7 +35,7 @@ import pandas as pd
 
 from handsynth.export_files import SUMS_FILE, check_relative_path
 from handsynth.render.blocks import LOCATION_COLUMNS, MEMBER_SUFFIX, check_stored_block, index_key, read_member
-from handsynth.storage import STREAM_BLOCK, IntegrityError, ObjectNotFoundError, StorageError, Store, open_store
+from handsynth.storage import STREAM_BLOCK, IntegrityError, ObjectNotFoundError, StorageError, Store, open_store, stream_sha256
 
 #: Checksum file at an export's root (``sha256sum -c`` format).
 #: One ``sha256sum`` line: hash, a space, ``' '`` (text) or ``'*'`` (binary), the path.
@@ -192,14 +191,6 @@ def parse_sums_line(line: str, where: str) -> tuple[str, str]:
         raise ValueError(f"{where}: {exc}") from None
 
 
-def _file_sha256(stream: IO[bytes]) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    while chunk := stream.read(STREAM_BLOCK):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def _check_listed(lines: Iterable[str], sums_name: str, open_file: Callable[[str], IO[bytes]], name: Callable[[str], str],
                   tally: Tally, found_files: list[int] | None = None) -> Iterator[str]:
     """Each listed file against its hash; ``found_files[0]`` counts the listed files that exist."""
@@ -215,7 +206,7 @@ def _check_listed(lines: Iterable[str], sums_name: str, open_file: Callable[[str
         tally.objects += 1
         try:
             with open_file(path) as stream:
-                size, found = _file_sha256(stream)
+                size, found = stream_sha256(stream)
         except (FileNotFoundError, ObjectNotFoundError):
             yield f"{name(path)}: missing (listed in {sums_name} with sha256 {sha256})"
             continue

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 BANK_SIZE = 64
 #: Entries kept decoded in memory (6.3 MB each at 512 texels).
 MEMORY_ENTRIES = 4
-_ARRAYS = ("albedo", "roughness", "bump", "nail_mask", "specular", "subsurface_radius")
+#: The square (S, S) maps beside the (S, S, 3) albedo and the (3,) subsurface radius.
+_SQUARE_MAPS = ("roughness", "bump", "nail_mask", "specular")
+_ARRAYS = ("albedo", *_SQUARE_MAPS, "subsurface_radius")
 
 
 def _painting_digest() -> str:
@@ -92,7 +94,7 @@ class SkinBank:
             log.warning("%s: unreadable skin bank entry (%s); painting it again", path, exc)
             return None
         square = (self.size, self.size)
-        if arrays["albedo"].shape != square + (3,) or any(arrays[n].shape != square for n in _ARRAYS[1:5]):
+        if arrays["albedo"].shape != square + (3,) or any(arrays[n].shape != square for n in _SQUARE_MAPS):
             log.warning("%s: skin bank entry is not %d texels square; painting it again", path, self.size)
             return None
         return skin.SkinTextures(**arrays, tone=tone, seed=seed)
