@@ -49,15 +49,18 @@ SLEEVE_STARTS = (0.06, 0.08, 0.10, 0.12)
 
 @dataclass(frozen=True)
 class ArmOptions:
-    """Whether hands continue into forearms (off: RenderIH's own look, hands ending at the wrist)
-    and the share of poses whose forearms wear sleeves."""
+    """Whether hands continue into forearms (off: RenderIH's own look, hands ending at the wrist),
+    the share of poses whose forearms wear sleeves and the share of hands wearing each of a wrist
+    piece and a ring (:mod:`handsynth.accessories`; both need forearms)."""
 
     forearms: bool = True
     sleeve_share: float = 0.0
+    accessory_share: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.sleeve_share <= 1.0:
-            raise ValueError(f"sleeve_share must be in [0, 1], got {self.sleeve_share}")
+        for name in ("sleeve_share", "accessory_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

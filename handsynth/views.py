@@ -68,7 +68,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from handsynth import cameras, envmaps
+from handsynth import accessories, cameras, envmaps
 from handsynth.annotate import ImageRecord
 from handsynth.arms import ArmChoice, ArmOptions, choose_arms, draw_sleeves, posed_hand
 from handsynth.hand_model import forearm as fa
@@ -258,6 +258,7 @@ class PoseGeometry:
     hand_points: np.ndarray          # (P, 3) the vertices of both hands alone (what cameras frame)
     arms: ArmChoice | None           # the forearms' draw; None without forearms
     face_labels: dict[str, np.ndarray]   # side -> subdivided faces' labels minus LABEL_OFFSET (sleeves vary per pose)
+    dressing: accessories.Dressing = accessories.Dressing()   # watches, bracelets, rings (none without forearms)
 
     @property
     def all_vertices(self) -> np.ndarray:
@@ -265,10 +266,11 @@ class PoseGeometry:
 
 
 def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, seed: int,
-                  sleeve_share: float = 0.0) -> PoseGeometry:
+                  sleeve_share: float = 0.0, accessory_share: float = 0.0) -> PoseGeometry:
     """Stage ``pose``: both hands of a one-row pose table posed (with their forearms when the
     surface has them, elbows and sleeves drawn from ``seed`` and the pose id: :mod:`handsynth.arms`)
-    and subdivided.
+    and subdivided, then dressed in the accessories drawn for it (:mod:`handsynth.accessories`,
+    fitted around the subdivided surface that renders).
 
     One pose per forward pass, on one thread: a batched pass gives other float roundings for other
     batch sizes (seen: 500 pixels of a Cycles image 1e-4 off), and an image must not depend on its
@@ -281,7 +283,7 @@ def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, se
     try:
         out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
         base = {s: out[s].vertices[0].cpu().numpy().astype(np.float64) for s in SIDES}
-        arms, labels = None, surface.face_labels
+        arms, labels, forearms = None, surface.face_labels, {}
         if surface.forearms:
             hands = {s: posed_hand(out[s].vertices, pose.hand(s)) for s in SIDES}
             arms, forearms = choose_arms(model, hands, seed, pid, draw_sleeves(ArmOptions(True, sleeve_share), seed, pid))
@@ -296,7 +298,15 @@ def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, se
     keypoints = np.stack([out[s].keypoints[0].cpu().numpy().astype(np.float64) for s in SIDES])
     hand_points = np.concatenate([vertices[s][np.unique(surface.hand_faces(s))] for s in SIDES])
     distinct = str(pose.meta["distinct_pose_id"].iloc[0]) if "distinct_pose_id" in pose.meta else pid
-    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms, labels)
+    dressing = accessories.Dressing()
+    wishes = accessories.draw_accessories(accessory_share, seed, pid) if surface.forearms else []
+    if wishes:
+        sleeves = arms.sleeves
+        sides = {s: accessories.SideSurface(vertices[s], surface.faces[s], labels[s][:surface.n_hand_faces[s]],
+                                            keypoints[k], forearms[s], None if sleeves is None else sleeves.starts[s])
+                 for k, s in enumerate(SIDES)}
+        dressing = accessories.dress(wishes, sides)
+    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms, labels, dressing)
 
 
 def material_slots(geometry: PoseGeometry) -> np.ndarray:
@@ -399,6 +409,14 @@ def hand_meshes(geometry: PoseGeometry, surface: HandSurface, colors: dict[str, 
             for s in SIDES]
 
 
+def accessory_meshes(geometry: PoseGeometry) -> list[HandMesh]:
+    """The pose's accessories for the raster pass (labels 37-40, sRGB base colours), or none."""
+    mesh = geometry.dressing.mesh
+    if not len(mesh.faces):
+        return []
+    return [HandMesh(mesh.vertices, mesh.faces, skin.linear_to_srgb(mesh.linear_colors), mesh.face_labels, 0)]
+
+
 # ---- per view -------------------------------------------------------------------------------------
 
 
@@ -432,9 +450,11 @@ def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: envmaps.Envm
 
 
 def mask_check(geometry: PoseGeometry, surface: HandSurface, camera: cameras.Camera, labels: np.ndarray) -> float:
-    """Stage ``mask_check``: IoU of the rendered mask (every label, forearms included) with the numpy
-    silhouette of the same mesh: an alignment check of the raster pass, like with like."""
-    return silhouette_iou(labels > 0, silhouette_from_projection(geometry.all_vertices, surface.both_faces, camera))
+    """Stage ``mask_check``: IoU of the rendered mask (every label, forearms and accessories included)
+    with the numpy silhouette of the same meshes: an alignment check of the raster pass, like with like."""
+    worn, vertices = geometry.dressing.mesh, geometry.all_vertices
+    faces = np.concatenate([surface.both_faces, worn.faces + len(vertices)])
+    return silhouette_iou(labels > 0, silhouette_from_projection(np.concatenate([vertices, worn.vertices]), faces, camera))
 
 
 def encode_images(rgb: np.ndarray, raster: RenderResult) -> dict[str, bytes]:
@@ -518,7 +538,7 @@ class _Run:
         for i in range(len(poses)):
             t = time.perf_counter()
             geometry = pose_geometry(self.model, surface, poses.take([i]), seed=self.seed,
-                                     sleeve_share=self.arms.sleeve_share)
+                                     sleeve_share=self.arms.sleeve_share, accessory_share=self.arms.accessory_share)
             t = times.add("pose", t)
             person = self.skins(geometry)
             if cycles is not None and cycles.worn != (self.skins.bank.folder, person.index):
@@ -544,7 +564,7 @@ class _Run:
             env = self.library.maps[lighting.env_name]
             pyramid = self.library.pyramid(lighting.env_name)
             env_lights, ambient, _ = self.library.lights(lighting.env_name)
-            renderer.set_scene(hand_meshes(geometry, surface, colors["srgb"]),
+            renderer.set_scene(hand_meshes(geometry, surface, colors["srgb"]) + accessory_meshes(geometry),
                                envmaps.rotate_lights(env_lights, lighting.rotation), ambient)
             if cycles is not None:
                 # skin.py gives the mean free path per channel in mm; Blender: radius x scale (m)
@@ -552,6 +572,8 @@ class _Run:
                             "subsurface_scale_m": 0.001}
                 cycles.set_geometry(hand_meshes(geometry, surface, colors["linear"]), material,
                                     material_slots(geometry) if surface.forearms else None)
+                worn = geometry.dressing.mesh
+                cycles.set_accessories(worn.vertices, worn.faces, worn.face_slots, [m.principled() for m in worn.materials])
             t = times.add("scene", t)
             setups = [view_setup(geometry, lighting, pyramid, self.seed, view, self.image_size, self.ranges, self.look)
                       for view in range(n_views)]
@@ -599,14 +621,18 @@ class _Run:
 
 def arm_record(geometry: PoseGeometry, labels: np.ndarray, fabric: cloth.ClothTextures | None) -> dict[str, object]:
     """An image's forearm columns: whether it has forearms, the pose's draw (elbows, wrist angles,
-    draws, crossings, sleeve cuffs), the pixels labelled forearm and sleeve per side (right, left)
-    and the sleeves' fabric (JSON; "" without sleeves)."""
+    draws, crossings, sleeve cuffs), the pixels labelled forearm and sleeve per side (right, left),
+    the sleeves' fabric (JSON; "" without sleeves), the accessories worn (JSON list: kind, side,
+    where, sizes, materials with their seed) and drawn but left off (kind, side, why), and the
+    pixels labelled 37-40 (right, left wrist piece; right, left ring)."""
     if geometry.arms is None:
         return {"forearms": False}
     return {"forearms": True, **geometry.arms.record(),
             "forearm_pixels": [int((labels == fa.FOREARM_LABELS[s]).sum()) for s in SIDES],
             "sleeve_pixels": [int((labels == fa.SLEEVE_LABELS[s]).sum()) for s in SIDES],
-            "sleeve_cloth": "" if fabric is None else json.dumps(fabric.to_record(), sort_keys=True)}
+            "sleeve_cloth": "" if fabric is None else json.dumps(fabric.to_record(), sort_keys=True),
+            **geometry.dressing.record(),
+            "accessory_pixels": [int((labels == v).sum()) for v in accessories.ACCESSORY_LABELS]}
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -101,7 +101,7 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
 
 #: rendered_views' code version; also part of every block's inputs digest, so bumping it makes
 #: every stored block stale.
-RENDER_CODE_VERSION = "7"
+RENDER_CODE_VERSION = "8"
 
 
 def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: HandModel, maps: dict[str, bytes]) -> dict:
@@ -161,7 +161,8 @@ def rendered_views(context: AssetExecutionContext, settings: PipelineSettings, h
     workers = render_workers(settings)
     job = RenderJob(model, library, settings.seed, settings.n_views, settings.image_size, options,
                     CameraLook.from_switches(settings.depth_of_field, settings.camera_effects),
-                    ArmOptions(forearms=settings.forearms, sleeve_share=settings.sleeve_share))
+                    ArmOptions(forearms=settings.forearms, sleeve_share=settings.sleeve_share,
+                               accessory_share=settings.accessory_share))
     result = render_shard(store, shard_folder(storage.prefix, shard), blocks, job, workers, threads_per_worker(workers),
                           visible_gpus(), log_fn=context.log.info)
     meta = {"images": len(result.rows), "poses": len(kept), "workers": workers, **_block_metadata(result)}

@@ -51,7 +51,7 @@ SETTINGS_FIELDS: dict[str, tuple[str, ...]] = {
     "optimized_poses": ("seed", "optimize_*"),
     "environment_maps": ("seed", "n_environment_maps", "environment_dir", "envmap_*"),
     "rendered_views": ("seed", "n_views", "image_size", "renderer", "render_*", "denoise", "cycles_*", "camera_*",
-                       "depth_of_field", "forearms", "sleeve_*"),
+                       "depth_of_field", "forearms", "sleeve_*", "accessory_*"),
     "annotations": (),
     "dataset_manifest": ("*",),   # it records the whole configuration
     "dataset_exports": ("export_*",),

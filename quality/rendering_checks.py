@@ -1,9 +1,12 @@
 """Checks on renders and annotations: reprojection, keypoints in frame, masks, the GX suite."""
 
+import json
+
 import numpy as np
 import pandas as pd
 from dagster import AssetCheckResult, asset_check
 
+from handsynth.accessories import ACCESSORY_LABELS
 from handsynth.annotate import stack
 from handsynth.cameras import project
 from quality.annotation_suite import validate_annotations
@@ -123,4 +126,30 @@ def forearms_present_and_clear(settings: PipelineSettings, rendered_views: pd.Da
         # the other hand touching or gripping a wrist: the pose's contact, reported, not failed
         "images_with_wrist_crossings": int((wrist > 0).sum()), "max_wrist_crossings": int(wrist.max()),
         "min_forearm_pixels": int(pixels.min()),
+        "first_failing": str(rows["image_id"].iloc[int(np.argmax(bad))]) if bad.any() else ""})
+
+
+@asset_check(asset="rendered_views", partitions_def=pose_shards,
+             description="Accessories (watch, bracelet, ring; labels 37-40) show only where a row records one worn "
+                         "(kind, side, finger), and none are worn when accessory_share is 0 or forearms are off. "
+                         "Pieces are only kept clear of both hands and arms (handsynth.accessories); those left off "
+                         "are counted.")
+def accessories_labelled(settings: PipelineSettings, rendered_views: pd.DataFrame) -> AssetCheckResult:
+    rows = rendered_views
+    if len(rows) == 0 or "accessories" not in rows:
+        return AssetCheckResult(passed=True, metadata={"images": len(rows)})
+    worn = [json.loads(w) if isinstance(w, str) else [] for w in rows["accessories"]]
+    pixels = [list(p) if isinstance(p, (list, np.ndarray)) else [0] * len(ACCESSORY_LABELS)
+              for p in rows["accessory_pixels"]]
+    allowed = settings.forearms and settings.accessory_share > 0
+    bad = np.array([(bool(w) and not allowed) or any(n > 0 and label not in {p["label"] for p in w}
+                                                     for label, n in zip(ACCESSORY_LABELS, px))
+                    for w, px in zip(worn, pixels)])
+    left_off = [json.loads(x) if isinstance(x, str) else [] for x in rows.get("accessories_left_off", [])]
+    kinds = pd.Series([p["kind"] for w in worn for p in w], dtype="string").value_counts()
+    return AssetCheckResult(passed=not bad.any(), metadata={
+        "images": len(rows), "images_wearing": int(sum(bool(w) for w in worn)),
+        "images_with_accessory_pixels": int(sum(sum(px) > 0 for px in pixels)),
+        "pieces_per_kind": {k: int(v) for k, v in kinds.items()},
+        "pieces_left_off": int(sum(len(x) for x in left_off)),
         "first_failing": str(rows["image_id"].iloc[int(np.argmax(bad))]) if bad.any() else ""})

@@ -5,7 +5,7 @@ from ``--views`` cameras each with the ``demo`` preset's renderer (Cycles, 8 sam
 OpenImageDenoise, 256 px, the npm Poly Haven maps when fetched), twice through the pipeline's
 own ``render_pose_views``: once plain (hands ending at the wrist, a pinhole, the tone curve alone:
 RenderIH's own look) and once with everything the ``demo`` settings turn on: forearms (sleeves at
-``sleeve_share``), the lens (depth of field) and the camera effects. Both passes draw the same
+``sleeve_share``, accessories at ``accessory_share``), the lens (depth of field) and the camera effects. Both passes draw the same
 cameras, maps, exposures and skins, so each pair differs only in those. The sheet puts each view's
 plain image left of its twin, and the script prints what each view drew. Run from the repository
 root:
@@ -75,7 +75,8 @@ def main() -> None:
                                       options=options, arms=arms, look=look, log_fn=print))
 
     plain = render(ArmOptions(forearms=False), CameraLook())
-    full = render(ArmOptions(forearms=settings.forearms, sleeve_share=settings.sleeve_share),
+    full = render(ArmOptions(forearms=settings.forearms, sleeve_share=settings.sleeve_share,
+                             accessory_share=settings.accessory_share),
                   CameraLook.from_switches(settings.depth_of_field, settings.camera_effects))
     tiles = []
     for a, b in zip(plain, full):

@@ -76,7 +76,8 @@ class Forearm:
     ``vertices`` and are wound like the hand's (outward). ``vertex_labels`` (Nf,) and
     ``face_labels`` (Ff,) hold the forearm's label, or the sleeve's from the cuff on; ``cuff`` is
     the vertex range [start, stop) from the sleeve cuff's ring to the end, None without a sleeve;
-    ``uv`` lays the tube out around (u) and along (v).
+    ``uv`` lays the tube out around (u) and along (v); ``stations`` (K,) are the rings' distances
+    from the wrist loop (m; :data:`RING_STATIONS` plus a sleeve's cuff ring), which accessories fit around.
     """
 
     vertices: torch.Tensor
@@ -86,6 +87,7 @@ class Forearm:
     face_labels: np.ndarray
     cuff: tuple[int, int] | None
     uv: UVLayout
+    stations: np.ndarray
 
     def joined(self, hand_vertices: torch.Tensor, hand_faces: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Hand and forearm as one surface: vertices (B, V + Nf - L, 3) (the hand's first, ring 0
@@ -280,4 +282,4 @@ def attach_forearm(model: HandModel, side: str, hand_vertices: torch.Tensor, glo
     world = world.to(hand_vertices.dtype)
     world[:, :len(loop)] = hand_vertices[:, loop]                                           # exactly on the hand
     return Forearm(world, faces, loop, vertex_labels, face_labels,
-                   None if cuff_ring is None else (cuff_ring * len(loop), len(vertex_labels)), layout)
+                   None if cuff_ring is None else (cuff_ring * len(loop), len(vertex_labels)), layout, stations)

@@ -73,6 +73,7 @@ class CyclesRenderer:
                                       stdout=subprocess.PIPE, stderr=self._stderr, cwd=tempfile.gettempdir())
         self._sent_envmaps: dict[str, np.ndarray] = {}   # name -> the map the worker holds under it
         self._vertices: np.ndarray | None = None   # the geometry the worker holds (for each view's region)
+        self._accessories = np.zeros((0, 3), np.float32)   # the accessories it holds (empty: none)
         self.worn: object = None                  # the caller's name for the skin textures last sent
         self._pending: str | None = None          # the op sent by begin() whose answer is not read yet
         arrays = {"faces": faces.astype(np.int32), "hand_of_face": np.asarray(hand_of_face, np.uint8)}
@@ -143,6 +144,17 @@ class CyclesRenderer:
         self._call({"op": "geometry", "material": material}, arrays)
         self._vertices = vertices
 
+    def set_accessories(self, vertices: np.ndarray, faces: np.ndarray, material_index: np.ndarray,
+                        materials: list[dict]) -> None:
+        """The accessories of the next views (world metres; each face's slot in ``materials``, one
+        dict of Principled BSDF inputs per slot); nothing is sent while there are none and were none."""
+        if not len(faces) and not len(self._accessories):
+            return
+        self._call({"op": "accessories", "materials": materials},
+                   {"vertices": np.asarray(vertices, np.float32), "faces": np.asarray(faces, np.int32).reshape(-1, 3),
+                    "material_index": np.asarray(material_index, np.uint8)})
+        self._accessories = np.asarray(vertices, np.float32).reshape(-1, 3)
+
     def begin(self, scene: SceneSpec, seed: int) -> None:
         """Start one view of the current geometry (``scene.hands`` are not sent: see :meth:`set_geometry`)
         through ``scene.lens`` (a pinhole when None)."""
@@ -154,7 +166,8 @@ class CyclesRenderer:
         self._send({"op": "render", "seed": int(seed), "envmap": scene.env_name, "env_rotation": scene.env_rotation,
                     "camera": {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist()},
                     "lens": cycles_dof(cam, scene.lens or DepthOfField()),
-                    "region": hands_region(self._vertices, cam, scene.lens)})
+                    "region": hands_region(None if self._vertices is None else
+                                           np.concatenate([self._vertices, self._accessories]), cam, scene.lens)})
         self._pending = "render"
 
     def finish(self) -> np.ndarray:

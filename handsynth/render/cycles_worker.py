@@ -23,6 +23,10 @@ Requests (``header["op"]``):
 - ``geometry``: material; arrays ``vertices`` (V, 3) float32 (project world, y up, m), ``colors``
   (V, 3) float32 linear albedo, optional ``material_index`` (F,) uint8 (each face's material slot,
   when it changes per pose). Sent once per pose: its views reuse the mesh (and its BVH).
+- ``accessories``: materials (one dict of Principled BSDF input name -> value per slot, names from
+  :data:`PRINCIPLED_INPUTS`); arrays ``vertices`` (V, 3) float32, ``faces`` (F, 3) int32 and
+  ``material_index`` (F,) uint8: the pose's watches, bracelets and rings, a second object whose
+  mesh is rebuilt per pose (none: empty arrays).
 - ``render``: seed, envmap, env_rotation (radians about world up), camera (K, R, t as nested
   lists, OpenCV), optional lens (camera-data attribute paths -> values, e.g. ``dof.use_dof``,
   from :func:`handsynth.render.depth_of_field.cycles_dof`; absent: a pinhole), optional region [x0, y0, x1, y1] (inclusive pixel bounds, row 0 at the top: only
@@ -61,6 +65,9 @@ SENSOR_WIDTH_MM = 36.0
 #: Height of the skin's bump map per unit, metres: the maps put creases ~0.35 below plain skin and
 #: veins ~0.25 above it (:class:`handsynth.render.skin.SkinTextures`), i.e. a few tenths of a mm.
 BUMP_DISTANCE_M = 0.001
+#: Principled BSDF inputs an ``accessories`` request may set (nothing else is reachable).
+PRINCIPLED_INPUTS = ("Base Color", "Metallic", "Roughness", "Specular IOR Level", "Sheen Weight", "Coat Weight",
+                     "Transmission Weight", "IOR")
 #: Camera-data attributes a render request's ``lens`` may set (nothing else is reachable).
 LENS_ATTRIBUTES = ("dof.use_dof", "dof.focus_distance", "dof.aperture_fstop", "dof.aperture_blades", "sensor_width", "lens")
 
@@ -199,6 +206,7 @@ class CyclesScene:
         scene.collection.objects.link(self.camera)
         scene.camera = self.camera
         self._build_world()
+        self.accessories = None           # the accessories' object, made with the first pose wearing any
         self.envmaps: dict[str, object] = {}
         self._retired: list = []          # replaced images, freed after the next render
         shm = "/dev/shm"
@@ -348,6 +356,37 @@ class CyclesScene:
             inputs["Subsurface Scale"].default_value = float(material.get("subsurface_scale_m", 0.003))
             inputs["Specular IOR Level"].default_value = float(material.get("specular", 0.5))
 
+    def set_accessories(self, vertices: np.ndarray, faces: np.ndarray, material_index: np.ndarray,
+                        materials: list[dict]) -> None:
+        """The pose's accessories (project world, y up), smooth-shaded, one Principled BSDF per
+        material slot. Their topology changes per pose, so their mesh is rebuilt; the object and
+        its materials persist (created on first use, so a run without accessories has no object)."""
+        bpy = self.bpy
+        if self.accessories is None:
+            if not len(faces):
+                return
+            self.accessories = bpy.data.objects.new("accessories", bpy.data.meshes.new("accessories"))
+            self.scene.collection.objects.link(self.accessories)
+        mesh = self.accessories.data
+        mesh.clear_geometry()                       # keeps the materials
+        if len(faces):
+            verts = np.asarray(vertices, np.float64) @ WORLD_TO_BLENDER.T
+            mesh.from_pydata(verts.tolist(), [], np.asarray(faces, np.int64).tolist())
+            mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
+            while len(mesh.materials) < len(materials):
+                material = bpy.data.materials.new(f"accessory_{len(mesh.materials)}")
+                material.use_nodes = True
+                mesh.materials.append(material)
+            for slot, values in enumerate(materials):
+                unknown = sorted(set(values) - set(PRINCIPLED_INPUTS))
+                if unknown:
+                    raise ValueError(f"accessory material {slot}: inputs {unknown}; allowed {list(PRINCIPLED_INPUTS)}")
+                inputs = mesh.materials[slot].node_tree.nodes["Principled BSDF"].inputs
+                for name, value in values.items():
+                    inputs[name].default_value = value
+            mesh.polygons.foreach_set("material_index", np.asarray(material_index, np.int32))
+        mesh.update()
+
     def render(self, header: dict) -> np.ndarray:
         """One view of the current geometry -> (H, W, 4) linear premultiplied RGBA, row 0 at the top."""
         bpy, scene = self.bpy, self.scene
@@ -365,6 +404,8 @@ class CyclesScene:
         from mathutils import Matrix
 
         self.hands.matrix_world = Matrix(turn.tolist())
+        if self.accessories is not None:
+            self.accessories.matrix_world = Matrix(turn.tolist())
         self.camera.matrix_world = Matrix((turn @ camera_matrix_world(R, t)).tolist())
         for key, value in camera_lens(K, self.width, self.height).items():
             setattr(self.camera.data, key, value)
@@ -457,6 +498,10 @@ def serve(inp, out) -> None:
                 elif op == "geometry":
                     scene.set_geometry(arrays["vertices"], arrays["colors"], header.get("material", {}),
                                        arrays.get("material_index"))
+                    write_message(out, {"ok": True})
+                elif op == "accessories":
+                    scene.set_accessories(arrays["vertices"], arrays["faces"], arrays["material_index"],
+                                          list(header["materials"]))
                     write_message(out, {"ok": True})
                 elif op == "render":
                     t0 = time.perf_counter()
