@@ -380,12 +380,13 @@ def _ring(wish: Wish, side: SideSurface, finger: str) -> Piece | str:
     axis = _unit(tip - base)
     seat = base + RING_POSITION * (tip - base)
     n_hand = len(side.hand_face_parts)
-    phalanx = np.unique(side.faces[:n_hand][side.hand_face_parts == mcp])
-    rel = side.vertices[phalanx] - seat
-    slab = np.abs(rel @ axis) <= 0.5 * wish.width + 0.002
-    if slab.sum() < 8:
+    faces = side.faces[:n_hand][side.hand_face_parts == mcp]
+    along = (side.vertices[faces] - seat) @ axis                                        # (F, 3)
+    # every phalanx triangle reaching into the band's width: the surface there lies within their corners
+    under = np.unique(faces[(along.min(axis=1) <= 0.5 * wish.width) & (along.max(axis=1) >= -0.5 * wish.width)])
+    if len(under) < 8:
         return f"no {finger} phalanx skin at the ring's seat"
-    flat = _in_plane(rel[slab], axis)
+    flat = _in_plane(side.vertices[under] - seat, axis)
     centre = seat + flat.mean(axis=0)
     u = _unit(np.cross(axis, [1.0, 0.0, 0.0] if abs(axis[0]) < 0.9 else [0.0, 1.0, 0.0]))
     a = np.linspace(0.0, 2 * np.pi, RING_SEGMENTS, endpoint=False)
