@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -63,12 +64,9 @@ def run(model: HandModel, poses, library: dict, options: RenderOptions, arms: Ar
     return {"s_per_image": wall / len(images), "stages": {k: round(v / len(images), 4) for k, v in times.seconds.items()}}, images
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--raster-poses", type=int, default=8)
-    parser.add_argument("--cycles-poses", type=int, default=2)
-    parser.add_argument("--samples", type=int, default=8)
-    args = parser.parse_args()
+def setup(args: argparse.Namespace) -> tuple[HandModel, dict, list[tuple[str, RenderOptions, int]]]:
+    """The stand-in, the maps (npm Poly Haven, else procedural) and (backend, options, poses) to run:
+    raster, and Cycles (``args.samples`` + denoise, subdivision 1) when installed."""
     model = HandModel.standin()
     hdri = assets_dir() / NPM_HDRI_PACKAGE / "hdri"
     library = ({name: env for name, (env, _) in envmaps.load_npm_hdris(hdri).items()} if hdri.is_dir()
@@ -78,19 +76,40 @@ def main() -> None:
     if cycles_available()[0] and args.cycles_poses:
         backends.append(("cycles", RenderOptions(backend="cycles", samples=args.samples, denoise=True, subdivision=1),
                          args.cycles_poses))
+    return model, library, backends
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--raster-poses", type=int, default=8)
+    parser.add_argument("--cycles-poses", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=8)
+    args = parser.parse_args()
+    model, library, backends = setup(args)
+    compare(model, library, backends, CONFIGS, arm_figures)
+
+
+def arm_figures(model: HandModel, poses, arms: ArmOptions, images: list) -> str:
+    """The forearms' draws, wrist contacts and far ends in frame of one configuration's images."""
+    if not arms.forearms:
+        return ""
+    n = len(poses)
+    attempts = [images[i * VIEWS].scene["arm_attempts"] for i in range(n)]
+    wrist = sum(images[i * VIEWS].scene["wrist_crossings"] > 0 for i in range(n))
+    return (f"; draws/pose mean {np.mean(attempts):.2f} max {max(attempts)}; poses touching a wrist {wrist}/{n}"
+            f"; far end in frame {far_ends_in_frame(model, poses, images):.0%}")
+
+
+def compare(model: HandModel, library: dict, backends: list[tuple[str, RenderOptions, int]],
+            configs: dict[str, ArmOptions], figures_of: Callable[..., str] = lambda *_: "") -> None:
+    """Each backend's poses rendered in each configuration: s/image, stages and ``figures_of``'s line."""
     for backend, options, n in backends:
         poses = generate_interacting_poses(model, n, seed=0)
-        for name, arms in CONFIGS.items():
+        for name, arms in configs.items():
             figures, images = run(model, poses, library, options, arms)
-            extra = ""
-            if arms.forearms:
-                attempts = [images[i * VIEWS].scene["arm_attempts"] for i in range(n)]
-                wrist = sum(images[i * VIEWS].scene["wrist_crossings"] > 0 for i in range(n))
-                extra = (f"; draws/pose mean {np.mean(attempts):.2f} max {max(attempts)}; poses touching a wrist {wrist}/{n}"
-                         f"; far end in frame {far_ends_in_frame(model, poses, images):.0%}")
-            print(f"{backend} {name}: {figures['s_per_image']:.3f} s/image over {len(images)} images{extra}\n"
+            print(f"{backend} {name}: {figures['s_per_image']:.3f} s/image over {len(images)} images "
+                  f"({SIZE} px, {VIEWS} views){figures_of(model, poses, arms, images)}\n"
                   f"  stages s/image {figures['stages']}  (load {os.getloadavg()[0]:.1f})")
-
 
 if __name__ == "__main__":
     main()

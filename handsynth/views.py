@@ -56,6 +56,13 @@ labelled 33 (right) / 34 (left), in both passes; cameras frame the hands and let
 leave the frame. Hand part labels keep 1..32, keypoint visibility tests each keypoint against its
 own hand's surface (a forearm in front hides it, as the other hand does), and the IntagHand /
 IH2.6M masks, derived from labels 1..32, stay hand masks.
+
+Accessories (a share ``ArmOptions.accessory_share`` of the hands; :mod:`handsynth.accessories`):
+watches and bracelets labelled 37 (right) / 38 (left), rings 39 / 40, fitted in the ``pose`` stage
+around the subdivided surface that renders, drawn in the raster pass as one more mesh and in Cycles
+as a second object with a Principled BSDF per part (:mod:`handsynth.render.accessories`). They
+hide what lies behind them like a forearm does, and each image records what was worn
+(:func:`arm_record`).
 """
 
 from __future__ import annotations
@@ -283,7 +290,7 @@ def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, se
     try:
         out = {s: model.forward_numpy(s, pose.hand(s)) for s in SIDES}
         base = {s: out[s].vertices[0].cpu().numpy().astype(np.float64) for s in SIDES}
-        arms, labels, forearms = None, surface.face_labels, {}
+        arms, labels = None, surface.face_labels
         if surface.forearms:
             hands = {s: posed_hand(out[s].vertices, pose.hand(s)) for s in SIDES}
             arms, forearms = choose_arms(model, hands, seed, pid, draw_sleeves(ArmOptions(True, sleeve_share), seed, pid))

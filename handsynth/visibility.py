@@ -11,7 +11,7 @@ skin's is the local thickness along the view ray: the wrist and the knuckles get
 whichever side they are seen). The joint is visible when, at one of those four pixels,
 
 1. is inside the image and labelled with a part of its own hand (right 1..16, left 17..32):
-   not hidden by the other hand or by a forearm or sleeve (33..36);
+   not hidden by the other hand, a forearm or sleeve (33..36) or an accessory (37..40);
 2. shows, in the rendered depth, exactly that covering skin (within depth-PNG rounding):
    nothing of either hand lies between the camera and the skin over the joint.
 

@@ -27,6 +27,13 @@ from handsynth.views import render_pose_views
 ROWS = {"forearms": ArmOptions(True, 0.0), "forearms + sleeves": ArmOptions(True, 1.0), "off": ArmOptions(False)}
 
 
+def maps() -> dict[str, np.ndarray]:
+    """The npm Poly Haven maps when fetched, else one procedural map."""
+    hdri = assets_dir() / NPM_HDRI_PACKAGE / "hdri"
+    return ({name: env for name, (env, _) in envmaps.load_npm_hdris(hdri).items()} if hdri.is_dir()
+            else {"procedural": envmaps.procedural_envmap(0, 128, 256)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
@@ -37,9 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     model = HandModel.standin()
     poses = generate_interacting_poses(model, 1, seed=args.pose_seed)
-    hdri = assets_dir() / NPM_HDRI_PACKAGE / "hdri"
-    library = ({name: env for name, (env, _) in envmaps.load_npm_hdris(hdri).items()} if hdri.is_dir()
-               else {"procedural": envmaps.procedural_envmap(0, 128, 256)})
+    library = maps()
     options = RenderOptions(backend="cycles", samples=args.samples, denoise=True, device="cpu", subdivision=1)
     rows = []
     for name, arms in ROWS.items():

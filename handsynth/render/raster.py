@@ -7,7 +7,7 @@ pyrender's ``delete`` terminates the EGL display under every other context of th
 Labels come from pyrender's segmentation pass, one node per (hand, part) submesh with a flat
 colour = label id, so they are exact integers:
 0 background, 1..16 right-hand parts (1 + part), 17..32 left-hand parts, 33/34 forearms, 35/36
-sleeves (README "Label values"). Depth comes from the same
+sleeves, 37/38 wrist pieces, 39/40 rings (README "Label values"). Depth comes from the same
 pass (see ``HandRenderer``); pixel (r, c) of every output is the sample at projected (c, r).
 """
 
@@ -38,7 +38,7 @@ class HandMesh:
     faces: np.ndarray        # (F, 3)
     colors: np.ndarray       # (V, 3) in [0, 1]
     face_labels: np.ndarray  # (F,) label - label_offset: hand part 0..15, then forearm / sleeve
-    label_offset: int        # 1 for the right hand, 17 for the left
+    label_offset: int        # 1 for the right hand, 17 for the left, 0 for accessories (labels 37-40 as they are)
 
 
 @dataclass
