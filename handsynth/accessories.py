@@ -72,8 +72,8 @@ PROFILE_SEGMENTS = 12
 @dataclass(frozen=True)
 class Wish:
     """What one hand is drawn to wear, before fitting: ``kind`` (watch, bracelet, ring), where
-    (``fingers`` in order of preference for a ring; ``gap_m`` beyond the wrist blend for a wrist
-    piece), sizes in metres and the materials."""
+    (``fingers`` in order of preference for a ring; for a wrist piece ``gap_m`` from the end of the
+    wrist blend to its near edge), sizes in metres (a string of beads: the cord's) and the materials."""
 
     kind: str
     side: str
@@ -103,8 +103,7 @@ def draw_accessories(share: float, seed: int, pose_id: str) -> list[Wish]:
             wrist = Wish(kind, side, materials, float(rng.uniform(0.018, 0.022)), float(rng.uniform(0.002, 0.003)), gap,
                          case_diameter=float(rng.uniform(0.034, 0.042)), case_height=float(rng.uniform(0.008, 0.011)))
         elif "beads" in materials.parts:
-            radius = float(rng.uniform(0.003, 0.005))
-            wrist = Wish(kind, side, materials, 0.001, 0.001, gap + radius, bead_radius=radius)
+            wrist = Wish(kind, side, materials, 0.001, 0.001, gap, bead_radius=float(rng.uniform(0.003, 0.005)))
         else:
             wrist = Wish(kind, side, materials, float(rng.uniform(0.003, 0.010)), float(rng.uniform(0.0015, 0.0035)), gap)
         fingers = tuple(names[i] for i in rng.choice(len(names), size=len(names), replace=False, p=weights / weights.sum()))
@@ -318,10 +317,8 @@ def _wrist_piece(wish: Wish, side: SideSurface) -> Piece | str:
     forearm, stations = side.forearm, side.forearm.stations
     n_loop = len(forearm.hand_loop)
     rings = forearm.vertices[0, :len(stations) * n_loop].detach().double().numpy().reshape(len(stations), n_loop, 3)
-    span = (fa.BLEND_LENGTH + wish.gap_m - 0.5 * wish.width, fa.BLEND_LENGTH + wish.gap_m + 0.5 * wish.width)
-    if wish.bead_radius:
-        span = (span[0] - wish.bead_radius, span[1] + wish.bead_radius)
-    span = (max(span[0], fa.BLEND_LENGTH + 0.002), span[1])
+    reach = 2 * wish.bead_radius if wish.bead_radius else wish.width                   # along the arm
+    span = (fa.BLEND_LENGTH + wish.gap_m, fa.BLEND_LENGTH + wish.gap_m + reach)
     if side.sleeve_start is not None and span[1] > side.sleeve_start:
         return "a sleeve's cuff"
     straight = stations >= fa.BLEND_LENGTH - 1e-9
