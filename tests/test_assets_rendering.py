@@ -17,8 +17,9 @@ from ih_assets.optimization import hand_anchors, optimized_poses, pose_discrimin
 from ih_assets.poses import augmented_poses, deduped_poses, raw_poses
 from ih_assets.rendering import annotations, environment_maps, rendered_views
 from ih_assets.versions import content_version
-from quality.rendering_checks import (annotation_expectations, forearms_present_and_clear, image_keys_unique,
-                                      keypoints_inside_image, keypoints_reproject, masks_match_projected_mesh)
+from quality.rendering_checks import (accessories_labelled, annotation_expectations, forearms_present_and_clear,
+                                      image_keys_unique, keypoints_inside_image, keypoints_reproject,
+                                      masks_match_projected_mesh)
 from resources.hand_model import HandModelResource
 from resources.settings import PipelineSettings
 from resources.sources import PoseSourceResource
@@ -27,17 +28,19 @@ from resources.storage import MemoryStorage, io_manager_for
 ASSETS = [raw_poses, deduped_poses, augmented_poses, hand_anchors, pose_discriminator, optimized_poses,
           environment_maps, rendered_views, annotations]
 CHECKS = [annotation_expectations, image_keys_unique, keypoints_inside_image, keypoints_reproject,
-          masks_match_projected_mesh, forearms_present_and_clear]
+          masks_match_projected_mesh, forearms_present_and_clear, accessories_labelled]
 
 
 @pytest.fixture(scope="module")
 def shard_run():
-    """One shard rendered from scratch (2 distinct poses x 2 augmentations x 2 views, 1 worker)."""
+    """One shard rendered from scratch (2 distinct poses x 2 augmentations x 2 views, 1 worker), every
+    hand wearing what fits of a wrist piece and a ring (so the re-render below covers them too)."""
     instance = DagsterInstance.ephemeral()
     storage = MemoryStorage(name="test-assets-rendering", prefix="t")
     resources = {
         "settings": PipelineSettings.from_preset("test", n_procedural_poses=2, shard_size=2, optimize_iterations=10,
-                                                 n_augmentations=2, n_views=2, image_size=96, render_workers=1),
+                                                 n_augmentations=2, n_views=2, image_size=96, render_workers=1,
+                                                 accessory_share=1.0),
         "hand_model": HandModelResource(), "pose_source": PoseSourceResource(),
         "storage": storage, "io_manager": io_manager_for(storage),
     }
@@ -90,6 +93,10 @@ def test_shard_renders_blocks_whose_rows_locate_verified_images(shard_run):
     assert len({effects.noise_seed for _, effects in looks}) > 1
     summary = run.asset_materializations_for_node("rendered_views")[0].metadata["camera_look"].value
     assert summary["depth_of_field"] == 1.0 and summary["background_blur_px_median"] > 0
+    # accessories: recorded per row (through the stored table) and labelled 37-40
+    worn = [json.loads(w) for w in manifest["accessories"]]
+    assert all(worn) and {p["kind"] for w in worn for p in w} >= {"ring"}
+    assert sum(int(np.sum(p)) for p in manifest["accessory_pixels"]) > 0
 
 
 def test_rerun_skips_current_blocks_and_repairs_a_truncated_one(shard_run):
