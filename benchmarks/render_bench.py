@@ -176,7 +176,8 @@ def run_baseline(rev: str, poses: PoseTable, per_block: int, views: int, library
     args = {"poses": str(tmp / "poses.parquet"), "maps": str(tmp / "maps.npz"), "options": old,
             "per_block": per_block, "views": views, "size": SIZE,
             "arms": {"forearms": arms.forearms, "sleeve_share": arms.sleeve_share}}
-    env = {**os.environ, "PYTHONPATH": str(tree), "IH_BLENDER_PYTHON": str(blender_python())}
+    env = {**os.environ, "PYTHONPATH": str(tree), "IH_BLENDER_PYTHON": str(blender_python()),
+           "IH_ASSETS_DIR": str(assets_dir())}     # the tree has no .local of its own
     out = subprocess.run([sys.executable, "-c", _BASELINE_SCRIPT, json.dumps(args)], cwd=tree, env=env,
                          capture_output=True, text=True)
     if out.returncode != 0:
