@@ -24,7 +24,7 @@ block writer's tar is not the renderer's). The 2 cores are shared: compare the r
 one run, and read ``uptime``'s load printed with it.
 
     python benchmarks/render_bench.py [--blocks 3] [--raster-blocks 6] [--samples 8] [--device auto]
-                                      [--before-blocks 1] [--skip-before]
+                                      [--before-blocks 3] [--skip-before]
 """
 
 from __future__ import annotations
@@ -211,7 +211,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--blocks", type=int, default=3, help="Cycles: render blocks of the new method (per forearm setting)")
     ap.add_argument("--baseline-blocks", type=int, default=1, help="Cycles: blocks for today's method")
-    ap.add_argument("--before-blocks", type=int, default=1, help="Cycles: blocks for --before-rev's block renderer")
+    ap.add_argument("--before-blocks", type=int, default=None,
+                    help="Cycles: blocks for --before-rev's block renderer (default: --blocks, the start shared alike)")
     ap.add_argument("--raster-blocks", type=int, default=6, help="raster preview: blocks of either method")
     ap.add_argument("--samples", type=int, default=DEMO["render_samples"], help="Cycles samples (demo preset's)")
     ap.add_argument("--device", default="auto", help="Cycles device: auto, cpu, cuda, optix")
@@ -254,7 +255,7 @@ def main() -> None:
                                              per_block, views, library, cycles, Path(tmp))
         if not args.skip_before:
             references[f"{args.before_rev}'s blocks, forearms on"] = run_baseline(
-                args.before_rev, bench_poses(model, args.before_blocks, per_block), per_block, views, library, cycles,
+                args.before_rev, bench_poses(model, args.before_blocks or args.blocks, per_block), per_block, views, library, cycles,
                 Path(tmp), DEMO_ARMS)
         compare(f"{title}, forearms on (the default)", run_new(model, poses, per_block, views, library, cycles, DEMO_ARMS),
                 references)
