@@ -483,11 +483,26 @@ def image_record(geometry: PoseGeometry, setup: ViewSetup, lighting: PoseLightin
         visibility=visibility, view=setup.view, render_seed=setup.render_seed, envmap=lighting.env_name)
 
 
+#: A forearm's skin scatters under its surface (as the hands') up to 2 cm from the wrist and not
+#: beyond 6 cm, fading linearly in between (see ``CyclesScene._skin_material`` in
+#: :mod:`handsynth.render.cycles_worker`): the random walk cost most of what forearms added to a
+#: Cycles image, and beyond the wrist its sub-pixel blur is not seen (README, *Rendering*).
+FOREARM_SUBSURFACE_FADE_M = (0.02, 0.06)
+
+
+def forearm_subsurface_fade() -> tuple[tuple[int, ...], tuple[float, float]]:
+    """The forearm slots and :data:`FOREARM_SUBSURFACE_FADE_M` in their UV v, which runs along the
+    arm in :data:`CLOTH_TILES` tiles over the arm's reach."""
+    v_per_m = float(CLOTH_TILES[1]) / fa.REACH
+    return MATERIAL_SLOTS["forearm"], tuple(d * v_per_m for d in FOREARM_SUBSURFACE_FADE_M)
+
+
 def _cycles_renderer(surface: HandSurface, image_size: int, options: RenderOptions, log_fn) -> CyclesRenderer:
     return CyclesRenderer(image_size, image_size, surface.both_faces, surface.hand_of_face, samples=options.samples,
                           denoise=options.denoise, device=options.device, threads=options.threads,
                           adaptive_threshold=options.noise_threshold, uv=surface.corner_uv, log_fn=log_fn,
-                          material_slots=1 + max(MATERIAL_SLOTS["sleeve"]) if surface.forearms else 0)
+                          material_slots=1 + max(MATERIAL_SLOTS["sleeve"]) if surface.forearms else 0,
+                          subsurface_fade=forearm_subsurface_fade() if surface.forearms else None)
 
 
 def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_size: int,

@@ -146,6 +146,46 @@ def test_only_the_pixels_the_hands_can_touch_are_path_traced_and_nothing_else_ch
 
 
 @needs_blender
+def test_forearm_skin_stops_scattering_beyond_the_wrist_and_nothing_else_changes(hand_model):
+    """Forearm slots fade their subsurface scattering out along UV v (views.forearm_subsurface_fade):
+    against the same view with scattering everywhere (no denoiser, same seed), the arm beyond the
+    fade's end changes (and keeps its brightness), the hands away from the arms do not; a fade
+    beyond the arm's end passes the material's weight through unchanged, pixel for pixel."""
+    from handsynth.render.pixel_centres import silhouette_from_projection
+    from handsynth.views import forearm_subsurface_fade, hand_meshes, hand_surface, material_slots, pose_geometry
+
+    surface = hand_surface(hand_model, 0, forearms=True)
+    geometry = pose_geometry(hand_model, surface, generate_interacting_poses(hand_model, 1, seed=4), seed=0)
+    colors = {s: np.full((surface.n_vertices[s], 3), 0.5) for s in ("right", "left")}
+    points = geometry.hand_points
+    cam = cameras.sample_camera(points.mean(axis=0), points, cameras.CameraRanges(), np.random.default_rng(1), 80, 80)
+    slots, (v0, v1) = forearm_subsurface_fade()
+    images = {}
+    for name, fade in (("scattering", None), ("faded", (slots, (v0, v1))), ("beyond the arm", (slots, (1e3, 2e3)))):
+        renderer = CyclesRenderer(80, 80, surface.both_faces, surface.hand_of_face, samples=8, denoise=False,
+                                  device="cpu", uv=surface.corner_uv, subsurface_fade=fade)
+        try:
+            renderer.set_geometry(hand_meshes(geometry, surface, colors), {"subsurface_scale_m": 0.001},
+                                  material_slots(geometry))
+            renderer.begin(SceneSpec([], cam, "m", envmaps.procedural_envmap(3, 16, 32), 0.5, 1.0), seed=2)
+            images[name] = renderer.finish()
+        finally:
+            renderer.close()
+    vertices = np.concatenate([geometry.vertices[s] for s in ("right", "left")])
+    faces = surface.both_faces
+    arm = np.concatenate([np.arange(len(surface.faces[s])) >= surface.n_hand_faces[s] for s in ("right", "left")])
+    far = arm & (surface.corner_uv[..., 1].min(axis=1) > v1)
+    far_arm = silhouette_from_projection(vertices, faces[far], cam) & ~silhouette_from_projection(vertices, faces[~far], cam)
+    hands = silhouette_from_projection(vertices, faces[~arm], cam) & ~silhouette_from_projection(vertices, faces[arm], cam)
+    changed = (images["faded"] != images["scattering"]).any(axis=-1)
+    assert far_arm.sum() > 100 and hands.sum() > 300, (far_arm.sum(), hands.sum())
+    assert changed[far_arm].mean() > 0.9 and changed[hands].mean() < 0.2, (changed[far_arm].mean(), changed[hands].mean())
+    brightness = [images[name][far_arm][:, :3].mean() for name in ("faded", "scattering")]
+    assert brightness[0] == pytest.approx(brightness[1], rel=0.1), brightness
+    np.testing.assert_array_equal(images["beyond the arm"], images["scattering"])
+
+
+@needs_blender
 def test_cycles_world_matches_the_numpy_environment_lookup_and_rotation():
     """Cycles' own rendering of the world (film not transparent, nothing else in view) against the
     numpy view of the rotated map that is composited behind the hands: checks the y-up -> z-up

@@ -56,12 +56,15 @@ class CyclesRenderer:
 
     def __init__(self, width: int, height: int, faces: np.ndarray, hand_of_face: np.ndarray, samples: int = 16,
                  denoise: bool = True, device: str = "auto", threads: int = 0, adaptive_threshold: float = 0.0,
-                 uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None, material_slots: int = 0) -> None:
+                 uv: np.ndarray | None = None, timeout_s: float = 300.0, log_fn=None, material_slots: int = 0,
+                 subsurface_fade: tuple[tuple[int, ...], tuple[float, float]] | None = None) -> None:
         """``faces`` (F, 3) of both hands, ``hand_of_face`` (F,) each face's material slot (a skin material per slot: the hands 0/1,
         forearms 2/3 in :mod:`handsynth.views`), ``uv``
         optional (F, 3, 2) per-corner texture coordinates for :meth:`set_skin`; ``threads`` 0 uses
         every core; ``adaptive_threshold`` > 0 turns on Cycles' adaptive sampling at that noise level;
-        ``material_slots``: at least this many materials (slots that only later poses use, e.g. sleeves)."""
+        ``material_slots``: at least this many materials (slots that only later poses use, e.g. sleeves);
+        ``subsurface_fade`` (slots, (v0, v1)): those slots' subsurface scattering fades out between
+        UV v = v0 and v1 (needs ``uv``; the forearms' in :mod:`handsynth.views`)."""
         ok, where = cycles_available()
         if not ok:
             raise WorkerError(where)
@@ -81,7 +84,10 @@ class CyclesRenderer:
             arrays["uv"] = np.asarray(uv, np.float32)
         reply, _ = self._call({"op": "init", "width": width, "height": height, "samples": samples, "denoise": denoise,
                                "device": device, "threads": threads, "adaptive_threshold": adaptive_threshold,
-                               "material_slots": material_slots}, arrays)
+                               "material_slots": material_slots,
+                               "subsurface_fade": None if subsurface_fade is None else
+                               {"slots": [int(k) for k in subsurface_fade[0]], "v": [float(v) for v in subsurface_fade[1]]}},
+                              arrays)
         self.device, self.blender_version = reply["device"], reply["blender"]
         self._log(f"Cycles worker ready: Blender {self.blender_version}, device {self.device} "
                   f"({reply['device_note']}), {samples} samples, denoise={denoise}, {reply['seconds']:.1f} s")

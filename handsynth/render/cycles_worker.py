@@ -11,6 +11,8 @@ Requests (``header["op"]``):
 - ``init``: width, height, samples, denoise, device ('auto' | 'cpu' | 'cuda' | 'optix'), threads
   (0: all cores), adaptive_threshold (Cycles' noise threshold; 0 keeps every pixel at ``samples``);
   material_slots (optional: at least this many materials, for slots only later poses use);
+  subsurface_fade (optional {"slots": [...], "v": [v0, v1]}: in these slots the subsurface
+  weight fades linearly from the material's to 0 between UV v = v0 and v = v1, e.g. along a forearm);
   arrays ``faces`` (F, 3) int32 of both hands, ``hand_of_face`` (F,) uint8 (each face's material
   slot: a skin per slot, e.g. hands 0/1, forearms 2/3), optional ``uv`` (F, 3, 2) float32 per face corner -> the device used.
 - ``skin``: hand (0 right, 1 left); arrays ``albedo`` (S, S, 3) float32 linear, ``roughness``,
@@ -194,7 +196,11 @@ class CyclesScene:
         scene.collection.objects.link(obj)
         self.hands = obj
         slots = max(int(hand_of_face.max()) + 1, int(header.get("material_slots", 0)))
-        self.skins = [self._skin_material(k) for k in range(slots)]
+        fade = header.get("subsurface_fade")
+        if fade is not None and uv is None:
+            raise ValueError("subsurface_fade reads the UV layer: send 'uv' with init")
+        fading = set() if fade is None else {int(k) for k in fade["slots"]}
+        self.skins = [self._skin_material(k, fade["v"] if k in fading else None) for k in range(slots)]
         self.cloth_sheen: dict[int, float] = {}   # slots that hold a fabric (set_cloth) -> sheen weight
         for skin in self.skins:
             obj.data.materials.append(skin["material"])
@@ -241,9 +247,17 @@ class CyclesScene:
         print(f"[cycles-worker] {note}", file=sys.stderr, flush=True)
         return "CPU", note
 
-    def _skin_material(self, hand: int) -> dict:
+    def _skin_material(self, hand: int, fade_v: list[float] | None = None) -> dict:
         """Principled BSDF skin with subsurface scattering (red scatters furthest): per-vertex
-        albedo until :meth:`set_skin` gives the hand albedo/roughness/bump textures."""
+        albedo until :meth:`set_skin` gives the hand albedo/roughness/bump textures.
+
+        The random walk is most of a skin pixel's cost, and at the pipeline's scales (about 1.6 mm
+        per pixel at 256 px) its millimetre radius blurs less than a pixel, so it is spent only
+        where it is seen (README, *Rendering*: the same look within noise, 8 samples or 64):
+        - on camera rays: skin seen after a bounce (a finger lit by the other hand) is diffuse;
+        - ``fade_v`` [v0, v1]: the weight fades to 0 between these UV v (a forearm's distance from
+          the wrist), so the far arm is diffuse and the wrist, next to the hands, has no step.
+        The material's weight goes to the last multiplier's input (``subsurface``)."""
         bpy = self.bpy
         mat = bpy.data.materials.new(f"skin_{hand}")
         mat.use_nodes = True
@@ -253,7 +267,26 @@ class CyclesScene:
         attr.attribute_name = "albedo"
         links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])
         bsdf.subsurface_method = "RANDOM_WALK_SKIN"
-        return {"material": mat, "bsdf": bsdf, "images": {}}
+        subsurface = bsdf.inputs["Subsurface Weight"]
+
+        def scaled_by(factor) -> None:
+            nonlocal subsurface
+            product = nodes.new("ShaderNodeMath")
+            product.operation = "MULTIPLY"
+            links.new(factor, product.inputs[0])
+            links.new(product.outputs["Value"], subsurface)
+            subsurface = product.inputs[1]
+
+        scaled_by(nodes.new("ShaderNodeLightPath").outputs["Is Camera Ray"])
+        if fade_v is not None:
+            uvmap, split, ramp = nodes.new("ShaderNodeUVMap"), nodes.new("ShaderNodeSeparateXYZ"), nodes.new("ShaderNodeMapRange")
+            uvmap.uv_map, ramp.clamp = "uv", True
+            for name, value in zip(("From Min", "From Max", "To Min", "To Max"), (*fade_v, 1.0, 0.0)):
+                ramp.inputs[name].default_value = float(value)
+            links.new(uvmap.outputs["UV"], split.inputs["Vector"])
+            links.new(split.outputs["Y"], ramp.inputs["Value"])
+            scaled_by(ramp.outputs["Result"])
+        return {"material": mat, "bsdf": bsdf, "images": {}, "subsurface": subsurface}
 
     def set_skin(self, hand: int, albedo: np.ndarray, roughness: np.ndarray, bump: np.ndarray,
                  specular: np.ndarray) -> None:
@@ -347,11 +380,11 @@ class CyclesScene:
         for slot, skin in enumerate(self.skins):
             inputs = skin["bsdf"].inputs
             if slot in self.cloth_sheen:
-                inputs["Subsurface Weight"].default_value = 0.0
+                skin["subsurface"].default_value = 0.0
                 inputs["Sheen Weight"].default_value = self.cloth_sheen[slot]
                 continue
             inputs["Roughness"].default_value = float(material.get("roughness", 0.45))
-            inputs["Subsurface Weight"].default_value = float(material.get("subsurface_weight", 1.0))
+            skin["subsurface"].default_value = float(material.get("subsurface_weight", 1.0))
             inputs["Subsurface Radius"].default_value = [float(x) for x in material.get("subsurface_radius", (1.0, 0.35, 0.2))]
             inputs["Subsurface Scale"].default_value = float(material.get("subsurface_scale_m", 0.003))
             inputs["Specular IOR Level"].default_value = float(material.get("specular", 0.5))
