@@ -24,8 +24,8 @@ posed surface, so it follows ``global_orient`` and the finger pose.
 
 Then every piece is tested, on the very surface that renders (subdivided), for crossing triangles
 with both hands, both forearms and the pieces kept before it (:func:`handsynth.penetration.intersecting_triangle_pairs`):
-a ring that would pass through a neighbouring finger moves to the next finger drawn, a wrist piece
-that would (the other hand gripping the wrist, a sleeve's cuff under it) is left off, and each
+a ring that would pass through a neighbouring finger moves to the next finger drawn (not to the
+thumb), a wrist piece that would (the other hand gripping the wrist, a sleeve's cuff under it) is left off, and each
 piece left off is recorded. Labels: 37 right / 38 left wrist piece, 39 right / 40 left ring.
 """
 
@@ -55,7 +55,10 @@ WATCH_SHARE = 0.6
 #: Fingers a ring goes on, with their weights, and each finger's MCP keypoint (MANO order; the PIP
 #: is the next keypoint and the proximal phalanx is the part of the MCP joint; the thumb's MCP and
 #: IP). The fingers are tried in the drawn order: between two fingers pressed together a ring
-#: cannot sit without passing through one, so a ring often moves to the next finger drawn.
+#: cannot sit without passing through one, so a ring often moves to the next finger drawn. It never
+#: moves to the thumb: few people wear a thumb ring (the thumb is drawn first at its weight only),
+#: and a fallback onto the thumb, the finger least often pressed against another, made thumb rings
+#: the most common kind (44 of 69 fitted rings in ``benchmarks/accessory_bench.py``).
 RING_FINGERS = {"ring": 0.4, "middle": 0.15, "index": 0.2, "pinky": 0.15, "thumb": 0.1}
 FINGER_MCP = {"index": 1, "middle": 4, "pinky": 7, "ring": 10, "thumb": 14}
 #: Where a ring sits between the MCP (0) and PIP (1) joints: past the web between the fingers.
@@ -106,7 +109,8 @@ def draw_accessories(share: float, seed: int, pose_id: str) -> list[Wish]:
             wrist = Wish(kind, side, materials, 0.001, 0.001, gap, bead_radius=float(rng.uniform(0.003, 0.005)))
         else:
             wrist = Wish(kind, side, materials, float(rng.uniform(0.003, 0.010)), float(rng.uniform(0.0015, 0.0035)), gap)
-        fingers = tuple(names[i] for i in rng.choice(len(names), size=len(names), replace=False, p=weights / weights.sum()))
+        order = [names[i] for i in rng.choice(len(names), size=len(names), replace=False, p=weights / weights.sum())]
+        fingers = (order[0], *(f for f in order[1:] if f != "thumb"))
         ring = Wish("ring", side, accessory_materials("ring", seed_for("accessory_material", seed, pose_id, side, "ring")),
                     float(rng.uniform(0.002, 0.005)), float(rng.uniform(0.001, 0.0016)), fingers=fingers)
         wishes += [w for w, worn in ((wrist, wears_wrist < share), (ring, wears_ring < share)) if worn]

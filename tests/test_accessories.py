@@ -38,6 +38,15 @@ def test_accessories_are_drawn_per_seed_and_pose_at_their_share():
     for few, all_ in zip(drawn[0.3], drawn[1.0]):
         assert all(w in all_ for w in few)
     assert acc.draw_accessories(1.0, 0, "p1") == acc.draw_accessories(1.0, 0, "p1")
+
+
+def test_a_ring_goes_on_the_thumb_only_when_the_thumb_was_drawn_first():
+    rings = [w for i in range(1000) for w in acc.draw_accessories(1.0, 0, f"p{i}") if w.kind == "ring"]
+    assert all("thumb" not in w.fingers[1:] for w in rings)
+    first = {f: np.mean([w.fingers[0] == f for w in rings]) for f in acc.RING_FINGERS}
+    weights = np.array(list(acc.RING_FINGERS.values()))
+    for (finger, share), weight in zip(first.items(), weights / weights.sum()):
+        assert abs(share - weight) < 0.04, (finger, share, weight)   # 2,000 draws: 3 sigma < 0.033
     assert acc.draw_accessories(1.0, 0, "p1") != acc.draw_accessories(1.0, 1, "p1")
     wish = acc.draw_accessories(1.0, 7, "p3")[0]
     assert wish.materials == accessory_materials(wish.kind, seed_for("accessory_material", 7, "p3", wish.side, wish.kind))
