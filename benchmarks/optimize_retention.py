@@ -67,6 +67,7 @@ def _run(model, poses, anchors, disc, field, config, label: str, kept_tables: li
            "exact_worst_kept_mm": round(float(exact.max()), 3) if len(exact) else 0.0,
            "kept_over_1mm": int((exact > 1.0).sum()),
            "kept_passing_reference_rule": _reference_rule_passes(model, kept) if len(kept) else 0, "by_interaction": by, "seconds": round(seconds, 1),
+           "stage_seconds": result.seconds, "load_average": open("/proc/loadavg").read().split()[0],
            "drop_reasons": {k: int(v) for k, v in zip(*np.unique(reason[~keep], return_counts=True))},
            "coupling_augmented": augment.augmentation_report(model, poses)["coupling"],
            "coupling_kept": op.pose_report(model, kept)["coupling"]}

@@ -11,8 +11,10 @@ patience 20, min lr 1e-5), anchor pairs rebuilt every 40 iterations. Lc is a hin
 |DIP - 2/3 PIP| beyond a tolerance (:func:`handsynth.synergies.coupling_loss`): the discriminator
 alone does not keep the distal joints coupled. Every pose has its own Adam state and its own
 learning rates, and its plateau schedule watches its own loss (:class:`PerPoseAdam`): no loss
-term couples two poses, so a pose ends where it would alone, whatever its batch-mates or the
-batch size. Schedule ``renderih``:
+term couples two poses. Every batched evaluation is padded to :data:`MIN_BATCH_ROWS` poses, so
+that each pose's float32 products take the same kernels in any batch (on CPU its whole result,
+final stage included, was measured bit-identical alone, among a few and inside a batch of 64):
+a pose ends where it would alone, whatever its batch-mates or the batch size. Schedule ``renderih``:
 penetration weight high and attraction low at first, so the hands separate before they are drawn
 together, moving linearly until iteration 165 (of 215), then holding. Schedule ``reference``:
 the reference implementation's 4 stages of 50/40/75/50 iterations.
@@ -23,7 +25,10 @@ own. The projection moves fingers and can push them back into the other hand, so
 penetration-only pass follows that stays within the limits (projected Polyak steps over the
 fingers' anatomical angles and the left hand's translation, :func:`_untangle`), then a
 minimal-motion rigid separation of the left hand for what is left (a rigid shift keeps every
-joint angle, hence the limits); only then does the filter decide: see :func:`filter_valid`.
+joint angle, hence the limits). The untangle can also end a pose deeper than the rigid shift
+alone from the projected state would, so each pose keeps the shallower of the two by the exact
+whole-surface depth, the smaller motion at a tie (:func:`_final_stage`); only then does the
+filter decide: see :func:`filter_valid`.
 """
 
 from __future__ import annotations
@@ -56,6 +61,15 @@ REFERENCE_PENETRATION = (0.064, 0.0064, 1.92, 0.064)  # 0.064 x (1, 0.1, 30, 1)
 MAX_VIOLATION_DEG = 0.1
 MAX_DEPTH_MM = 1.0
 MAX_PENETRATING_VERTICES = 10
+
+#: Every batched evaluation runs on at least this many poses: a smaller batch (a batch of one, the
+#: untangle's last live poses) is padded with copies of its last pose, whose results are dropped.
+#: Matrix products whose rows are poses then take the same kernel for every pose: measured with
+#: MKL on this CPU, a row of a float32 product is bit-identical for every row count from 4 up and
+#: at every position, while 1 to 3 rows take other kernels (matrix-vector) with other round-off
+#: (~1e-8 m in the vertices), which the untangle's Polyak steps amplified to 7 mm. 8 leaves room
+#: for other CPUs' kernels (unmeasured, as are GPUs').
+MIN_BATCH_ROWS = 8
 
 
 @dataclass
@@ -97,6 +111,9 @@ class OptimizeConfig:
     #: then minimal-motion shifts of the left hand against what is left
     separation_iterations: int = 40
     separation_margin_mm: float = 0.1
+    #: the final choice per pose between (untangle, then shift) and (shift alone): exact depths
+    #: closer than this count as equal, and then the smaller motion wins (see :func:`_final_stage`)
+    choice_depth_tolerance_mm: float = 0.1
 
 
 def weights_at(iteration: int, config: OptimizeConfig) -> dict[str, float]:
@@ -217,8 +234,29 @@ def _pose_from_angles(obj: _Objective, side: str, angles: torch.Tensor) -> torch
     return full - obj.model.hands_mean(side)
 
 
-def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: OptimizeConfig) -> None:
-    """Project onto the joint limits, then a penetration-only pass that stays on them (in place).
+def _padded(idx: torch.Tensor) -> torch.Tensor:
+    """``idx`` with its last entry repeated up to :data:`MIN_BATCH_ROWS` entries (see there); its
+    first ``len(idx)`` entries are ``idx`` itself, so results are cut back with ``[:len(idx)]``."""
+    if len(idx) == 0 or len(idx) >= MIN_BATCH_ROWS:
+        return idx
+    return torch.cat([idx, idx[-1:].expand(MIN_BATCH_ROWS - len(idx))])
+
+
+def _project(obj: _Objective, hands) -> dict[str, torch.Tensor]:
+    """Project both hands onto the joint limits (in place: angles clamped in the anatomical frames);
+    returns the projected angles (B, 15, 3) per side, where :func:`_untangle` starts."""
+    with torch.no_grad():
+        angles = {s: joint_limits.project_angles(obj.angles(s, hands[s]["hand_pose"].detach())) for s in SIDES}
+        for s in SIDES:
+            hands[s]["hand_pose"] = _pose_from_angles(obj, s, angles[s])
+            hands[s]["transl"] = hands[s]["transl"].detach()
+    return angles
+
+
+def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, angles: dict[str, torch.Tensor],
+              config: OptimizeConfig) -> torch.Tensor:
+    """A penetration-only pass over projected poses (``angles``: see :func:`_project`) that stays
+    on the joint limits (in place); returns the indices of the poses it took part in.
 
     Variables: both hands' anatomical angles, box-constrained (clamped to the limits, and no
     gradient component through an active bound: projected gradient), and the left hand's
@@ -228,38 +266,36 @@ def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: Optimi
     descent stalls in them), so the steps are not made monotone: each pose keeps the shallowest
     state it visited, and a freed pose stops there. Only poses that penetrate after the projection
     take part; a freed hand is then brought back along its path (:func:`_return_along_path`).
+    The live poses are evaluated padded to :data:`MIN_BATCH_ROWS`: these discontinuous steps turn
+    any round-off that depends on how many poses are live into different paths.
     """
     lim = torch.deg2rad(torch.as_tensor(joint_limits.JOINT_LIMITS, dtype=torch.float32, device=obj.model.device))
     lo, hi = lim[..., 0], lim[..., 1]
     unit = config.untangle_transl_unit
-    with torch.no_grad():
-        angles = {s: joint_limits.project_angles(obj.angles(s, hands[s]["hand_pose"].detach())) for s in SIDES}
-        for s in SIDES:
-            hands[s]["hand_pose"] = _pose_from_angles(obj, s, angles[s])
-            hands[s]["transl"] = hands[s]["transl"].detach()
     idx = _penetrating(obj, hands, shapes)
     if len(idx) == 0 or config.untangle_iterations == 0:
-        return
+        return idx[:0]
     ang = {s: angles[s][idx] for s in SIDES}
     transl = hands["left"]["transl"][idx]
     best = {s: ang[s].clone() for s in SIDES} | {"transl": transl.clone()}
     best_depth = torch.full((len(idx),), torch.inf, device=transl.device)
     live = torch.arange(len(idx), device=transl.device)     # poses not yet free
     for it in range(config.untangle_iterations + 1):
-        sub, sub_shapes = _take(hands, shapes, idx[live])
-        a = [ang[s][live].requires_grad_(True) for s in SIDES]
-        t = transl[live].requires_grad_(True)
+        rows, n = _padded(live), len(live)
+        sub, sub_shapes = _take(hands, shapes, idx[rows])
+        a = [ang[s][rows].requires_grad_(True) for s in SIDES]
+        t = transl[rows].requires_grad_(True)
         for s, x in zip(SIDES, a):
             sub[s]["hand_pose"] = _pose_from_angles(obj, s, x)
         sub["left"]["transl"] = t
         _, depths = obj.vertices_and_depths(sub, sub_shapes)
-        deepest = _deepest(depths).detach()
+        deepest = _deepest(depths).detach()[:n]
         better = deepest < best_depth[live]
         won = live[better]
         best_depth[won] = deepest[better]
         for k, s in enumerate(SIDES):
-            best[s][won] = a[k].detach()[better]
-        best["transl"][won] = t.detach()[better]
+            best[s][won] = a[k].detach()[:n][better]
+        best["transl"][won] = t.detach()[:n][better]
         active = deepest > 0
         if it == config.untangle_iterations or not bool(active.any()):
             break
@@ -273,8 +309,8 @@ def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: Optimi
         step = config.untangle_relax * loss.detach() / sq.clamp_min(1e-20)
         with torch.no_grad():
             for k, s in enumerate(SIDES):
-                ang[s][live] = (a[k] - step[:, None, None] * grads[k]).clamp(lo, hi)
-            transl[live] = t - step[:, None] * g_t * unit
+                ang[s][live] = (a[k] - step[:, None, None] * grads[k]).clamp(lo, hi)[:n]
+            transl[live] = (t - step[:, None] * g_t * unit)[:n]
         live = live[active]
     with torch.no_grad():
         for s in SIDES:
@@ -283,6 +319,7 @@ def _untangle(obj: _Objective, hands, shapes: BatchShapes | None, config: Optimi
         if len(freed):
             best["transl"][freed] = _return_along_path(obj, hands, shapes, idx[freed], best["transl"][freed], config)
         hands["left"]["transl"] = hands["left"]["transl"].index_put((idx,), best["transl"])
+    return idx
 
 
 def _return_along_path(obj: _Objective, hands, shapes: BatchShapes | None, idx: torch.Tensor,
@@ -294,16 +331,17 @@ def _return_along_path(obj: _Objective, hands, shapes: BatchShapes | None, idx: 
     away, out of contact; with the untangled fingers, a bisection on the segment between the two
     translations (no gradients) finds a free point within 1/2^steps of the shortest return.
     """
-    sub, sub_shapes = _take(hands, shapes, idx)
-    start = sub["left"]["transl"]
-    near, far = torch.zeros(len(idx), device=start.device), torch.ones(len(idx), device=start.device)
+    rows = _padded(torch.arange(len(idx), device=idx.device))
+    sub, sub_shapes = _take(hands, shapes, idx[rows])
+    start, freed = sub["left"]["transl"], freed[rows]
+    near, far = torch.zeros(len(rows), device=start.device), torch.ones(len(rows), device=start.device)
     for _ in range(config.untangle_return_steps):
         mid = (near + far) / 2
         sub["left"]["transl"] = start + mid[:, None] * (freed - start)
         _, depths = obj.vertices_and_depths(sub, sub_shapes)
         free = _deepest(depths) == 0
         far, near = torch.where(free, mid, far), torch.where(free, near, mid)
-    return start + far[:, None] * (freed - start)
+    return (start + far[:, None] * (freed - start))[: len(idx)]
 
 
 def _take(hands, shapes: BatchShapes | None, idx: torch.Tensor):
@@ -319,17 +357,17 @@ def _penetrating(obj: _Objective, hands, shapes) -> torch.Tensor:
 
 
 def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
-    """Minimal-motion rigid separation (in place) of what :func:`_untangle` left.
+    """Minimal-motion rigid separation (in place) of what is left inside the other hand.
 
     A rigid shift of the left hand keeps every joint angle, hence the limits. Per step, each pose
     still penetrating moves along its penetration gradient by its deepest depth plus a small margin
     (plain steps, not Adam, which overshoots and pulls hands out of contact); a free pose stays.
-    Only the penetrating poses are evaluated.
+    Only the penetrating poses are evaluated (padded to :data:`MIN_BATCH_ROWS`).
     """
     idx = _penetrating(obj, hands, shapes)
     if len(idx) == 0:
         return
-    sub, sub_shapes = _take(hands, shapes, idx)
+    sub, sub_shapes = _take(hands, shapes, _padded(idx))
     left = sub["left"]
     for _ in range(config.separation_iterations):
         left["transl"] = left["transl"].detach().requires_grad_(True)
@@ -341,14 +379,70 @@ def _separate(obj: _Objective, hands, shapes, config: OptimizeConfig) -> None:
         direction = -grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
         step = torch.where(deepest > 0, deepest + config.separation_margin_mm / 1000.0, torch.zeros_like(deepest))
         left["transl"] = left["transl"].detach() + direction * step[:, None]
-    hands["left"]["transl"] = hands["left"]["transl"].detach().index_put((idx,), left["transl"].detach())
+    hands["left"]["transl"] = hands["left"]["transl"].detach().index_put((idx,), left["transl"].detach()[: len(idx)])
+
+
+def _final_stage(obj: _Objective, hands, shapes: BatchShapes | None, config: OptimizeConfig,
+                 seconds: dict[str, float] | None = None, poses: int | None = None) -> np.ndarray:
+    """Projection onto the joint limits, then two ways out of the penetration it left, and per pose
+    the better one (in place). Returns the exact whole-surface depth (mm) of each pose that had
+    the choice, NaN for the others (the projection left them free by the grids).
+
+    The untangle then the rigid shift frees poses a shift alone leaves deep, but it moves fingers
+    into twists and splays where the grids read shallower than the whole surface, and can end a
+    pose deeper than the shift alone does (measured: 1.15 against 0.49 mm). So the shift alone
+    from the projected state is computed as well, and each pose keeps the shallower of the two by
+    the keep filter's measures (the deeper of grid and exact whole-surface depth); depths within
+    ``choice_depth_tolerance_mm`` count as equal, and then the smaller motion (mean vertex
+    displacement from the projected state) wins. Only the first ``poses`` poses are judged (the
+    others pad the batch: see :data:`MIN_BATCH_ROWS`).
+    """
+    seconds = {} if seconds is None else seconds
+    started = time.perf_counter()
+    angles = _project(obj, hands)
+    projected = {s: dict(h) for s, h in hands.items()}
+    shifted = {s: dict(h) for s, h in hands.items()}
+    idx = _untangle(obj, hands, shapes, angles, config)
+    started = _lap(seconds, "untangle", started)
+    _separate(obj, hands, shapes, config)
+    _separate(obj, shifted, shapes, config)
+    started = _lap(seconds, "separation", started)
+    exact = np.full(len(hands["left"]["transl"]), np.nan)
+    idx = idx[idx < (len(exact) if poses is None else poses)]
+    if len(idx):
+        n, rows = len(idx), _padded(idx)
+        verts, depth, exact_of = {}, {}, {}
+        with torch.no_grad():
+            for name, state in (("projected", projected), ("untangled", hands), ("shifted", shifted)):
+                v, d = obj.vertices_and_depths(*_take(state, shapes, rows))
+                verts[name] = {s: x[:n].double().cpu() for s, x in v.items()}
+                if name != "projected":
+                    exact_of[name] = np.array([max(float(e.max()) for e in penetration.exact_depths(
+                        obj.model, {s: verts[name][s][i] for s in SIDES}).values()) for i in range(n)]) * 1000.0
+                    depth[name] = np.maximum(_deepest(d)[:n].cpu().numpy() * 1000.0, exact_of[name])
+        motion = {name: sum((verts[name][s] - verts["projected"][s]).norm(dim=-1).mean(dim=1) for s in SIDES).numpy()
+                  for name in ("untangled", "shifted")}
+        gap = depth["untangled"] - depth["shifted"]
+        tie = np.abs(gap) <= config.choice_depth_tolerance_mm
+        untangled = ((gap < 0) & ~tie) | (tie & (motion["untangled"] < motion["shifted"]))
+        take = idx[torch.as_tensor(~untangled, device=idx.device)]
+        with torch.no_grad():
+            for s in SIDES:
+                hands[s]["hand_pose"] = hands[s]["hand_pose"].index_put((take,), shifted[s]["hand_pose"][take])
+            hands["left"]["transl"] = hands["left"]["transl"].index_put((take,), shifted["left"]["transl"][take])
+        exact[idx.cpu().numpy()] = np.where(untangled, exact_of["untangled"], exact_of["shifted"])
+    _lap(seconds, "choice", started)
+    return exact
 
 
 def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, curves: dict[str, list[float]],
                    log_fn: Callable[[str], None] | None = None,
                    seconds: dict[str, float] | None = None) -> tuple[PoseTable, pd.DataFrame]:
+    """Optimize one batch of poses (see the module docstring). The batch is padded to
+    :data:`MIN_BATCH_ROWS` poses, so a pose ends where it would in any other batch."""
     device = obj.model.device
-    hands = _batch_hands(table, device)
+    n = len(table)
+    hands = _batch_hands(table.take(_padded(torch.arange(n)).numpy()), device)
     start = {s: hands[s]["hand_pose"].clone() for s in SIDES}
     pose_vars = [hands[s]["hand_pose"].requires_grad_(True) for s in SIDES]
     transl_vars = [hands[s]["transl"].requires_grad_(True) for s in SIDES]
@@ -373,19 +467,17 @@ def optimize_batch(obj: _Objective, table: PoseTable, config: OptimizeConfig, cu
         grads = torch.autograd.grad(total.sum(), pose_vars + transl_vars)
         opt.step(grads, total.detach())
         for k, v in terms.items():
-            curves.setdefault(k, []).append(float(v.detach().mean()))
-        curves.setdefault("total", []).append(float(total.detach().mean()))
+            curves.setdefault(k, []).append(float(v.detach()[:n].mean()))
+        curves.setdefault("total", []).append(float(total.detach()[:n].mean()))
         if log_fn and (it % 50 == 0 or it == config.iterations - 1):
-            log_fn(f"iteration {it}/{config.iterations}: total {total.mean().item():.4f} "
-                   + " ".join(f"{k} {v.mean().item():.4f}" for k, v in terms.items()))
-    started = _lap(seconds, "schedule", started)
-    _untangle(obj, hands, shapes, config)
-    started = _lap(seconds, "untangle", started)
-    _separate(obj, hands, shapes, config)
-    _lap(seconds, "separation", started)
+            log_fn(f"iteration {it}/{config.iterations}: total {total[:n].mean().item():.4f} "
+                   + " ".join(f"{k} {v[:n].mean().item():.4f}" for k, v in terms.items()))
+    _lap(seconds, "schedule", started)
+    exact = _final_stage(obj, hands, shapes, config, seconds, poses=n)
     after = _evaluate(obj, hands, pairs, shapes)
-    stats = pd.DataFrame({f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()})
-    arrays = {f"{s}_{k}": hands[s][k].detach().cpu().numpy() for s in SIDES for k in ("hand_pose", "transl")}
+    stats = pd.DataFrame({f"{k}_before": v[:n] for k, v in before.items()} | {f"{k}_after": v[:n] for k, v in after.items()}
+                         | {"surface_depth_mm_after": exact[:n]})
+    arrays = {f"{s}_{k}": hands[s][k].detach()[:n].cpu().numpy() for s in SIDES for k in ("hand_pose", "transl")}
     return table.with_arrays(**arrays), stats
 
 
@@ -474,14 +566,17 @@ def optimize_poses(model: HandModel, poses: PoseTable, anchors: Anchors, discrim
 def surface_depths_of_candidates(model: HandModel, table: PoseTable, stats: pd.DataFrame) -> np.ndarray:
     """Whole-surface depth (mm) of every pose the grid-based filter would keep (NaN for the others).
     The grids agree with the whole surface to ~2 mm at p99, so a pose the grids call 0.9 mm deep
-    can be 1.1 mm deep: the final decision is taken on the exact surface, as the audit's is."""
+    can be 1.1 mm deep: the final decision is taken on the exact surface, as the audit's is. Depths
+    already in ``stats["surface_depth_mm_after"]`` (the final stage's choice measured them) are kept."""
     grid_keep, _ = filter_valid(stats.drop(columns=["surface_depth_mm_after"], errors="ignore"))
-    depths = np.full(len(stats), np.nan)
-    if grid_keep.any():
-        cand = table.take(np.flatnonzero(grid_keep))
+    known = stats.get("surface_depth_mm_after", pd.Series(np.nan, index=stats.index)).to_numpy(dtype=float)
+    depths = np.where(grid_keep, known, np.nan)
+    todo = np.flatnonzero(grid_keep & np.isnan(known))
+    if len(todo):
+        cand = table.take(_padded(torch.as_tensor(todo)).numpy())           # padded: see MIN_BATCH_ROWS
         verts = {s: model.forward_numpy(s, cand.hand(s)).vertices.double().cpu() for s in SIDES}
-        depths[grid_keep] = [max(float(d.max()) for d in penetration.exact_depths(model, {s: verts[s][i] for s in SIDES}).values())
-                             * 1000.0 for i in range(len(cand))]
+        depths[todo] = [max(float(d.max()) for d in penetration.exact_depths(model, {s: verts[s][i] for s in SIDES}).values())
+                        * 1000.0 for i in range(len(todo))]
     return depths
 
 

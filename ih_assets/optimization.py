@@ -44,7 +44,7 @@ def pose_discriminator(context: AssetExecutionContext, settings: PipelineSetting
     })
 
 
-@asset(code_version="3", group_name="optimization", partitions_def=pose_shards, kinds={"parquet", "torch"}, pool="optimize",
+@asset(code_version="4", group_name="optimization", partitions_def=pose_shards, kinds={"parquet", "torch"}, pool="optimize",
        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1))
 def optimized_poses(context: AssetExecutionContext, settings: PipelineSettings, hand_model: HandModelResource,
                     augmented_poses: PoseTable, hand_anchors: dict, pose_discriminator: dict) -> Output[PoseTable]:

@@ -241,15 +241,12 @@ def test_separation_frees_hands_with_a_small_rigid_shift(hand_model, field):
     assert float((hands["left"]["transl"] - start).norm()) < 3 * before + 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason="known regression with synergy-augmented poses: the final stage leaves pose 9 "
-                   "of this sample 1.15 mm deep where a rigid shift alone leaves 0.49 mm; such poses are dropped by "
-                   "the exact-surface filter (demo: 1 of 48), the untangle needs revisiting")
-def test_untangle_frees_every_pose_and_stays_within_the_limits(hand_model, field):
-    """The penetration-only pass after the projection moves fingers (within the joint limits) as
-    well as the hand; the final stage (untangle, then the rigid shift) frees every pose by the exact
-    whole-surface check. (With independent per-joint augmentation a rigid shift alone left a pose of
-    this sample over 3 mm deep; with synergy augmentation it leaves 0.5 mm, so the sample no longer
-    shows a case only the untangle frees.)"""
+def test_final_stage_frees_every_pose_and_stays_within_the_limits(hand_model, field):
+    """Projection, untangle then rigid shift, or a rigid shift alone, whichever ends shallower:
+    every pose ends free by the exact whole-surface check, within the limits. (Untangle then shift
+    alone left pose 9 of this sample 1.15 mm deep where the shift alone leaves 0.49 mm; with
+    independent per-joint augmentation a shift alone left a pose over 3 mm deep.) The depths the
+    stage returns are the exact depths of the poses it ends with."""
     frames = jl.AnatomicalFrames.from_rest_keypoints(hand_model.rest_keypoints("right"))
     obj = op._Objective(hand_model, None, None, frames, field)
     config = op.OptimizeConfig()
@@ -261,10 +258,12 @@ def test_untangle_frees_every_pose_and_stays_within_the_limits(hand_model, field
 
     start = _interpenetrating_poses(hand_model, 12, seed=8)
     final = {s: dict(h) for s, h in start.items()}
-    op._untangle(obj, final, None, config)
-    op._separate(obj, final, None, config)
+    judged = op._final_stage(obj, final, None, config)
+    worst = exact_worst_mm(final)
     assert exact_worst_mm(start).max() > 10.0
-    assert exact_worst_mm(final).max() <= op.MAX_DEPTH_MM
+    assert worst.max() <= op.MAX_DEPTH_MM, worst.round(2)
+    assert np.isfinite(judged).sum() >= 6
+    np.testing.assert_allclose(judged[np.isfinite(judged)], worst[np.isfinite(judged)], atol=1e-3)
     for s in final:
         assert float(jl.limit_violation(obj.angles(s, final[s]["hand_pose"])).max()) < 1e-3
         assert torch.equal(final[s]["betas"], start[s]["betas"])
@@ -308,18 +307,18 @@ def _keypoints_mm(model, table) -> np.ndarray:
 
 
 def test_a_pose_ends_the_same_alone_among_a_few_and_inside_a_batch_of_64(hand_model, field):
-    """Per-pose Adam state, learning rates and plateau schedules: through the loss schedule, a pose
-    optimized alone, with 3 batch-mates, or inside a batch of 64 (60 more input poses) ends at the
-    same keypoints (0.1 mm) with the same keep decision. A short patience makes the plateau
-    schedule act within the run. The final untangle pass is left out: its non-monotone Polyak steps
-    amplify float round-off of batched kernels (measured: 0.0002 mm after the schedule became
-    19.5 mm for one pose of this sample), see the report of branch ``poses``."""
+    """The whole optimization (schedule, projection, untangle, rigid separation, exact check):
+    a pose optimized alone, with 3 batch-mates, or inside a batch of 64 (60 more input poses) ends
+    at the same keypoints (0.1 mm) with the same keep decision. Per-pose Adam state, learning rates
+    and plateau schedules keep batch-mates out of its trajectory; padding every batched evaluation
+    to ``MIN_BATCH_ROWS`` poses keeps float round-off of small-batch kernels out (before it, ~1e-7 rad
+    apart in the schedule became 7.2 and 1.4 mm apart after the untangle for poses 0 and 10). A
+    short patience makes the plateau schedule act within the run."""
     raw = generate_interacting_poses(hand_model, 16, seed=11)
     raw.meta["distinct_pose_id"] = raw.meta["pose_id"]
     poses, _ = augment.augment_pose_table(hand_model, raw, 4, 0)
     anchors = an.select_anchors(hand_model, raw, n_per_hand=40)
-    config = op.OptimizeConfig(iterations=20, batch_size=64, plateau_patience=2, untangle_iterations=0,
-                               separation_iterations=0)
+    config = op.OptimizeConfig(iterations=20, batch_size=64, plateau_patience=2)
     full = op.optimize_poses(hand_model, poses, anchors, None, field, config)
     assert full.stats["penetration_before"].gt(0).any()               # the sample needs the optimizer
     full_keep, _ = op.filter_valid(full.stats)
@@ -328,11 +327,11 @@ def test_a_pose_ends_the_same_alone_among_a_few_and_inside_a_batch_of_64(hand_mo
     few_keep, _ = op.filter_valid(few.stats)
     assert np.abs(_keypoints_mm(hand_model, few.poses) - full_kp[:4]).max() < 0.1
     assert np.array_equal(few_keep, full_keep[:4])
-    for i in (3, 41):
+    for i in (0, 10, 41):
         alone = op.optimize_poses(hand_model, poses.take([i]), anchors, None, field, replace(config, batch_size=1))
         alone_keep, _ = op.filter_valid(alone.stats)
         assert np.abs(_keypoints_mm(hand_model, alone.poses)[0] - full_kp[i]).max() < 0.1, i
-        assert alone_keep[0] == full_keep[i]
+        assert alone_keep[0] == full_keep[i], i
     moved = np.abs(full_kp - _keypoints_mm(hand_model, poses)).max(axis=(1, 2, 3))
     assert moved.max() > 1.0                                           # the poses did move
 
