@@ -198,8 +198,8 @@ def test_the_accessory_share_is_a_setting_in_the_render_blocks_inputs(hand_model
     from ih_assets.rendering import _block_inputs
     from resources.settings import PipelineSettings, settings_from_env
 
-    assert PipelineSettings.from_preset("test").accessory_share == 0.0          # the test preset's images unchanged
-    assert PipelineSettings.from_preset("demo").accessory_share == 0.2
+    assert PipelineSettings.from_preset("test").accessory_share == 0.0          # opt-in: see the README
+    assert PipelineSettings.from_preset("demo").accessory_share == 0.0
     assert settings_from_env({"IH_PRESET": "test", "IH_ACCESSORY_SHARE": "0.4"}).accessory_share == 0.4
 
     def inputs(**change) -> str:
