@@ -18,7 +18,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "test": dict(n_procedural_poses=8, dedup_threshold_mm=5.0, shard_size=4, n_augmentations=2,
                  optimize_iterations=20, optimize_batch_size=16, n_views=2, image_size=128,
                  n_anchors_per_hand=60, discriminator_epochs=3, n_environment_maps=2,
-                 renderer="raster", render_samples=4, denoise=False),
+                 renderer="raster", render_samples=4, denoise=False, accessory_share=0.0),
     # minutes on a 2-core laptop; >= 100 annotated images end to end, photoreal (Cycles) RGB
     # (Cycles costs ~1-3 s per image on 2 cores: fewer, larger shards and 4 views keep the job short)
     "demo": dict(n_procedural_poses=24, dedup_threshold_mm=5.0, shard_size=12, n_augmentations=2,
@@ -87,7 +87,7 @@ class PipelineSettings(ConfigurableResource):
                                  "columns). Off: the clean render (RenderIH's look).")
     forearms: bool = Field(default=True, description="Hands continue into forearms leaving the frame (labels 33 right, 34 left), elbows drawn per pose; off: RenderIH's own look, hands ending at the wrist.")
     sleeve_share: float = Field(default=0.25, ge=0.0, le=1.0, allow_inf_nan=False, description="Share of poses whose forearms wear sleeves (one garment, cuffs 6-12 cm from the wrists, cloth textures; labels 35 right, 36 left); needs forearms.")
-    accessory_share: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="Share of hands wearing a wrist piece (a watch, or a bracelet: band or beads; labels 37 right, 38 left) and, drawn apart, of hands wearing a ring (labels 39 right, 40 left), fitted around the posed hand; needs forearms. Off by default (e.g. 0.2 turns them on): two fresh demo runs with accessories gave Cycles images a few levels apart in some views of poses wearing them (README, Accessories).")
+    accessory_share: float = Field(default=0.2, ge=0.0, le=1.0, allow_inf_nan=False, description="Share of hands wearing a wrist piece (a watch, or a bracelet: band or beads; labels 37 right, 38 left) and, drawn apart, of hands wearing a ring (labels 39 right, 40 left), fitted around the posed hand; needs forearms. The test preset: 0.")
     environment_dir: str = Field(default="", description="Folder of your own .hdr/.exr maps (e.g. Poly Haven 2K/4K) copied into the library; empty: the npm Poly Haven set.")
 
     @classmethod

@@ -212,7 +212,8 @@ class CyclesScene:
         scene.collection.objects.link(self.camera)
         scene.camera = self.camera
         self._build_world()
-        self.accessories = None           # the accessories' object, made with the first pose wearing any
+        self.accessories = None           # the current pose's accessories' object (None: it wears none)
+        self.rebuild = False              # the next render rebuilds Cycles' scene (accessories changed)
         self.envmaps: dict[str, object] = {}
         self._retired: list = []          # replaced images, freed after the next render
         shm = "/dev/shm"
@@ -392,33 +393,40 @@ class CyclesScene:
     def set_accessories(self, vertices: np.ndarray, faces: np.ndarray, material_index: np.ndarray,
                         materials: list[dict]) -> None:
         """The pose's accessories (project world, y up), smooth-shaded, one Principled BSDF per
-        material slot. Their topology changes per pose, so their mesh is rebuilt; the object and
-        its materials persist (created on first use, so a run without accessories has no object)."""
+        material slot. Object, mesh and materials are made anew for every pose and the previous
+        pose's removed: an image must not depend on what the worker rendered before (reusing them
+        left Cycles' scene a few levels different after other poses' pieces)."""
         bpy = self.bpy
-        if self.accessories is None:
-            if not len(faces):
-                return
-            self.accessories = bpy.data.objects.new("accessories", bpy.data.meshes.new("accessories"))
-            self.scene.collection.objects.link(self.accessories)
-        mesh = self.accessories.data
-        mesh.clear_geometry()                       # keeps the materials
-        if len(faces):
-            verts = np.asarray(vertices, np.float64) @ WORLD_TO_BLENDER.T
-            mesh.from_pydata(verts.tolist(), [], np.asarray(faces, np.int64).tolist())
-            mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
-            while len(mesh.materials) < len(materials):
-                material = bpy.data.materials.new(f"accessory_{len(mesh.materials)}")
-                material.use_nodes = True
-                mesh.materials.append(material)
-            for slot, values in enumerate(materials):
-                unknown = sorted(set(values) - set(PRINCIPLED_INPUTS))
-                if unknown:
-                    raise ValueError(f"accessory material {slot}: inputs {unknown}; allowed {list(PRINCIPLED_INPUTS)}")
-                inputs = mesh.materials[slot].node_tree.nodes["Principled BSDF"].inputs
-                for name, value in values.items():
-                    inputs[name].default_value = value
-            mesh.polygons.foreach_set("material_index", np.asarray(material_index, np.int32))
+        if self.accessories is not None or len(faces):
+            self.rebuild = True
+        if self.accessories is not None:
+            mesh = self.accessories.data
+            used = list(mesh.materials)
+            bpy.data.objects.remove(self.accessories)
+            bpy.data.meshes.remove(mesh)
+            for material in used:
+                bpy.data.materials.remove(material)
+            self.accessories = None
+        if not len(faces):
+            return
+        mesh = bpy.data.meshes.new("accessories")
+        verts = np.asarray(vertices, np.float64) @ WORLD_TO_BLENDER.T
+        mesh.from_pydata(verts.tolist(), [], np.asarray(faces, np.int64).tolist())
+        mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
+        for slot, values in enumerate(materials):
+            unknown = sorted(set(values) - set(PRINCIPLED_INPUTS))
+            if unknown:
+                raise ValueError(f"accessory material {slot}: inputs {unknown}; allowed {list(PRINCIPLED_INPUTS)}")
+            material = bpy.data.materials.new(f"accessory_{slot}")
+            material.use_nodes = True
+            inputs = material.node_tree.nodes["Principled BSDF"].inputs
+            for name, value in values.items():
+                inputs[name].default_value = value
+            mesh.materials.append(material)
+        mesh.polygons.foreach_set("material_index", np.asarray(material_index, np.int32))
         mesh.update()
+        self.accessories = bpy.data.objects.new("accessories", mesh)
+        self.scene.collection.objects.link(self.accessories)
 
     def render(self, header: dict) -> np.ndarray:
         """One view of the current geometry -> (H, W, 4) linear premultiplied RGBA, row 0 at the top."""
@@ -449,7 +457,9 @@ class CyclesScene:
         if scene.render.film_transparent != transparent:
             scene.render.film_transparent = transparent
         retired, self._retired = self._retired, []
+        scene.render.use_persistent_data = not self.rebuild   # off: this render builds Cycles' scene anew
         bpy.ops.render.render(write_still=False)
+        scene.render.use_persistent_data, self.rebuild = True, False
         for old in retired:                           # this render no longer used them
             bpy.data.images.remove(old)
         path = os.path.join(self.tmp, "frame.exr")
