@@ -4,7 +4,7 @@
 Printed per backend and configuration: wall s/image, seconds per stage (the ``pose`` stage holds
 the elbow draws and crossing tests), and, with forearms, the draws per pose, the poses whose
 forearm touches the other hand at the wrist, and the share of images whose forearm's far end
-(55 cm from the wrist) lies inside the frame (a visible cut end; otherwise the arm leaves it).
+(55 cm from the wrist) may show in the frame (cameras are drawn to keep it out: 0 expected).
 The 2 cores are shared: compare ratios measured in one run, and read the load printed with them.
 
     python benchmarks/forearm_bench.py [--raster-poses 8] [--cycles-poses 2] [--samples 8]
@@ -28,24 +28,20 @@ from handsynth.render.cycles import cycles_available
 from handsynth.render.pool import POOL
 from handsynth.render.skin_bank import SkinBank
 from handsynth.sources.procedural import generate_interacting_poses
-from handsynth.views import SIDES, TEXTURE_SIZE, StageTimes, hand_surface, pose_geometry, render_pose_views
+from handsynth.views import TEXTURE_SIZE, StageTimes, hand_surface, pose_geometry, render_pose_views
 
 SIZE, VIEWS = 256, 4
 CONFIGS = {"off": ArmOptions(False), "forearms": ArmOptions(True, 0.0), "forearms+sleeves": ArmOptions(True, 1.0)}
 
 
 def far_ends_in_frame(model: HandModel, poses, images) -> float:
-    """Share of (image, side) whose forearm cap centre projects inside the image, in front of the camera."""
-    surface = hand_surface(model, 0, True)          # unsubdivided: the cap centre is each side's last vertex
-    ends = {pid: pose_geometry(model, surface, poses.take([i]), seed=0) for i, pid in enumerate(poses.pose_ids)}
-    inside = []
-    for image in images:
-        r = image.record
-        geometry = ends[r.pose["pose_id"]]
-        for s in SIDES:
-            end = geometry.vertices[s][-1]
-            u, v = cameras.project(end[None], r.K, r.R, r.t)[0]
-            inside.append(bool((end @ r.R[2] + r.t[2]) > 0 and 0 <= u < r.width and 0 <= v < r.height))
+    """Share of (image, side) whose arm's cut end (last ring and cap) may show in the image
+    (:func:`handsynth.cameras.shows`, the condition the cameras are drawn under: 0 unless no view
+    of the tries hid it)."""
+    surface = hand_surface(model, 0, True)
+    ends = {pid: pose_geometry(model, surface, poses.take([i]), seed=0).arm_ends for i, pid in enumerate(poses.pose_ids)}
+    inside = [cameras.shows(end, r.K, r.R, r.t, r.width, r.height)
+              for r in (image.record for image in images) for end in ends[r.pose["pose_id"]]]
     return float(np.mean(inside))
 
 

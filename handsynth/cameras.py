@@ -3,7 +3,8 @@
 RenderIH renders every pose from several viewpoints around the two hands. A view is drawn from
 configured ranges (azimuth, elevation, distance, roll, focal length) and looks at the centre of
 the hands; a view in which any hand vertex falls outside the image (or behind the camera) is
-rejected and drawn again, so every annotated keypoint and mask pixel is inside the frame.
+rejected and drawn again, so every annotated keypoint and mask pixel is inside the frame. Points
+that must not show (an arm's cut far end) reject a view too when they would project into it.
 """
 
 from __future__ import annotations
@@ -76,9 +77,28 @@ def look_at(center: np.ndarray, azimuth: float, elevation: float, distance: floa
     return R, -R @ position
 
 
+class NoView(RuntimeError):
+    """No view of the tries met the conditions."""
+
+
+def shows(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int) -> bool:
+    """Whether a small closed shape with corners ``points`` (Q, 3) may show in the image: the box
+    around the projections of its corners in front of the camera overlaps the frame. Corners
+    behind the camera are left out (the shape crosses the camera's plane, i.e. leaves the frame
+    toward the viewer)."""
+    front = points[points @ R[2] + t[2] > 0.05]
+    if not len(front):
+        return False
+    uv = project(front, K, R, t)
+    low, high = uv.min(axis=0), uv.max(axis=0)
+    return bool((low < np.array([width, height])).all() and (high > 0.0).all())
+
+
 def sample_camera(center: np.ndarray, points: np.ndarray, ranges: CameraRanges, rng: np.random.Generator,
-                  width: int, height: int, margin: float = 2.0, max_tries: int = 200) -> Camera:
-    """A random view of ``points`` (P, 3) keeping all of them inside the image by ``margin`` px."""
+                  width: int, height: int, margin: float = 2.0, max_tries: int = 200,
+                  hidden: np.ndarray | None = None) -> Camera:
+    """A random view of ``points`` (P, 3) keeping all of them inside the image by ``margin`` px,
+    and each shape of ``hidden`` (S, Q, 3) out of it (:func:`shows`)."""
     for _ in range(max_tries):
         f = rng.uniform(*ranges.focal) * width
         K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
@@ -88,7 +108,10 @@ def sample_camera(center: np.ndarray, points: np.ndarray, ranges: CameraRanges, 
         if (z <= 0.05).any():
             continue
         uv = project(points, K, R, t)
-        if ((uv >= margin) & (uv <= np.array([width, height]) - margin)).all():
+        if not ((uv >= margin) & (uv <= np.array([width, height]) - margin)).all():
+            continue
+        if hidden is None or not any(shows(shape, K, R, t, width, height) for shape in hidden):
             return Camera(K, R, t, width, height)
-    raise RuntimeError(f"no camera view in {max_tries} tries keeps all {len(points)} points inside a "
-                       f"{width}x{height} image; widen CameraRanges.distance or shorten focal")
+    raise NoView(f"no camera view in {max_tries} tries keeps all {len(points)} points inside a "
+                 f"{width}x{height} image{'' if hidden is None else ' and the hidden shapes out of it'}; "
+                 f"widen CameraRanges.distance or shorten focal")

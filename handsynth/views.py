@@ -53,7 +53,8 @@ makes through the same pinhole camera, stay exact.
 
 Forearms (on unless :class:`ArmOptions` turns them off): each hand continues into its forearm,
 labelled 33 (right) / 34 (left), in both passes; cameras frame the hands and let the forearms
-leave the frame. Hand part labels keep 1..32, keypoint visibility tests each keypoint against its
+leave the frame, and a view that would show an arm's far end (the cut tube, 55 cm from the wrist)
+is drawn again (:func:`view_setup`). Hand part labels keep 1..32, keypoint visibility tests each keypoint against its
 own hand's surface (a forearm in front hides it, as the other hand does), and the IntagHand /
 IH2.6M masks, derived from labels 1..32, stay hand masks.
 
@@ -266,6 +267,7 @@ class PoseGeometry:
     arms: ArmChoice | None           # the forearms' draw; None without forearms
     face_labels: dict[str, np.ndarray]   # side -> subdivided faces' labels minus LABEL_OFFSET (sleeves vary per pose)
     dressing: accessories.Dressing = accessories.Dressing()   # watches, bracelets, rings (none without forearms)
+    arm_ends: np.ndarray | None = None   # (2, L + 1, 3) each arm's last ring and cap centre; None without forearms
 
     @property
     def all_vertices(self) -> np.ndarray:
@@ -313,7 +315,9 @@ def pose_geometry(model: HandModel, surface: HandSurface, pose: PoseTable, *, se
                                             keypoints[k], forearms[s], None if sleeves is None else sleeves.starts[s])
                  for k, s in enumerate(SIDES)}
         dressing = accessories.dress(wishes, sides)
-    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms, labels, dressing)
+    arm_ends = None if arms is None else np.stack([forearms[s].far_end()[0].cpu().numpy().astype(np.float64)
+                                                   for s in SIDES])
+    return PoseGeometry(pose, pid, distinct, vertices, keypoints, hand_points, arms, labels, dressing, arm_ends)
 
 
 def material_slots(geometry: PoseGeometry) -> np.ndarray:
@@ -436,24 +440,34 @@ class ViewSetup:
     lens: DepthOfField
     effects: CameraEffects
     background: np.ndarray   # (H, W, 3) linear radiance of the rotated map through the camera and its lens
+    arm_ends_in_frame: bool = False   # no view in the tries kept both arms' far ends out of the frame
 
 
 def view_setup(geometry: PoseGeometry, lighting: PoseLighting, env: envmaps.EnvmapPyramid, seed: int, view: int,
                image_size: int, ranges: cameras.CameraRanges, look: CameraLook = CameraLook()) -> ViewSetup:
-    """Stage ``camera``: the view's camera (every hand vertex inside the frame; forearms may leave
-    it), exposure, lens (focused on the hands' centre) and camera effects, each from its own seed
-    (turning the lens or the effects off changes nothing else)."""
+    """Stage ``camera``: the view's camera (every hand vertex inside the frame; forearms leave it:
+    a view showing an arm's far end, where a person's upper arm and body would be, is drawn again;
+    if no view of the tries hides both, the first view drawn without that condition is taken and
+    the row says so), exposure, lens (focused on the hands' centre) and camera effects, each from
+    its own seed (turning the lens or the effects off changes nothing else)."""
     render_seed = seed_for("render", seed, geometry.pose_id, view)
     rng = np.random.default_rng(render_seed)
     points = geometry.hand_points
     centre = points.mean(axis=0)
-    camera = cameras.sample_camera(centre, points, ranges, rng, image_size, image_size)
+    ends_in_frame = False
+    try:
+        camera = cameras.sample_camera(centre, points, ranges, rng, image_size, image_size, hidden=geometry.arm_ends)
+    except cameras.NoView:
+        if geometry.arm_ends is None:
+            raise
+        camera = cameras.sample_camera(centre, points, ranges, rng, image_size, image_size)
+        ends_in_frame = True
     exposure = lighting.key_exposure * float(rng.uniform(*EXPOSURE_RANGE))
     lens = sample_depth_of_field(rng_for("depth_of_field", seed, geometry.pose_id, view), camera, centre, look.lens)
     effects = sample_effects(rng_for("camera_effects", seed, geometry.pose_id, view), look.effects,
                              pixels_per_metre=float(camera.K[0, 0]) / lens.focus_distance_m)
     background = envmaps.envmap_view(env, camera, lighting.rotation, lens.background_blur_px)
-    return ViewSetup(view, render_seed, camera, exposure, lens, effects, background)
+    return ViewSetup(view, render_seed, camera, exposure, lens, effects, background, ends_in_frame)
 
 
 def mask_check(geometry: PoseGeometry, surface: HandSurface, camera: cameras.Camera, labels: np.ndarray) -> float:
@@ -627,6 +641,8 @@ class _Run:
                 record = image_record(geometry, setup, lighting, visibility, self.shard)
                 scene = {"env_rotation": lighting.rotation, "exposure": setup.exposure, "skin": person.index,
                          **arm_record(geometry, raster.labels, fabric)}
+                if geometry.arms is not None:
+                    scene["arm_ends_in_frame"] = setup.arm_ends_in_frame
                 times.add("record", t)
                 yield RenderedImage(record, pngs, rgb, raster.rgb, iou, alpha_iou, backend, scene, setup.lens,
                                     setup.effects)

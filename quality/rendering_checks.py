@@ -106,6 +106,7 @@ def image_keys_unique(rendered_views: pd.DataFrame) -> AssetCheckResult:
              description="With forearms on (the default): every image has them, at least one forearm or sleeve "
                          "shows (labels 33-36) in every image, and no forearm passes through the other hand or forearm "
                          "beyond the wrist (crossing triangle pairs of the pose's drawn elbows, handsynth.arms). "
+                         "Views whose camera could not keep an arm's cut end out of the frame are counted. "
                          "With forearms off: no image has them.")
 def forearms_present_and_clear(settings: PipelineSettings, rendered_views: pd.DataFrame) -> AssetCheckResult:
     rows = rendered_views
@@ -126,6 +127,9 @@ def forearms_present_and_clear(settings: PipelineSettings, rendered_views: pd.Da
         # the other hand touching or gripping a wrist: the pose's contact, reported, not failed
         "images_with_wrist_crossings": int((wrist > 0).sum()), "max_wrist_crossings": int(wrist.max()),
         "min_forearm_pixels": int(pixels.min()),
+        # no view of the tries kept an arm's cut end out of the frame (reported: the pose allows no other)
+        "images_with_arm_ends_in_frame": int(rows["arm_ends_in_frame"].fillna(False).astype(bool).sum())
+        if "arm_ends_in_frame" in rows else 0,
         "first_failing": str(rows["image_id"].iloc[int(np.argmax(bad))]) if bad.any() else ""})
 
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from handsynth import arms, cameras, envmaps
@@ -82,7 +83,7 @@ def test_forearms_are_labelled_33_and_34_in_the_raster_pass_and_recorded(hand_mo
         assert image.scene["forearms"] and image.scene["forearm_pixels"] == pixels and sum(pixels) > 0
         assert np.array_equal(depth > 0, labels > 0) and image.mask_iou >= 0.99
         assert image.scene["arm_crossings"] == 0 and 1 <= image.scene["arm_attempts"] <= arms.MAX_ATTEMPTS
-        assert image.scene["wrist_crossings"] >= 0
+        assert image.scene["wrist_crossings"] >= 0 and image.scene["arm_ends_in_frame"] is False
         for s in SIDES:
             flexion, deviation = image.scene[f"wrist_angles_{s}"]
             assert fa.FLEXION_RANGE_DEG[0] <= flexion <= fa.FLEXION_RANGE_DEG[1]
@@ -90,16 +91,52 @@ def test_forearms_are_labelled_33_and_34_in_the_raster_pass_and_recorded(hand_mo
             np.testing.assert_allclose(np.linalg.norm(image.scene[f"elbow_{s}"]), 1.0)
 
 
+def test_views_keep_each_arms_cut_end_out_of_the_frame(hand_model):
+    """An arm's far end (the cut tube where a person's upper arm and body would be) never projects
+    into a view: drawn without the condition, a sixth or more of the views would show one."""
+    surface = hand_surface(hand_model, 0, True)
+    poses = generate_interacting_poses(hand_model, 8, seed=0)
+    ranges, shown, n = cameras.CameraRanges(), 0, 0
+    for i in range(len(poses)):
+        geometry = pose_geometry(hand_model, surface, poses.take([i]), seed=0)
+        for s, ends in zip(SIDES, geometry.arm_ends):   # the cap: the forearm's farthest vertices
+            wrist = geometry.keypoints[SIDES.index(s), 0]
+            assert np.linalg.norm(ends - wrist, axis=1).min() > 0.9 * fa.REACH
+        centre = geometry.hand_points.mean(axis=0)
+        for view in range(10):
+            free = cameras.sample_camera(centre, geometry.hand_points, ranges, np.random.default_rng([i, view]), 256, 256)
+            cam = cameras.sample_camera(centre, geometry.hand_points, ranges, np.random.default_rng([i, view]), 256, 256,
+                                        hidden=geometry.arm_ends)
+            inside = []
+            for c in (free, cam):
+                ends = geometry.arm_ends.reshape(-1, 3)
+                uv = cameras.project(ends, c.K, c.R, c.t)
+                front = ends @ c.R[2] + c.t[2] > 0
+                inside.append(bool((front & (uv > 0).all(1) & (uv < 256).all(1)).any()))
+            shown += inside[0]
+            n += 1
+            assert not inside[1], (i, view)
+    assert shown / n > 0.1
+    with pytest.raises(cameras.NoView):    # a hidden shape at the hands' centre cannot be kept out
+        cameras.sample_camera(centre, geometry.hand_points, ranges, np.random.default_rng(0), 256, 256, max_tries=20,
+                              hidden=geometry.hand_points[None, :10])
+
+
 def test_without_forearms_no_arm_labels_and_with_them_the_hand_masks_change_only_where_a_forearm_hides_the_hand(hand_model):
-    """Same seed, same cameras (they frame the hands alone): the hand pixels a forearm leaves in
-    view keep their part labels, so the IntagHand mask (labels 1..32) changes only under forearm pixels."""
-    poses = generate_interacting_poses(hand_model, 2, seed=6)
+    """Same seed, same cameras (they frame the hands alone, and with forearms a view showing an
+    arm's cut end is drawn again: the views that were not are compared): the hand pixels a forearm
+    leaves in view keep their part labels, so the IntagHand mask (labels 1..32) changes only under
+    forearm pixels."""
+    poses = generate_interacting_poses(hand_model, 4, seed=6)
     with_arms, without = _render(hand_model, poses, True), _render(hand_model, poses, False)
-    hidden = 0
+    hidden = compared = 0
     for on, off in zip(with_arms, without):
-        assert np.array_equal(on.record.K, off.record.K) and np.array_equal(on.record.R, off.record.R)
+        assert off.scene == {k: off.scene[k] for k in ("env_rotation", "exposure", "skin")} | {"forearms": False}
+        if not (np.array_equal(on.record.K, off.record.K) and np.array_equal(on.record.R, off.record.R)):
+            continue
+        compared += 1
         a, b = decode_png(on.pngs["label"]), decode_png(off.pngs["label"])
-        assert b.max() <= 32 and off.scene == {k: off.scene[k] for k in ("env_rotation", "exposure", "skin")} | {"forearms": False}
+        assert b.max() <= 32
         hand_on = (a >= 1) & (a <= 32)
         assert np.array_equal(a[hand_on], b[hand_on])                      # the hand where it shows
         lost = (b >= 1) & (b <= 32) & ~hand_on
@@ -109,7 +146,8 @@ def test_without_forearms_no_arm_labels_and_with_them_the_hand_masks_change_only
             on_img, off_img = derive(a), derive(b)
             assert not on_img[np.isin(a, [33, 34])].any()
             assert np.array_equal(on_img[~lost], off_img[~lost])
-    print(f"hand pixels hidden by forearms: {hidden}")
+    assert compared >= 4
+    print(f"hand pixels hidden by forearms: {hidden} in {compared} views")
 
 
 def test_a_forearm_in_front_of_the_hand_hides_its_keypoints(hand_model):

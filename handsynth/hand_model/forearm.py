@@ -15,7 +15,8 @@ starts ON that loop, so hand and forearm join without a gap:
 - past the elbow (:data:`LENGTH` from the wrist) the tube runs on straight for an upper arm's
   length (:data:`UPPER_ARM_LENGTH`, an arm held straight: cameras frame the hands, and an arm
   ending at the elbow showed its cut end in a quarter of the views), and a flat cap closes it
-  (:data:`REACH` from the wrist; leaving the frame is the renderer's job).
+  (:data:`REACH` from the wrist; the cameras keep that cut end out of the frame:
+  :func:`handsynth.views.view_setup`).
 
 The elbow direction is a unit vector in the hand's root frame (the axes ``global_orient``
 rotates); :func:`elbow_direction` makes one from wrist flexion and deviation, and directions
@@ -46,7 +47,8 @@ DEVIATION_RANGE_DEG = (-20.0, 30.0)
 LENGTH = 0.25
 #: Elbow to the far end (m): an adult's upper arm (elbow to shoulder ~30 cm), straight on. Measured
 #: at the demo's camera ranges (30 procedural poses x 4 views, both arms): the far end lay inside
-#: the frame for 25% of the arms ending at the elbow, 11% with the upper arm.
+#: the frame for 25% of the arms ending at the elbow, 11% with the upper arm (a view showing it is
+#: now drawn again, which the upper arm makes rare: fewer redraws, less bias in the views).
 UPPER_ARM_LENGTH = 0.30
 #: Wrist loop to the far end (m).
 REACH = LENGTH + UPPER_ARM_LENGTH
@@ -88,6 +90,11 @@ class Forearm:
     cuff: tuple[int, int] | None
     uv: UVLayout
     stations: np.ndarray
+
+    def far_end(self) -> torch.Tensor:
+        """(B, L + 1, 3): the last ring and the cap's centre, the tube's cut end (cameras keep it
+        out of the frame)."""
+        return self.vertices[:, -(len(self.hand_loop) + 1):]
 
     def joined(self, hand_vertices: torch.Tensor, hand_faces: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Hand and forearm as one surface: vertices (B, V + Nf - L, 3) (the hand's first, ring 0
