@@ -238,7 +238,7 @@ def run(refresh: bool = False, shards: list[str] | None = None, wait: bool = Fal
         check_inputs(defs.resources)
         storage = defs.resources["storage"].process_config_and_initialize()  # resolves EnvVar settings
         store = storage.object_store()
-        unpart = defs.get_job_def(UNPARTITIONED_JOB)
+        unpart = defs.resolve_job_def(UNPARTITIONED_JOB)
         todo = _plan(defs, instance, store, sorted(unpart.asset_layer.executable_asset_keys), None, refresh)
         if AssetKey("environment_maps") in todo and defs.resources["settings"].environment_dir:
             check_environment_maps(defs.resources["settings"])
@@ -255,7 +255,7 @@ def _run(defs: Any, instance: DagsterInstance, store: Any, storage: Any, refresh
     for run_id in fail_runs_of_dead_processes(instance):
         log(f"run {run_id} of a killed main job marked failed; its pool slots are free")
 
-    unpart = defs.get_job_def(jobs[0])
+    unpart = defs.resolve_job_def(jobs[0])
     if todo:
         log(f"materializing {_explain(todo)}")
         result = unpart.execute_in_process(instance=instance, asset_selection=list(todo), tags=tags, raise_on_error=False)
@@ -267,7 +267,7 @@ def _run(defs: Any, instance: DagsterInstance, store: Any, storage: Any, refresh
         log("unpartitioned assets up to date (use --refresh to redo)")
 
     all_shards = instance.get_dynamic_partitions(POSE_SHARDS_NAME)
-    part = defs.get_job_def(jobs[1])
+    part = defs.resolve_job_def(jobs[1])
     part_keys = sorted(part.asset_layer.executable_asset_keys)
     removed = remove_shards(instance, store, storage.prefix, part_keys, set(all_shards))
     if removed:
@@ -299,7 +299,7 @@ def _run(defs: Any, instance: DagsterInstance, store: Any, storage: Any, refresh
         failed.append("dataset_manifest")
     else:
         log("finalizing: dataset manifest")
-        result = defs.get_job_def(jobs[2]).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        result = defs.resolve_job_def(jobs[2]).execute_in_process(instance=instance, tags=tags, raise_on_error=False)
         made.update(e.asset_key.to_user_string() for e in result.get_asset_materialization_events())
         if not result.success:
             print(f"[main] FAILED: finalizing: {_failure(result)}", file=sys.stderr)

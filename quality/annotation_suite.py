@@ -7,21 +7,30 @@ suite checks scalar columns (list columns are summarised into scalars by handsyn
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("TQDM_DISABLE", "1")  # GX progress bars would flood the run logs
+from handsynth.annotate import SCALAR_COLUMNS
 
-import great_expectations as gx  # noqa: E402
-import great_expectations.expectations as gxe  # noqa: E402
+if TYPE_CHECKING:
+    import great_expectations as gx
 
-from handsynth.annotate import SCALAR_COLUMNS  # noqa: E402
+
+def _gx():
+    """Great Expectations, imported on first use: the import takes ~2 s, and every Dagster step
+    process, code-server load and CLI call imports this module (through the asset definitions)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # GX progress bars would flood the run logs
+    import great_expectations
+    import great_expectations.expectations
+
+    return great_expectations, great_expectations.expectations
 
 
 def annotation_suite(image_size: int | None = None) -> gx.ExpectationSuite:
     """No nulls, unique image ids, positive focal lengths, orthonormal rotations, boxes in order."""
+    gx, gxe = _gx()
     suite = gx.ExpectationSuite(name="annotations")
     for column in SCALAR_COLUMNS:
         suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
@@ -44,6 +53,7 @@ def annotation_suite(image_size: int | None = None) -> gx.ExpectationSuite:
 
 def validate_annotations(df: pd.DataFrame, image_size: int | None = None) -> tuple[bool, list[dict[str, Any]]]:
     """Run the suite on the scalar columns; return success and one summary per failed expectation."""
+    gx, _ = _gx()
     context = gx.get_context(mode="ephemeral")
     source = context.data_sources.add_pandas("annotations")
     asset = source.add_dataframe_asset("annotation_table")

@@ -6,7 +6,8 @@ OpenImageDenoise, 256 px, the npm Poly Haven maps when fetched), twice through t
 own ``render_pose_views``: once plain (hands ending at the wrist, a pinhole, the tone curve alone:
 RenderIH's own look) and once with everything the ``demo`` settings turn on: forearms (sleeves at
 ``sleeve_share``, accessories at ``accessory_share``), the lens (depth of field) and the camera effects. Both passes draw the same
-cameras, maps, exposures and skins, so each pair differs only in those. The sheet puts each view's
+cameras (except a view that would show an arm's cut end, which the second pass draws again),
+maps, exposures and skins, so each pair differs only in those. The sheet puts each view's
 plain image left of its twin, and the script prints what each view drew. Run from the repository
 root:
 

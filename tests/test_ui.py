@@ -144,9 +144,10 @@ LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $pa
 STATUS = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
 
 
-def _launch_and_wait(port: int, job: str, tags: list[dict] | None = None) -> str:
+def _launch_and_wait(port: int, job: str, tags: list[dict] | None = None, in_process: bool = False) -> str:
+    run_config = {"execution": {"config": {"in_process": {}}}} if in_process else {}
     params = {"selector": {"repositoryLocationName": "ih_assets.definitions", "repositoryName": "__repository__",
-                           "jobName": job}, "runConfigData": {}, "executionMetadata": {"tags": tags or []}}
+                           "jobName": job}, "runConfigData": run_config, "executionMetadata": {"tags": tags or []}}
     result = _graphql(port, LAUNCH, {"params": params})["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
     run_id = result["run"]["runId"]
@@ -160,13 +161,17 @@ def _launch_and_wait(port: int, job: str, tags: list[dict] | None = None) -> str
 
 
 def test_materialize_sources_then_one_shard_through_the_ui(dagster_dev):
+    """The sources with the UI's default executor (a process per step), then a shard with the
+    in-process one (a user's choice in the launchpad; its ~20 steps would each start a process
+    importing torch and the definitions: minutes of the suite on 2 cores)."""
     assert _launch_and_wait(dagster_dev, "prepare_sources") == "SUCCESS"
     shards = _graphql(dagster_dev, """{ partitionSetsOrError(repositorySelector: {repositoryLocationName:
         "ih_assets.definitions", repositoryName: "__repository__"}, pipelineName: "generate_shard") {
         ... on PartitionSets { results { partitionsOrError { ... on Partitions { results { name } } } } } } }""")
     names = [p["name"] for s in shards["partitionSetsOrError"]["results"] for p in s["partitionsOrError"]["results"]]
     assert names and names[0].startswith("shard=")
-    assert _launch_and_wait(dagster_dev, "generate_shard", [{"key": "dagster/partition", "value": names[0]}]) == "SUCCESS"
+    assert _launch_and_wait(dagster_dev, "generate_shard", [{"key": "dagster/partition", "value": names[0]}],
+                            in_process=True) == "SUCCESS"
 
 
 def test_screenshot_of_the_asset_graph(dagster_dev):
