@@ -54,9 +54,9 @@ makes through the same pinhole camera, stay exact.
 Forearms (on unless :class:`ArmOptions` turns them off): each hand continues into its forearm,
 labelled 33 (right) / 34 (left), in both passes; cameras frame the hands and let the forearms
 leave the frame, and a view that would show an arm's far end (the cut tube, 55 cm from the wrist)
-is drawn again (:func:`view_setup`). Hand part labels keep 1..32, keypoint visibility tests each keypoint against its
-own hand's surface (a forearm in front hides it, as the other hand does), and the IntagHand /
-IH2.6M masks, derived from labels 1..32, stay hand masks.
+is drawn again (:func:`view_setup`). Hand part labels keep 1..32, keypoint visibility tests each
+keypoint against its own hand's surface (a forearm in front hides it, as the other hand does), and
+the IntagHand / IH2.6M masks, derived from labels 1..32, stay hand masks.
 
 Accessories (a share ``ArmOptions.accessory_share`` of the hands; :mod:`handsynth.accessories`):
 watches and bracelets labelled 37 (right) / 38 (left), rings 39 / 40, fitted in the ``pose`` stage

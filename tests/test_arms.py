@@ -93,7 +93,7 @@ def test_forearms_are_labelled_33_and_34_in_the_raster_pass_and_recorded(hand_mo
 
 def test_views_keep_each_arms_cut_end_out_of_the_frame(hand_model):
     """An arm's far end (the cut tube where a person's upper arm and body would be) never projects
-    into a view: drawn without the condition, a sixth or more of the views would show one."""
+    into a view: drawn without the condition, more than a tenth of the views would show one."""
     surface = hand_surface(hand_model, 0, True)
     poses = generate_interacting_poses(hand_model, 8, seed=0)
     ranges, shown, n = cameras.CameraRanges(), 0, 0

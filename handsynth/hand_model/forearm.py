@@ -47,8 +47,8 @@ DEVIATION_RANGE_DEG = (-20.0, 30.0)
 LENGTH = 0.25
 #: Elbow to the far end (m): an adult's upper arm (elbow to shoulder ~30 cm), straight on. Measured
 #: at the demo's camera ranges (30 procedural poses x 4 views, both arms): the far end lay inside
-#: the frame for 25% of the arms ending at the elbow, 11% with the upper arm (a view showing it is
-#: now drawn again, which the upper arm makes rare: fewer redraws, less bias in the views).
+#: the frame for 25% of the arms ending at the elbow, 11% with the upper arm. A view that would
+#: show it is now drawn again; the upper arm keeps those redraws, and their bias on the views, fewer.
 UPPER_ARM_LENGTH = 0.30
 #: Wrist loop to the far end (m).
 REACH = LENGTH + UPPER_ARM_LENGTH
