@@ -77,6 +77,10 @@ def look_at(center: np.ndarray, azimuth: float, elevation: float, distance: floa
     return R, -R @ position
 
 
+#: Depth (m) in front of the camera below which a point counts as behind it.
+NEAR_M = 0.05
+
+
 class NoView(RuntimeError):
     """No view of the tries met the conditions."""
 
@@ -86,7 +90,7 @@ def shows(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, width
     around the projections of its corners in front of the camera overlaps the frame. Corners
     behind the camera are left out (the shape crosses the camera's plane, i.e. leaves the frame
     toward the viewer)."""
-    front = points[points @ R[2] + t[2] > 0.05]
+    front = points[points @ R[2] + t[2] > NEAR_M]
     if not len(front):
         return False
     uv = project(front, K, R, t)
@@ -105,7 +109,7 @@ def sample_camera(center: np.ndarray, points: np.ndarray, ranges: CameraRanges, 
         R, t = look_at(center, rng.uniform(*ranges.azimuth), rng.uniform(*ranges.elevation),
                        rng.uniform(*ranges.distance), rng.uniform(*ranges.roll))
         z = points @ R[2] + t[2]
-        if (z <= 0.05).any():
+        if (z <= NEAR_M).any():
             continue
         uv = project(points, K, R, t)
         if not ((uv >= margin) & (uv <= np.array([width, height]) - margin)).all():
