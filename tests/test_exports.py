@@ -377,6 +377,18 @@ def test_images_of_a_pose_must_be_consecutive(tmp_path):
         _export(tmp_path, write_interhand_dataset, [a, c, b])
 
 
+def test_a_pose_coming_back_after_many_others_is_refused(tmp_path, monkeypatch):
+    """The finished poses are kept as 8-byte hashes in a sorted array that takes the newest ones
+    in batches: a pose coming back after its batch was merged is still found, and frames count on."""
+    import handsynth.exports as exports
+
+    monkeypatch.setattr(exports._HashSet, "MERGE", 2)   # merge after every second finished pose
+    images = _images(n_poses=7, n_views=2)
+    assert _export(tmp_path / "ok", write_interhand_dataset, images).frames == 7
+    with pytest.raises(ExportError, match=r"images of pose_id 'pose000' do not come one after another"):
+        _export(tmp_path / "again", write_interhand_dataset, images + images[:1])
+
+
 def test_same_pose_id_with_different_data_is_rejected(tmp_path):
     a, b = _images(n_poses=2, n_views=1)
     b.pose_id = a.pose_id
