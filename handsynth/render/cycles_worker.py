@@ -38,11 +38,14 @@ Requests (``header["op"]``):
 - ``quit``.
 
 Cost model (measured on 2 cores, 256 x 256, 8 samples): any change to the world (another map, a
-rotation in its Mapping node, even re-setting its strength) makes Cycles re-sync it for 1-1.4 CPU s,
-more than path-tracing the image; most of it is the importance map for sampling the sky, which a
-map with a sun needs at 8 samples (0.1 s without). So the world node tree never changes after init
-except for the map image, and a map rotation turns the hands and the camera instead (the same
-image: only directions relative to the map matter). Cycles hands its result over only as an image
+rotation in its Mapping node, even re-setting its strength) makes Cycles re-sync it, and most of
+that is the importance map for sampling the sky, which a map with a sun needs at 8 samples. Left
+to Cycles' automatic resolution, a 512 x 256 map's importance map cost 1.3-1.9 s of wall time per
+map switch, more than path-tracing two images; built at :func:`importance_map_resolution` (twice
+the map's width: 1024 for those maps) the switch costs about what an image does, with the same
+noise (README, *Rendering*). The world node tree never changes after init except for the map image
+(and its importance-map size), and a map rotation turns the hands and the camera instead (the
+same image: only directions relative to the map matter). Cycles hands its result over only as an image
 file (the compositor's Viewer node is not evaluated without a UI), so the EXR goes through
 ``/dev/shm`` (memory: 2.4 ms per view for writing and reading, 3.7 ms on disk) and is deleted once read.
 """
@@ -67,6 +70,18 @@ SENSOR_WIDTH_MM = 36.0
 #: Height of the skin's bump map per unit, metres: the maps put creases ~0.35 below plain skin and
 #: veins ~0.25 above it (:class:`handsynth.render.skin.SkinTextures`), i.e. a few tenths of a mm.
 BUMP_DISTANCE_M = 0.001
+#: Largest importance map for the sky (columns; Cycles makes it half as many rows).
+MAX_IMPORTANCE_MAP = 2048
+
+
+def importance_map_resolution(map_width: int) -> int:
+    """Columns of the world's importance map for an equirectangular map ``map_width`` texels wide:
+    two cells per texel, so that the map's linearly interpolated peaks (a sun spans a texel or
+    two) are followed, up to :data:`MAX_IMPORTANCE_MAP`. Cycles' automatic choice cost 1.3-1.9 s
+    per map switch for a 512-wide map with no less noise than 1024 (README, *Rendering*)."""
+    return int(min(2 * map_width, MAX_IMPORTANCE_MAP))
+
+
 #: Principled BSDF inputs an ``accessories`` request may set (nothing else is reachable).
 PRINCIPLED_INPUTS = ("Base Color", "Metallic", "Roughness", "Specular IOR Level", "Sheen Weight", "Coat Weight",
                      "Transmission Weight", "IOR")
@@ -353,6 +368,8 @@ class CyclesScene:
         self.env_node.interpolation = "Linear"
         links.new(self.env_node.outputs["Color"], nodes["Background"].inputs["Color"])
         nodes["Background"].inputs["Strength"].default_value = 1.0   # exposure is applied by the caller
+        world.cycles.sampling_method = "MANUAL"   # size set per map (importance_map_resolution)
+        self.world = world
         self.scene.world = world
 
     def add_envmap(self, name: str, pixels: np.ndarray) -> None:
@@ -434,8 +451,9 @@ class CyclesScene:
         if header["envmap"] not in self.envmaps:
             raise KeyError(f"envmap {header['envmap']!r} was never sent (have {sorted(self.envmaps)})")
         image = self.envmaps[header["envmap"]]
-        if self.env_node.image != image:              # the only world change: ~1.4 CPU s, once per map
+        if self.env_node.image != image:              # the only world change, once per map
             self.env_node.image = image
+            self.world.cycles.sample_map_resolution = importance_map_resolution(image.size[0])
         # radiance arriving along d is the map's at turn(d) when the map is turned by env_rotation;
         # turning hands and camera by the same turn gives every ray the same radiance
         turn = np.eye(4)
