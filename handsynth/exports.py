@@ -31,8 +31,9 @@ Streaming: writers take an iterable of :class:`ExportImage` (one shard's table a
 object store; it writes ``SHA256SUMS``) and ``read_image(image, kind)`` for the rendered PNG
 bytes. Memory does not grow with the number of images: IntagHand's files are written image by
 image; IH2.6M's JSON documents are appended entry by entry to temporary files on disk (one per
-JSON array or object body) and streamed into place at the end. What remains per image is five
-bytes (its split and frame, for :meth:`InterHandExport.expects`), and a set of pose-id hashes.
+JSON array or object body) and streamed into place at the end. What remains is a byte per image
+(its split) and 16 bytes per pose (where its frame starts, for :meth:`InterHandExport.expects`,
+and its id's hash, to refuse a pose whose images are not consecutive).
 """
 
 from __future__ import annotations

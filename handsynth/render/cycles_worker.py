@@ -40,10 +40,10 @@ Requests (``header["op"]``):
 Cost model (measured on 2 cores, 256 x 256, 8 samples): any change to the world (another map, a
 rotation in its Mapping node, even re-setting its strength) makes Cycles re-sync it, and most of
 that is the importance map for sampling the sky, which a map with a sun needs at 8 samples. Left
-to Cycles' automatic resolution, a 512 x 256 map's importance map cost 1.3-1.9 s of wall time per
-map switch, more than path-tracing two images; built at :func:`importance_map_resolution` (twice
-the map's width: 1024 for those maps) the switch costs about what an image does, with the same
-noise (README, *Rendering*). The world node tree never changes after init except for the map image
+to Cycles' automatic resolution, a 512 x 256 map's importance map added 1.5-1.9 s of wall time to
+the render that switched maps, more than path-tracing two images; built at
+:func:`importance_map_resolution` (twice the map's width: 1024 for those maps) that render costs
+about what any other does, with the same noise (README, *Rendering*). The world node tree never changes after init except for the map image
 (and its importance-map size), and a map rotation turns the hands and the camera instead (the
 same image: only directions relative to the map matter). Cycles hands its result over only as an image
 file (the compositor's Viewer node is not evaluated without a UI), so the EXR goes through
@@ -77,8 +77,8 @@ MAX_IMPORTANCE_MAP = 2048
 def importance_map_resolution(map_width: int) -> int:
     """Columns of the world's importance map for an equirectangular map ``map_width`` texels wide:
     two cells per texel, so that the map's linearly interpolated peaks (a sun spans a texel or
-    two) are followed, up to :data:`MAX_IMPORTANCE_MAP`. Cycles' automatic choice cost 1.3-1.9 s
-    per map switch for a 512-wide map with no less noise than 1024 (README, *Rendering*)."""
+    two) are followed, up to :data:`MAX_IMPORTANCE_MAP`. Cycles' automatic choice added 1.5-1.9 s
+    per map switch for a 512-wide map, with no less noise than 1024 (README, *Rendering*)."""
     return int(min(2 * map_width, MAX_IMPORTANCE_MAP))
 
 
