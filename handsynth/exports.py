@@ -670,10 +670,21 @@ def logged(items: Iterable[T], log: Callable[[str], None], what: str, total: int
             log(f"{what}: {i}/{total} images, {rate:.0f}/s, ETA {max(total - i, 0) / rate:.0f} s")
 
 
+def export_columns() -> list[str]:
+    """The annotation columns :func:`iter_export_images` reads: a reader that streams the tables
+    passes them as ``columns`` and skips the rest (the camera-frame and 2D keypoints alone are
+    two thirds of a table's decoded bytes; exports recompute them from the world keypoints)."""
+    from handsynth.render.blocks import LOCATION_COLUMNS
+
+    mano = [f"{s}_{name}" for s in SIDES for name in ("mano_pose", "shape", "trans")]
+    return ["image_id", "pose_id", "distinct_pose_id", "width", "height", "keypoints3d_world_mm", "visibility",
+            "K", "R", "t", *mano, *LOCATION_COLUMNS]
+
+
 def iter_export_images(tables: Iterable[pd.DataFrame]) -> Iterator[ExportImage]:
-    """The pipeline's annotation tables (handsynth.annotate; one shard's table at a time) as export
-    records, row by row; each record's ``location`` is its row's location columns, for
-    :func:`handsynth.render.blocks.read_member`."""
+    """The pipeline's annotation tables (handsynth.annotate; one shard's table at a time, at
+    least the :func:`export_columns`) as export records, row by row; each record's ``location``
+    is its row's location columns, for :func:`handsynth.render.blocks.read_member`."""
     from handsynth.annotate import stack
     from handsynth.render.blocks import LOCATION_COLUMNS
 

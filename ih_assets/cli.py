@@ -56,7 +56,8 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
     store, prefix = open_store(source)
     keys = training.annotation_keys(store, prefix)
     total = sum(training.annotation_rows(store, key) for key in keys)
-    tables = lambda: (batch for key in keys for batch in training.iter_annotation_batches(store, key))  # noqa: E731
+    columns = exports.export_columns()
+    tables = lambda: (batch for key in keys for batch in training.iter_annotation_batches(store, key, columns))  # noqa: E731
     read_image = lambda image, kind: read_member(store, image.location, kind)  # noqa: E731
     summary: dict[str, dict] = {}
     for fmt in formats:

@@ -44,11 +44,12 @@ class ShardTable:
     sha256: str | None
     summary: dict
 
-    def batches(self, store: Store) -> Iterator[pd.DataFrame]:
-        """The table in batches of rows, after a streamed check against its record."""
+    def batches(self, store: Store, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """The table (or these ``columns`` of it) in batches of rows, after a streamed check
+        against its record."""
         if self.sha256 is not None and self.bytes is not None:
             store.verify(self.key, self.bytes, self.sha256)
-        yield from training.iter_annotation_batches(store, self.key)
+        yield from training.iter_annotation_batches(store, self.key, columns)
 
 
 def complete_shards(context: AssetExecutionContext, store: Store, prefix: str) -> list[ShardTable]:
@@ -151,7 +152,8 @@ def dataset_exports(context: AssetExecutionContext, config: ExportConfig, storag
     splits = exports.parse_splits(config.splits)
     root = "/".join(p for p in (storage.prefix, "exports") if p)
     total = sum(t.summary["images"] for t in shards)
-    written = export_to_store(store, root, lambda: (b for t in shards for b in t.batches(store)), total,
+    columns = exports.export_columns()
+    written = export_to_store(store, root, lambda: (b for t in shards for b in t.batches(store, columns)), total,
                               exports.pca_inverses(hand_model.get().identity["source"]), splits, log=context.log.info)
     ih = written["interhand26m"]
     versions.record(context, written)
