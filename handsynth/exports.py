@@ -355,7 +355,7 @@ def write_interhand_dataset(
     split_codes, frame_starts = bytearray(), array("q")  # for InterHandExport.expects: a byte per image,
                                                            # 8 per frame
     seen_poses = _HashSet()  # 64-bit hashes of finished poses: a pose may not come back later
-    current: tuple[str, int, str, str] | None = None  # (pose_id, frame_idx, digest, first image)
+    current: tuple[str, int, str, str, int] | None = None  # (pose_id, frame_idx, digest, first image, id hash)
     joint_valid = [[True]] * 42
     with contextlib.ExitStack() as stack:
         parts = {s: _SplitSpool(stack) for s in SPLITS}
@@ -372,11 +372,12 @@ def write_interhand_dataset(
             digest = hashlib.blake2b((joint_entry + mano_entry).encode(), digest_size=16).hexdigest()
             if current is None or current[0] != image.pose_id:
                 if current is not None:
-                    seen_poses.add(_hash64(current[0]))
-                if _hash64(image.pose_id) in seen_poses:
+                    seen_poses.add(current[4])
+                pose_hash = _hash64(image.pose_id)
+                if pose_hash in seen_poses:
                     raise ExportError(f"export image {image.file_name!r}: the images of pose_id {image.pose_id!r} "
                                       "do not come one after another (an IH2.6M frame is written once per pose)")
-                current = (image.pose_id, len(seen_poses), digest, image.file_name)
+                current = (image.pose_id, len(frame_starts), digest, image.file_name, pose_hash)
                 frame_starts.append(image_id)
                 part.add("joint_3d", f'"{current[1]}":{joint_entry}')
                 part.add("MANO_NeuralAnnot", f'"{current[1]}":{mano_entry}')
@@ -411,8 +412,7 @@ def write_interhand_dataset(
         for split, part in parts.items():
             for kind, chunks in part.documents(capture).items():
                 files.write(paths[split][kind], chunks)
-    frames = len(seen_poses) + (current is not None)
-    return InterHandExport(paths=paths, images=counts, frames=frames, capture=capture, seq_name=seq_name,
+    return InterHandExport(paths=paths, images=counts, frames=len(frame_starts), capture=capture, seq_name=seq_name,
                            split_codes=bytes(split_codes), frame_starts=frame_starts)
 
 
@@ -421,18 +421,15 @@ def _hash64(text: str) -> int:
 
 
 class _HashSet:
-    """A set of 64-bit hashes in 8 bytes each (a Python set of ints takes ~60): a sorted NumPy
-    array, and the latest additions in a small set merged into it every :attr:`MERGE` additions.
-    At paper scale (100K poses in a 1M-image export) that is 0.8 MB instead of ~7 MB."""
+    """A set of distinct 64-bit hashes in 8 bytes each (a Python set of ints takes ~60): a sorted
+    NumPy array, and the latest additions in a small set merged into it every :attr:`MERGE`
+    additions. At paper scale (100K poses in a 1M-image export) that is 0.8 MB instead of ~7 MB."""
 
     MERGE = 4096
 
     def __init__(self) -> None:
         self._sorted = np.zeros(0, np.uint64)
         self._recent: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self._sorted) + len(self._recent)
 
     def __contains__(self, value: int) -> bool:
         if value in self._recent:
@@ -441,8 +438,7 @@ class _HashSet:
         return i < len(self._sorted) and int(self._sorted[i]) == value
 
     def add(self, value: int) -> None:
-        if value in self:
-            return
+        """Add a value not in the set (the writer adds a pose once, after checking it)."""
         self._recent.add(value)
         if len(self._recent) >= self.MERGE:
             self._sorted = np.union1d(self._sorted, np.fromiter(self._recent, np.uint64, len(self._recent)))

@@ -369,7 +369,6 @@ class CyclesScene:
         links.new(self.env_node.outputs["Color"], nodes["Background"].inputs["Color"])
         nodes["Background"].inputs["Strength"].default_value = 1.0   # exposure is applied by the caller
         world.cycles.sampling_method = "MANUAL"   # size set per map (importance_map_resolution)
-        self.world = world
         self.scene.world = world
 
     def add_envmap(self, name: str, pixels: np.ndarray) -> None:
@@ -453,7 +452,7 @@ class CyclesScene:
         image = self.envmaps[header["envmap"]]
         if self.env_node.image != image:              # the only world change, once per map
             self.env_node.image = image
-            self.world.cycles.sample_map_resolution = importance_map_resolution(image.size[0])
+            scene.world.cycles.sample_map_resolution = importance_map_resolution(image.size[0])
         # radiance arriving along d is the map's at turn(d) when the map is turned by env_rotation;
         # turning hands and camera by the same turn gives every ray the same radiance
         turn = np.eye(4)
