@@ -101,7 +101,7 @@ def environment_maps(context: AssetExecutionContext, settings: PipelineSettings,
 
 #: rendered_views' code version; also part of every block's inputs digest, so bumping it makes
 #: every stored block stale.
-RENDER_CODE_VERSION = "11"
+RENDER_CODE_VERSION = "12"
 
 
 def _block_inputs(settings: PipelineSettings, options: RenderOptions, model: HandModel, maps: dict[str, bytes]) -> dict:

@@ -109,9 +109,56 @@ def test_label_meshes_are_drawn_in_their_creation_order_in_every_scene(hand_mode
     orders = []
     for _ in range(3):   # new scenes: new node objects at new addresses
         renderer.set_scene(hands, [], np.full(3, 0.5))
-        scene, _, node_colors = renderer._scene
+        scene, _, node_colors, _ = renderer._scene
         # all nodes sit at the origin, so pyrender's stable sort by distance keeps the set's order
         drawn = [node_colors[n][0] for n in scene.mesh_nodes if n in node_colors]
         orders.append(drawn)
     assert orders[0] == sorted(orders[0]) and len(orders[0]) == 32
     assert orders[1] == orders[0] and orders[2] == orders[0]
+
+
+def test_the_preview_lit_per_vertex_matches_pyrenders_own_per_pixel_shader(renderer):
+    """The preview lights each vertex with pyrender's BRDF (raster.shade_vertices) and draws the
+    colours flat. On a densely tessellated sphere, where per-vertex and per-pixel shading must
+    agree, it matches pyrender's own mesh shader with the same lights (a directional light shines
+    along its node's -z) and ambient: a flipped light, a missing gamma or another roughness would
+    show as tens of levels."""
+    import pyrender
+    import trimesh
+
+    from handsynth.envmaps import Light
+
+    cam = Camera(np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1.0]]), np.eye(3), np.zeros(3), W, H)
+    ball = trimesh.creation.icosphere(subdivisions=5, radius=0.08)
+    ball.apply_translation([0.01, -0.02, DEPTH_M])
+    colour = np.array([0.85, 0.62, 0.5])
+    lights = [Light(np.array([0.6, -0.7, -0.4]), np.array([3.0, 2.8, 2.5])),
+              Light(np.array([-0.8, 0.1, -0.6]), np.array([0.6, 0.7, 0.9]))]
+    ambient = np.array([0.15, 0.16, 0.2])
+    hands = [HandMesh(ball.vertices, ball.faces, np.tile(colour, (len(ball.vertices), 1)),
+                      np.zeros(len(ball.faces), dtype=int), 1)]
+    ours = renderer.render(hands, cam, lights, ambient, np.zeros((H, W, 3)))
+
+    scene = pyrender.Scene(bg_color=[0, 0, 0, 0], ambient_light=ambient)
+    coloured = trimesh.Trimesh(ball.vertices, ball.faces, vertex_colors=np.c_[np.tile(colour, (len(ball.vertices), 1)),
+                                                                                np.ones(len(ball.vertices))], process=False)
+    scene.add(pyrender.Mesh.from_trimesh(coloured, smooth=True))
+    peak = max(float(light.rgb.max()) for light in lights)
+    for light in lights:
+        z = light.direction / np.linalg.norm(light.direction)      # the node's +z points at the light
+        x = np.cross([0.0, 1.0, 0.0], z)
+        x /= np.linalg.norm(x)
+        pose = np.eye(4)
+        pose[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+        scene.add(pyrender.DirectionalLight(color=light.rgb / light.rgb.max(), intensity=3.0 * light.rgb.max() / peak),
+                  pose=pose)
+    view = np.eye(4)
+    view[:3, :3] = np.diag([1.0, -1.0, -1.0])                        # OpenCV camera at the origin, in OpenGL terms
+    scene.add(pyrender.IntrinsicsCamera(F, F, W / 2 + 0.5, H / 2 + 0.5, znear=0.01, zfar=10.0), pose=view)
+    reference, _ = renderer.renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
+
+    inside = (reference[..., 3] == 255) & (ours.alpha == 255)
+    assert inside.sum() > 0.3 * np.pi * (F * 0.08 / DEPTH_M) ** 2       # most of the ball's disc
+    diff = np.abs(ours.rgb[inside].astype(int) - reference[inside][:, :3].astype(int))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 3
+    assert ours.rgb[inside].std(axis=0).min() > 10                       # lit, not flat: the test can see a light
