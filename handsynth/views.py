@@ -338,15 +338,22 @@ def sleeve_vertices(geometry: PoseGeometry, surface: HandSurface, side: str) -> 
 
 @dataclass(frozen=True)
 class PoseSkin:
+    bank: SkinBank
     index: int                           # bank entry
-    textures: skin.SkinTextures
     linear: dict[str, np.ndarray]        # side -> (V, 3) per-vertex linear albedo (Cycles' fallback colour)
     srgb: dict[str, np.ndarray]          # the same in sRGB, the raster preview's vertex colours
+
+    @property
+    def textures(self) -> skin.SkinTextures:
+        """The entry's textures (Cycles wears them; the raster preview needs only the vertex colours)."""
+        return self.bank.textures(self.index)
 
 
 class SkinStage:
     """Stage ``skin``: the bank entry a pose wears, with its per-vertex albedo on the subdivided
-    surface (the texture averaged over each vertex's UV corners), computed once per entry."""
+    surface (the texture averaged over each vertex's UV corners), computed once per entry and
+    process (:func:`skin_stage`: a render block is a call, and reading an entry's textures back
+    from the disk cache for every demo block of 8 images cost 4 ms an image)."""
 
     def __init__(self, bank: SkinBank, surface: HandSurface) -> None:
         self.bank, self.surface = bank, surface
@@ -354,11 +361,11 @@ class SkinStage:
 
     def __call__(self, geometry: PoseGeometry) -> PoseSkin:
         index = self.bank.index_for(geometry.pose_id)
-        textures = self.bank.textures(index)
         if index not in self._albedo_of:      # at most the bank's size: a few MB
+            textures = self.bank.textures(index)
             linear = {s: self._vertex_albedo(textures, s) for s in SIDES}
             self._albedo_of[index] = linear, {s: skin.linear_to_srgb(linear[s]) for s in SIDES}
-        return PoseSkin(index, textures, *self._albedo_of[index])
+        return PoseSkin(self.bank, index, *self._albedo_of[index])
 
     def _vertex_albedo(self, textures: skin.SkinTextures, side: str) -> np.ndarray:
         """The hand's vertices from its texture; a forearm's own vertices take the mean of the
@@ -371,6 +378,19 @@ class SkinStage:
             arm = np.unique(surface.faces[side][surface.n_hand_faces[side]:])
             linear[np.setdiff1d(arm, hand)] = linear[np.intersect1d(arm, hand)].mean(axis=0)
         return linear
+
+
+def skin_stage(model: HandModel, seed: int, surface: HandSurface) -> SkinStage:
+    """The process's :class:`SkinStage` for ``model``'s bank under ``seed`` (and the cache folder
+    of the moment) on ``surface``."""
+    bank = SkinBank(model, seed, TEXTURE_SIZE)
+    key = (str(bank.folder), surface.subdivision, surface.forearms)
+    if key not in _SKIN_STAGES:
+        _SKIN_STAGES[key] = SkinStage(bank, surface)
+    return _SKIN_STAGES[key]
+
+
+_SKIN_STAGES: dict[tuple[str, int, bool], SkinStage] = {}
 
 
 @dataclass(frozen=True)
@@ -535,7 +555,7 @@ def render_pose_views(model: HandModel, poses: PoseTable, n_views: int, image_si
     """
     surface = hand_surface(model, options.subdivision, arms.forearms)
     run = _Run(model, seed, image_size, ranges, look, shard, EnvironmentLibrary(env_library), surface,
-               SkinStage(SkinBank(model, seed, TEXTURE_SIZE), surface), arms, times or StageTimes(), log_fn)
+               skin_stage(model, seed, surface), arms, times or StageTimes(), log_fn)
     with POOL.borrow(("raster", image_size), lambda: HandRenderer(image_size, image_size)) as renderer:
         if options.backend == "raster":
             backend = {"renderer": "raster", "samples": 0, "device": "egl", "colour_management": envmaps.COLOUR_MANAGEMENT}
@@ -578,9 +598,9 @@ class _Run:
             t = times.add("pose", t)
             person = self.skins(geometry)
             if cycles is not None and cycles.worn != (self.skins.bank.folder, person.index):
+                textures = person.textures
                 for k in range(len(SIDES)):   # the left hand's texture is the right's mirror (shared UV layout)
-                    cycles.set_skin(k, person.textures.albedo, person.textures.roughness, person.textures.bump,
-                                    person.textures.specular)
+                    cycles.set_skin(k, textures.albedo, textures.roughness, textures.bump, textures.specular)
                 cycles.worn = (self.skins.bank.folder, person.index)
             sleeves = geometry.arms.sleeves if geometry.arms is not None else None
             fabric = None if sleeves is None else cloth.cloth_textures(sleeves.cloth_seed, CLOTH_TEXTURE_SIZE)

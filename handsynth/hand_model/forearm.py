@@ -26,6 +26,7 @@ outside the wrist's range of motion are refused. Labels follow contract C4: fore
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,6 +118,15 @@ class WristFrame:
 
     @classmethod
     def of(cls, model: HandModel, side: str) -> "WristFrame":
+        """The frame of ``model``'s ``side``, worked out once per model (by digest) and side: a
+        pose's forearms ask for it a few times per elbow drawn, and each asks a forward pass."""
+        key = (str(model.identity["digest"]), side)
+        if key not in _WRIST_FRAMES:
+            _WRIST_FRAMES[key] = cls._of(model, side)
+        return _WRIST_FRAMES[key]
+
+    @classmethod
+    def _of(cls, model: HandModel, side: str) -> "WristFrame":
         kp = model.rest_keypoints(side).astype(np.float64)
         axis = _unit(kp[4] - kp[0])
         # index x little-finger knuckle points out of a right palm; a mirrored (left) hand flips it
@@ -126,6 +136,9 @@ class WristFrame:
         if (kp[7] - kp[1]) @ ulnar < 0:
             raise ValueError(f"{model.name} ({side}): the little finger's knuckle is not on the ulnar side")
         return cls(axis, volar, ulnar)
+
+
+_WRIST_FRAMES: dict[tuple[str, str], WristFrame] = {}
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -176,9 +189,13 @@ def _turn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return aa_to_matrix(cross / sin.clamp_min(1e-12) * torch.atan2(sin, cos))
 
 
-def _topology(n_loop: int, stations: np.ndarray, cuff_ring: int | None, side: str) -> tuple[np.ndarray, ...]:
+@functools.lru_cache(maxsize=256)
+def _topology(n_loop: int, stations: tuple[float, ...], cuff_ring: int | None, side: str) -> tuple[np.ndarray, ...]:
     """Faces, vertex labels, face labels and UV layout of a tube of ``len(stations)`` rings of
-    ``n_loop`` vertices plus a far cap, its ring 0 running along the hand's wrist boundary."""
+    ``n_loop`` vertices plus a far cap, its ring 0 running along the hand's wrist boundary.
+
+    Kept per (loop, stations, cuff, side): a pose draws forearms several times (elbows, sleeves)
+    and the per-face UV loop took 6 ms a call. The arrays are shared, so they are read-only."""
     rings = len(stations)
     ring = lambda k: k * n_loop + np.arange(n_loop)  # noqa: E731
     faces = []
@@ -209,6 +226,8 @@ def _topology(n_loop: int, stations: np.ndarray, cuff_ring: int | None, side: st
                        (t // n_loop) * (n_loop + 1) + t % n_loop + (n_loop if wrap and t % n_loop == 0 else 0)
                        for t in tri]
     layout = UVLayout(uv.astype(np.float32), faces_uv.astype(np.int32), vertex_ids.astype(np.int32))
+    for array in (faces, vertex_labels, face_labels, layout.uv, layout.faces_uv, layout.vertex_ids):
+        array.flags.writeable = False
     return faces, vertex_labels, face_labels, layout
 
 
@@ -233,7 +252,7 @@ def attach_forearm(model: HandModel, side: str, hand_vertices: torch.Tensor, glo
             raise ValueError(f"sleeve_start {sleeve_start} m: a cuff lies between {BLEND_LENGTH} and {REACH} m from the wrist")
         stations = np.unique(np.append(stations, sleeve_start))
         cuff_ring = int(np.flatnonzero(stations == sleeve_start)[0])
-    faces, vertex_labels, face_labels, layout = _topology(len(loop), stations, cuff_ring, side)
+    faces, vertex_labels, face_labels, layout = _topology(len(loop), tuple(stations.tolist()), cuff_ring, side)
 
     f64 = dict(dtype=torch.float64, device=hand_vertices.device)
     rot = aa_to_matrix(torch.as_tensor(global_orient, **f64))                              # (B, 3, 3)
