@@ -17,7 +17,9 @@ is why the independent quality check re-tests kept poses with trimesh containmen
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,10 +188,7 @@ class PartGrids:
 
     @classmethod
     def build(cls, model: HandModel, side: str, resolution: int = 40, margin: float = 0.012) -> "PartGrids":
-        z = torch.zeros(1, 3, device=model.device)
-        with torch.no_grad():
-            flat = -model.hands_mean(side)[None]                              # full finger pose 0
-            rest = model.forward(side, z, flat, torch.zeros(1, 10, device=model.device), z).vertices[0].double().cpu()
+        rest = _rest_vertices(model, side)
         values, los, his, ids, fits = [], [], [], [], []
         for part in model.part_meshes(side):
             pv = part.posed(rest[None])[0]                                     # (Vp + caps, 3)
@@ -403,20 +402,42 @@ class CandidateCache:
                 for side, other in pairs}
 
 
+def _rest_vertices(model: HandModel, side: str) -> torch.Tensor:
+    """(V, 3) float64 CPU: the flat hand (full finger pose 0), mean shape, that the grids sample."""
+    z = torch.zeros(1, 3, device=model.device)
+    with torch.no_grad():
+        flat = -model.hands_mean(side)[None]
+        return model.forward(side, z, flat, torch.zeros(1, 10, device=model.device), z).vertices[0].double().cpu()
+
+
+def _geometry_digest(model: HandModel, side: str) -> str:
+    """What :meth:`PartGrids.build` reads of a model: its flat hand and its part meshes. Two models
+    with the same geometry share grids (the MANO-like test model has the stand-in's: building a
+    side's grids costs ~20 s of CPU), and a changed geometry never reuses stale ones."""
+    rest = _rest_vertices(model, side)
+    digest = hashlib.sha256(rest.numpy().tobytes())
+    for part in model.part_meshes(side):
+        for array in (part.posed(rest[None])[0].numpy(), part.faces, part.vertex_ids):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _cached_grids(model: HandModel, side: str, resolution: int, cache_dir: str | None) -> PartGrids:
-    """Grids depend only on the model (its digest) and resolution: build once, keep on disk."""
+    """Grids depend only on the model's geometry (:func:`_geometry_digest`) and the resolution:
+    built once, kept on disk (written under a process-unique name, then renamed: parallel
+    processes may build the same grids)."""
     from dataclasses import asdict
 
     from handsynth.hand_model.model import default_cache_dir
 
-    name = f"part-fields{GRID_FORMAT}-{model.identity['digest']}-{side}-{resolution}.pt"
+    name = f"part-fields{GRID_FORMAT}-{_geometry_digest(model, side)}-{side}-{resolution}.pt"
     path = Path(cache_dir or default_cache_dir()) / name
     if path.exists():
         data = torch.load(path, map_location=model.device, weights_only=True)
         return PartGrids(**data)
     grids = PartGrids.build(model, side, resolution)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
     torch.save({k: v for k, v in asdict(grids).items()}, tmp)
     tmp.replace(path)
     return grids
