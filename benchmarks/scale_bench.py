@@ -29,14 +29,15 @@ real. Then, each in a fresh process:
   :func:`~handsynth.shard_summary.combine` (what ``dataset_manifest`` does);
 - ``interhand26m`` and ``intaghand``: ``ih-pipeline export`` (:func:`ih_assets.cli.export`),
   streaming from the store; ``--sink null`` (default) hashes every file and discards it, so the
-  figure is the exporter's, not the disk's (``--sink local`` writes the folder);
+  figure is the exporter's, not the disk's (``--sink local`` writes the folder); ``--workers N``
+  writes IntagHand's files with N processes (the note adds the largest worker's peak RSS);
 - ``training_index``: :class:`handsynth.training.RenderIHDataset` built, then its first item.
 
 Printed per stage: seconds, seconds per 1,000 images (or frames), peak RSS (``ru_maxrss`` of the
 stage's process: ``VmHWM``) and the RSS right after imports, so the growth with size is visible.
 
 Usage: python benchmarks/scale_bench.py [--sizes 10000,100000] [--frames 1400000]
-       [--stages source,post] [--work DIR] [--sink null|local]
+       [--stages source,post] [--work DIR] [--sink null|local] [--workers N]
 """
 
 from __future__ import annotations
@@ -245,7 +246,13 @@ class _Discard:
         pass
 
 
-def run_stage(stage: str, work: Path, size: int, sink: str) -> dict[str, Any]:
+def _discard_writer(root: Path):
+    """The ``null`` sink's ``open_write`` for an export folder (a top-level function: export
+    worker processes receive it by name)."""
+    return lambda path: _Discard()
+
+
+def run_stage(stage: str, work: Path, size: int, sink: str, workers: int = 1) -> dict[str, Any]:
     """Run one stage here; returns its figures (imports happen before the clock and the base RSS)."""
     from handsynth import shard_summary, training
     from handsynth.storage import LocalStore
@@ -297,12 +304,12 @@ def run_stage(stage: str, work: Path, size: int, sink: str) -> dict[str, Any]:
         totals = shard_summary.combine(summaries)
         note = f"{totals['images']:,} images in {len(summaries)} shards"
     elif stage in ("interhand26m", "intaghand"):
-        if sink == "null":  # the CLI's own export with its folder writer swapped for a discarding one
-            cli.local_writer = lambda root: (lambda path: _Discard())  # type: ignore[assignment]
-            cli.local_files = lambda root: iter(())  # type: ignore[assignment]
+        # the CLI's own export; with the null sink its folder writer is swapped for a discarding one
+        sinks = {"writer": _discard_writer, "listing": lambda root: iter(())} if sink == "null" else {}
         summary = cli.export(store_root, str(work / f"n{size}" / "export"), [stage], {"train": 0.8, "val": 0.1,
-                                                                                       "test": 0.1})
-        note = f"{summary[stage]['files']:,} files"
+                                                                                       "test": 0.1},
+                             workers=workers, **sinks)
+        note = f"{summary[stage]['files']:,} files" + (f", {workers} workers" if stage == "intaghand" else "")
     elif stage == "training_index":
         from handsynth.training import RenderIHDataset
 
@@ -311,6 +318,9 @@ def run_stage(stage: str, work: Path, size: int, sink: str) -> dict[str, Any]:
         note = f"{len(dataset):,} items, first image {tuple(item['image'].shape)}"
     else:
         raise SystemExit(f"unknown stage {stage!r}")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024     # the largest worker, if any
+    if children:
+        note += f" (largest worker process: peak RSS {children:.0f} MiB)"
     return {"stage": stage, "size": size, "seconds": time.monotonic() - start, "peak_rss_mib": _rss_mib(),
             "rss_after_imports_mib": base, "note": note}
 
@@ -318,8 +328,9 @@ def run_stage(stage: str, work: Path, size: int, sink: str) -> dict[str, Any]:
 # ---- driver -----------------------------------------------------------------------------------
 
 
-def _in_subprocess(stage: str, work: Path, size: int, sink: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--run-stage", stage, "--work", str(work), "--size", str(size), "--sink", sink]
+def _in_subprocess(stage: str, work: Path, size: int, sink: str, workers: int = 1) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--run-stage", stage, "--work", str(work), "--size", str(size), "--sink", sink,
+           "--workers", str(workers)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"stage {stage} at {size}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
@@ -333,12 +344,13 @@ def main() -> None:
     ap.add_argument("--stages", default="source,post", help="source, post or both; or stage names")
     ap.add_argument("--work", default=str(ROOT / ".local" / "scale_bench"), help="scratch folder (GBs at 1M)")
     ap.add_argument("--sink", choices=("null", "local"), default="null", help="where exports write")
+    ap.add_argument("--workers", type=int, default=1, help="processes of the IntagHand export (ih-pipeline export --workers)")
     ap.add_argument("--run-stage", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work)
     if args.run_stage:
-        print(json.dumps(run_stage(args.run_stage, work, args.size, args.sink)))
+        print(json.dumps(run_stage(args.run_stage, work, args.size, args.sink, args.workers)))
         return
     wanted = {s for part in args.stages.split(",") for s in
               (SOURCE_STAGES if part == "source" else POST_STAGES if part == "post" else (part,))}
@@ -363,7 +375,7 @@ def main() -> None:
                   flush=True)
         for stage in POST_STAGES:
             if stage in wanted:
-                show(_in_subprocess(stage, work, size, args.sink))
+                show(_in_subprocess(stage, work, size, args.sink, args.workers))
     load = os.getloadavg()
     print(f"# done, load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
 

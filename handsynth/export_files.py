@@ -68,17 +68,19 @@ class ExportFiles:
     """Writes an export's files and its ``SHA256SUMS``; a context manager.
 
     On a clean exit ``SHA256SUMS`` is committed; after an error it is dropped (the files written
-    so far stay, and a re-run replaces them). ``files`` counts the files written.
+    so far stay, and a re-run replaces them). ``files`` counts the files written. ``sums_to``
+    writes ``SHA256SUMS`` elsewhere (a part of an export written by several processes keeps its
+    lines beside the export until the whole one :meth:`adopt` s them).
     """
 
-    def __init__(self, open_write: OpenWrite) -> None:
-        self._open = open_write
+    def __init__(self, open_write: OpenWrite, sums_to: OpenWrite | None = None) -> None:
+        self._open, self._open_sums = open_write, sums_to or open_write
         self._stack = contextlib.ExitStack()
         self._sums: IO[bytes] | None = None
         self.files = 0
 
     def __enter__(self) -> "ExportFiles":
-        self._sums = self._stack.enter_context(self._open(SUMS_FILE))
+        self._sums = self._stack.enter_context(self._open_sums(SUMS_FILE))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -100,6 +102,15 @@ class ExportFiles:
                 digest.update(chunk)
         self._sums.write(f"{digest.hexdigest()}  {path}\n".encode())
         self.files += 1
+
+    def adopt(self, sums: IO[bytes]) -> None:
+        """Append the checksum lines of files another writer wrote (one part of an export written
+        by several processes, each with its own ``sums_to``), streamed, and count them."""
+        if self._sums is None:
+            raise RuntimeError("ExportFiles used outside its `with` block")
+        for line in sums:
+            self._sums.write(line)
+            self.files += 1
 
 
 def local_writer(root: str | os.PathLike[str]) -> OpenWrite:

@@ -600,6 +600,7 @@ def write_intaghand_dataset(
     pca_inverse: Mapping[str, np.ndarray],
     *,
     splits: Mapping[str, float] | None = None,
+    first: Mapping[str, int] | None = None,
 ) -> IntagHandExport:
     """Write IntagHand's layout: per split ``anno/{idx}.pkl``, ``img``, ``mask``, ``dense``, ``hms``.
 
@@ -607,7 +608,9 @@ def write_intaghand_dataset(
     ``{idx}``). Every ``.jpg`` is a JPEG: the RGB image re-encoded, and mask, dense and heatmaps
     derived from the part-label image and the 2D keypoints (JPEG like IntagHand's own files; its
     loader thresholds the mask). ``pca_inverse[side]`` = ``inv(hands_components)`` of the hand
-    model, see :func:`pca_inverses`.
+    model, see :func:`pca_inverses`. ``first`` (per split) is where ``images`` start when they are
+    one part of an export written by several processes (:func:`intaghand_split_counts` of the parts
+    before); the result counts this part's images.
     """
     fractions = check_splits(splits or DEFAULT_SPLITS)
     from handsynth.render.raster import decode_png
@@ -615,7 +618,7 @@ def write_intaghand_dataset(
     counts = {s: 0 for s in SPLITS}
     for image in images:
         split = split_of(image.distinct_pose_id or image.pose_id, fractions)
-        idx = counts[split]
+        idx = (first or {}).get(split, 0) + counts[split]
         if image.location is None:
             raise ExportError(f"export image {image.file_name!r}: IntagHand's layout needs its rgb and label images")
         if image.width != image.height:
@@ -633,6 +636,20 @@ def write_intaghand_dataset(
         files.put(f"{split}/anno/{idx}.pkl", portable_pickle(record))
         counts[split] += 1
     return IntagHandExport(images=counts)
+
+
+def intaghand_split_counts(tables: Iterable[pd.DataFrame], splits: Mapping[str, float] | None = None) -> dict[str, int]:
+    """Images per split of annotation rows (at least ``distinct_pose_id`` and ``pose_id``), split
+    as :func:`write_intaghand_dataset` splits them: the running sums over the parts of a parallel
+    export say where each part's ``idx`` start. One hash per distinct pose, not per row."""
+    fractions = check_splits(splits or DEFAULT_SPLITS)
+    counts = dict.fromkeys(SPLITS, 0)
+    for table in tables:
+        ids = table["distinct_pose_id"].astype(str)
+        ids = ids.where(ids != "", table["pose_id"].astype(str))
+        for pose, n in ids.value_counts(sort=False).items():
+            counts[split_of(pose, fractions)] += int(n)
+    return counts
 
 
 def pca_inverses(model_folder: str | os.PathLike[str]) -> dict[str, np.ndarray]:
