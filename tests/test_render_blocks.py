@@ -134,3 +134,45 @@ def test_a_failing_block_fails_alone_and_the_rerun_renders_only_it(hand_model):
     assert {o.distinct_pose_id: (o.status, o.found) for o in second.outcomes} == {
         "d0": ("skipped", "current"), "d1": ("rendered", "missing"), "d2": ("skipped", "current")}
     assert len(second.rows) == 3 * 2 and all(check_block(store, b).state == "current" for b in blocks)
+
+
+def _dead(pid: int) -> bool:
+    """No such process, or a zombie not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_the_next_shard_reuses_the_idle_worker_and_a_dead_one_is_replaced(hand_model):
+    """A worker that finished its shard waits for the next one of the process (same pid in the
+    block indexes, no new interpreter); one that died while idle is replaced, and the shard renders."""
+    import os
+    import signal
+    import time
+
+    from handsynth.render.workers import _IDLE
+
+    def worker_pid(store, blocks) -> int:
+        [pid] = {int(BlockIndex.from_json(store.get_bytes(index_key(b.tar_key)), b.tar_key).worker.rsplit(":", 1)[1])
+                 for b in blocks}
+        return pid
+
+    _IDLE.close()
+    job, store = render_job(hand_model), MemoryStore()
+    shards = {s: shard_blocks(hand_model, 1, 1, seed=s, shard=f"shard={s:05d}")[1] for s in range(3)}
+
+    def render(s: int) -> int:
+        result = render_shard(store, shard_folder("p", f"shard={s:05d}"), shards[s], job, workers=1, threads=1, gpus=[])
+        assert [o.status for o in result.outcomes] == ["rendered"]
+        return worker_pid(store, shards[s])
+
+    first = render(0)
+    assert render(1) == first != os.getpid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not _dead(first):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert render(2) != first

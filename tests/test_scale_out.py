@@ -42,10 +42,11 @@ def test_two_render_workers_render_blocks_at_the_same_time(hand_model):
     """Six blocks on two worker processes: each block's index records who rendered it and when,
     and a block of one worker was rendering while a block of the other was (intervals overlap)."""
     from handsynth.render.blocks import BlockIndex, index_key, shard_folder
-    from handsynth.render.workers import render_shard
+    from handsynth.render.workers import _IDLE, render_shard
     from handsynth.storage import MemoryStore
     from tests.test_render_blocks import render_job, shard_blocks
 
+    _IDLE.close()   # both workers start alike, as in a fresh step (an idle one kept by an earlier test would win)
     _, blocks = shard_blocks(hand_model, 6, 1, seed=5)
     store = MemoryStore()
     result = render_shard(store, shard_folder("p", "shard=00000"), blocks, render_job(hand_model), workers=2,

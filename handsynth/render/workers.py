@@ -6,6 +6,9 @@ longer holds, and spreads the remaining blocks over ``workers`` processes. Each 
 interpreter (``spawn``: no GL context, torch thread pool or open socket is inherited) running ONE
 ``render_pose_views`` generator over its blocks, so its renderer (and Cycles' Blender process) is
 started once and kept for all of them; after a failing block it starts again with the next one.
+A worker that finished its blocks waits for the next shard of the same process (:data:`_IDLE`):
+a main job renders its shards one after the other, and a new interpreter with torch, GL and
+Blender cost seconds per shard (the suite's small shards and the demo's were mostly that).
 
 Workers only render. They send each finished image to the parent over a pipe, and the parent
 appends it to that block's tar as it arrives and writes the index when the block's last image is
@@ -18,6 +21,7 @@ A failing block fails only itself; the caller decides what that means for the st
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import heapq
 import json
@@ -26,6 +30,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
@@ -148,40 +153,118 @@ def assign(blocks: list[Block], workers: int) -> list[list[Block]]:
     return [sorted(found, key=lambda b: b.tar_key) for found in lists if found]
 
 
+@dataclass
+class _Worker:
+    process: Any          # multiprocessing.Process
+    conn: Connection      # the parent's end of a duplex pipe
+    key: tuple            # what it was started with: threads, GPU, environment
+
+    @property
+    def gpu(self) -> str | None:
+        return self.key[1]
+
+    def stop(self, wait_s: float = 0.0) -> None:
+        """Close its pipe (an idle worker then exits, closing its renderers) and kill it if it is
+        still alive after ``wait_s`` (at once for one stopped part way through its blocks)."""
+        self.conn.close()
+        self.process.join(wait_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+#: Prefixes of the environment variables a render worker's output or start can depend on: the
+#: pipeline's own (``IH_``, ``HANDSYNTH_``, ``AWS_``), GL, GPU and thread pools, the interpreter's
+#: paths. A worker started under other values is not reused (others, e.g. the ``TQDM_DISABLE`` the
+#: quality suite sets mid-run, do not matter).
+WORKER_ENVIRONMENT = ("IH_", "HANDSYNTH_", "AWS_", "PYOPENGL_", "LP_", "GALLIUM_", "MESA_", "EGL_", "CUDA_", "NVIDIA_",
+                      "OMP_", "MKL_", "KMP_", "PYTHON", "PATH", "LD_")
+
+
+class _IdleWorkers:
+    """Workers of this process waiting for their next blocks, by what they were started with."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple, list[_Worker]] = {}
+        self._lock = threading.Lock()    # steps of one process may render side by side (threads)
+
+    def take(self, threads: int, gpu: str | None) -> _Worker:
+        """An idle live worker started alike (threads, GPU and the environment variables a render
+        reads, :data:`WORKER_ENVIRONMENT`: a test may point ``HANDSYNTH_CACHE`` elsewhere), else a
+        new one."""
+        key = (threads, gpu, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(WORKER_ENVIRONMENT))))
+        while True:
+            with self._lock:
+                worker = self._idle[key].pop() if self._idle.get(key) else None
+            if worker is None:
+                break
+            if worker.process.is_alive():
+                return worker
+            worker.stop()
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=_worker_main, args=(child, threads, gpu, os.getpid()), daemon=True,
+                              name=f"render-worker-{threads}x{gpu or 'cpu'}")
+        process.start()
+        child.close()      # the parent keeps its end only: EOF once the worker is gone
+        return _Worker(process, parent, key)
+
+    def give(self, worker: _Worker) -> None:
+        with self._lock:
+            self._idle.setdefault(worker.key, []).append(worker)
+
+    def close(self) -> None:
+        """Stop every idle worker (at exit, and where a caller wants fresh ones)."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for workers in idle.values():
+            for worker in workers:
+                worker.stop(wait_s=10.0)
+
+
+#: This process's idle render workers (stopped at exit; a killed process takes them along).
+_IDLE = _IdleWorkers()
+atexit.register(_IDLE.close)
+
+
 def _render_blocks(store: Any, blocks: list[Block], job: RenderJob, workers: int, threads: int, gpus: list[str],
                    outcomes: dict[str, BlockOutcome], result: ShardRender,
                    log_fn: Callable[[str], None]) -> dict[str, BlockIndex]:
     """Render ``blocks`` in worker processes; store each as it completes -> the new indexes."""
-    ctx = multiprocessing.get_context("spawn")
     collector = _Collector(store, {b.tar_key: b for b in blocks}, outcomes, result, log_fn)
-    procs: dict[Connection, tuple[Any, list[Block]]] = {}
+    busy: dict[Connection, tuple[_Worker, list[Block]]] = {}
     try:
+        # every worker started before any is sent its blocks: a send waits until the worker has
+        # imported what it needs and reads, and new workers should do that side by side
         for i, assigned in enumerate(assign(blocks, workers)):
-            reader, writer = ctx.Pipe(duplex=False)
-            gpu = gpus[i % len(gpus)] if gpus else None
-            proc = ctx.Process(target=_worker_main, args=(writer, job, assigned, threads, gpu, os.getpid()),
-                               name=f"render-worker-{i}", daemon=True)
-            proc.start()
-            writer.close()   # the parent keeps only the reading end: EOF once the worker is gone
-            procs[reader] = (proc, assigned)
-        pending = list(procs)
-        while pending:
-            for conn in wait(pending):
+            worker = _IDLE.take(threads, gpus[i % len(gpus)] if gpus else None)
+            busy[worker.conn] = (worker, assigned)
+        for conn, (worker, assigned) in list(busy.items()):
+            try:
+                conn.send((job, assigned))
+            except OSError:          # an idle worker that died since: a new one
+                del busy[conn]
+                worker.stop()
+                worker = _IDLE.take(threads, worker.gpu)
+                busy[worker.conn] = (worker, assigned)
+                worker.conn.send((job, assigned))
+        while busy:
+            for conn in wait(list(busy)):
+                worker, assigned = busy[conn]
                 try:
                     message = conn.recv()
-                except EOFError:
-                    pending.remove(conn)
-                    proc, assigned = procs[conn]
-                    proc.join()
-                    conn.close()
-                    collector.worker_gone(proc, assigned)
+                except EOFError:     # it died (a crash, an OOM kill): what it had pending fails
+                    del busy[conn]
+                    worker.stop()
+                    collector.worker_gone(worker.process, assigned)
                     continue
                 collector.handle(message)
+                if message[0] == "exit":     # its blocks are done: it waits for the next shard
+                    del busy[conn]
+                    _IDLE.give(worker)
     finally:
-        for proc, _ in procs.values():
-            if proc.is_alive():
-                proc.kill()
-            proc.join()
+        for worker, _ in busy.values():      # stopped part way (an error here, an interrupt)
+            worker.stop()
         collector.abort_open(RuntimeError("render stopped"))
     return collector.indexes
 
@@ -320,14 +403,24 @@ def _preview(img: RenderedImage) -> dict[str, Any]:
     return preview
 
 
-def _worker_main(conn: Connection, job: RenderJob, blocks: list[Block], threads: int, gpu: str | None,
-                 parent_pid: int) -> None:
-    """One worker: render ``blocks`` in order with one long-lived renderer, sending each image."""
+def _worker_main(conn: Connection, threads: int, gpu: str | None, parent_pid: int) -> None:
+    """One worker: for each (job, blocks) the parent sends, render the blocks in order with its
+    long-lived renderers (pooled across sends), sending each image; until the pipe closes."""
     _die_with_parent(parent_pid)
     os.environ["LP_NUM_THREADS"] = str(threads)        # Mesa llvmpipe: the raster pass
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu       # inherited by this worker's Blender
     torch.set_num_threads(threads)
+    while True:
+        try:
+            job, blocks = conn.recv()
+        except EOFError:
+            return
+        _render_assigned(conn, job, blocks, threads)
+
+
+def _render_assigned(conn: Connection, job: RenderJob, blocks: list[Block], threads: int) -> None:
+    """Render ``blocks`` of ``job``, sending every image, each block's end, and at last the stage times."""
     options = replace(job.options, threads=threads)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     times, sent = StageTimes(), 0
@@ -355,4 +448,3 @@ def _worker_main(conn: Connection, job: RenderJob, blocks: list[Block], threads:
             conn.send(("failed", remaining[0].tar_key, f"{type(exc).__name__}: {exc}", started, time.time()))
             remaining.pop(0)
     conn.send(("exit", dict(times.seconds)))
-    conn.close()
