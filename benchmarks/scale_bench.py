@@ -309,7 +309,7 @@ def run_stage(stage: str, work: Path, size: int, sink: str, workers: int = 1) ->
         summary = cli.export(store_root, str(work / f"n{size}" / "export"), [stage], {"train": 0.8, "val": 0.1,
                                                                                        "test": 0.1},
                              workers=workers, **sinks)
-        note = f"{summary[stage]['files']:,} files" + (f", {workers} workers" if stage == "intaghand" else "")
+        note = f"{summary[stage]['files']:,} files" + (f", {workers} workers" if stage == "intaghand" and workers > 1 else "")
     elif stage == "training_index":
         from handsynth.training import RenderIHDataset
 
@@ -318,9 +318,8 @@ def run_stage(stage: str, work: Path, size: int, sink: str, workers: int = 1) ->
         note = f"{len(dataset):,} items, first image {tuple(item['image'].shape)}"
     else:
         raise SystemExit(f"unknown stage {stage!r}")
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024     # the largest worker, if any
-    if children:
-        note += f" (largest worker process: peak RSS {children:.0f} MiB)"
+    if stage == "intaghand" and workers > 1:      # the largest worker process's peak
+        note += f" (largest worker: peak RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB)"
     return {"stage": stage, "size": size, "seconds": time.monotonic() - start, "peak_rss_mib": _rss_mib(),
             "rss_after_imports_mib": base, "note": note}
 

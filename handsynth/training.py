@@ -82,21 +82,33 @@ def annotation_rows(store: Store, key: str) -> int:
         raise ValueError(f"{store.uri(key)}: not a readable annotation table ({exc})") from exc
 
 
+def annotation_row_groups(store: Store, key: str) -> list[int]:
+    """The rows of each Parquet row group of a stored annotation table (its footer: a ranged read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        with store.open(key, "rb") as stream:
+            meta = pq.ParquetFile(stream).metadata
+            return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ValueError(f"{store.uri(key)}: not a readable annotation table ({exc})") from exc
+
+
 #: Rows per batch when annotation tables are streamed (memory: one batch, whatever the shard size).
 BATCH_ROWS = 2048
 
 
 def iter_annotation_batches(store: Store, key: str, columns: list[str] | None = None,
-                            rows: int = BATCH_ROWS) -> Iterator[pd.DataFrame]:
-    """One stored annotation table in batches of ``rows`` rows, read by ranges (Parquet row
-    groups and columns), with the same dtypes as the whole table; a damaged file is a
-    ``ValueError`` naming it."""
+                            rows: int = BATCH_ROWS, row_groups: list[int] | None = None) -> Iterator[pd.DataFrame]:
+    """One stored annotation table (or only its ``row_groups``) in batches of ``rows`` rows, read
+    by ranges (Parquet row groups and columns), with the same dtypes as the whole table; a damaged
+    file is a ``ValueError`` naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     with store.open(key, "rb") as stream:
         try:
-            batches = pq.ParquetFile(stream).iter_batches(batch_size=rows, columns=columns)
+            batches = pq.ParquetFile(stream).iter_batches(batch_size=rows, columns=columns, row_groups=row_groups)
             for batch in batches:
                 yield pa.Table.from_batches([batch]).to_pandas()
         except (pa.ArrowException, OSError) as exc:

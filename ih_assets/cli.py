@@ -27,7 +27,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
@@ -35,6 +35,9 @@ from handsynth import cli_errors, exports, plots, training, verify as verifying
 from handsynth.export_files import SUMS_FILE, ExportFiles, OpenWrite, local_files, local_writer, remove_orphans
 from handsynth.render.blocks import read_member
 from handsynth.storage import Store, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 T = TypeVar("T")
 FORMATS = ("interhand26m", "intaghand")
@@ -54,10 +57,18 @@ def _pca_inverses(mano_dir: str) -> dict:
     return exports.pca_inverses(HandModel.standin().identity["source"])
 
 
-def _export_images(store: Store, keys: list[str]) -> Iterator[exports.ExportImage]:
-    """The export records of the annotation tables ``keys``, a batch of rows at a time."""
-    columns = exports.export_columns()
-    return exports.iter_export_images(batch for key in keys for batch in training.iter_annotation_batches(store, key, columns))
+#: Part of an annotation table: its key and some of its Parquet row groups (None: all of them).
+Piece = tuple[str, "list[int] | None"]
+
+
+def _batches(store: Store, pieces: Iterable[Piece], columns: list[str]) -> Iterator["pd.DataFrame"]:
+    return (batch for key, groups in pieces for batch in training.iter_annotation_batches(store, key, columns,
+                                                                                          row_groups=groups))
+
+
+def _export_images(store: Store, pieces: Iterable[Piece]) -> Iterator[exports.ExportImage]:
+    """The export records of the annotation table ``pieces``, a batch of rows at a time."""
+    return exports.iter_export_images(_batches(store, pieces, exports.export_columns()))
 
 
 def export(source: str, out: str, formats: list[str], splits: dict[str, float], mano_dir: str = "", workers: int = 1,
@@ -74,14 +85,14 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
         root = Path(out, fmt)
         with ExportFiles(writer(root)) as files:
             if fmt == "interhand26m":
-                images = _progress(_export_images(store, keys), sum(rows), fmt)
+                images = _progress(_export_images(store, [(k, None) for k in keys]), sum(rows), fmt)
                 result = exports.write_interhand_dataset(images, files, read_image, splits=splits)
                 summary[fmt] = {"images": result.images, "frames": result.frames}
             elif workers > 1:
-                result = _intaghand_in_parts(source, store, keys, rows, root, files, splits, mano_dir, workers, writer)
+                result = _intaghand_in_parts(source, store, keys, root, files, splits, mano_dir, workers, writer)
                 summary[fmt] = {"images": result.images}
             else:
-                images = _progress(_export_images(store, keys), sum(rows), fmt)
+                images = _progress(_export_images(store, [(k, None) for k in keys]), sum(rows), fmt)
                 result = exports.write_intaghand_dataset(images, files, read_image, _pca_inverses(mano_dir),
                                                          splits=splits)
                 summary[fmt] = {"images": result.images}
@@ -92,7 +103,7 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
 
 
 def _runs(rows: list[int], parts: int) -> list[range]:
-    """At most ``parts`` runs of consecutive tables with about equal rows each (none empty)."""
+    """At most ``parts`` runs of consecutive items with about equal rows each (none empty)."""
     total, runs, start, done = sum(rows), [], 0, 0
     for i, n in enumerate(rows):
         done += n
@@ -102,23 +113,26 @@ def _runs(rows: list[int], parts: int) -> list[range]:
     return runs
 
 
-def _intaghand_in_parts(source: str, store: Store, keys: list[str], rows: list[int], root: Path, files: ExportFiles,
+def _intaghand_in_parts(source: str, store: Store, keys: list[str], root: Path, files: ExportFiles,
                         splits: dict[str, float], mano_dir: str, workers: int, writer: OpenWrite) -> exports.IntagHandExport:
     """IntagHand's files written by ``workers`` processes. IntagHand numbers images 0.. per split
-    in table order, so the tables are cut into runs (a few per worker, for an even finish), and a
-    first pass over two columns of every table counts each run's images per split: each run's
-    ``idx`` starts where the runs before it end, and the files are the very ones one process
-    writes. Each run keeps its checksums beside the export; ``files`` adopts them in run order."""
-    runs = _runs(rows, 4 * workers)
-    counts = [exports.intaghand_split_counts((t for k in run for t in training.iter_annotation_batches(
-        store, keys[k], ["distinct_pose_id", "pose_id"])), splits) for run in runs]
+    in table order, so the tables' Parquet row groups (2,048 rows) are cut into runs (a few per
+    worker, for an even finish), and a first pass over two columns counts each run's images per
+    split: each run's ``idx`` start where the runs before it end, and the files are the very ones
+    one process writes. Each run keeps its checksums beside the export; ``files`` adopts them in
+    run order."""
+    groups = [(key, g, n) for key in keys for g, n in enumerate(training.annotation_row_groups(store, key))]
+    runs = [[(key, [g for k, g, _ in groups[r.start:r.stop] if k == key])
+             for key in dict.fromkeys(k for k, _, _ in groups[r.start:r.stop])]
+            for r in _runs([n for _, _, n in groups], 4 * workers)]
+    counts = [exports.intaghand_split_counts(_batches(store, run, ["distinct_pose_id", "pose_id"]), splits) for run in runs]
     firsts = [{s: sum(c[s] for c in counts[:i]) for s in exports.SPLITS} for i in range(len(runs))]
     root.mkdir(parents=True, exist_ok=True)     # the runs' checksums wait inside (an orphan if killed)
     with tempfile.TemporaryDirectory(prefix=".parts-", dir=root) as parts, \
             ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = {pool.submit(_intaghand_part, source, [keys[k] for k in run], first, root, Path(parts, str(i)), splits,
-                            mano_dir, writer): i for i, (run, first) in enumerate(zip(runs, firsts))}
-        for future in _progress(as_completed(done), len(done), f"intaghand ({workers} workers, runs of tables)"):
+        done = {pool.submit(_intaghand_part, source, run, first, root, Path(parts, str(i)), splits, mano_dir, writer): i
+                for i, (run, first) in enumerate(zip(runs, firsts))}
+        for future in _progress(as_completed(done), len(done), f"intaghand ({workers} workers, runs of row groups)"):
             if future.result() != counts[done[future]]:    # a failed run raises: SHA256SUMS is not written
                 raise exports.ExportError(f"{source}: the annotation tables of run {done[future]} changed during the "
                                           f"export ({future.result()} images per split, {counts[done[future]]} counted)")
@@ -128,13 +142,13 @@ def _intaghand_in_parts(source: str, store: Store, keys: list[str], rows: list[i
     return exports.IntagHandExport(images={s: sum(c[s] for c in counts) for s in exports.SPLITS})
 
 
-def _intaghand_part(source: str, keys: list[str], first: dict[str, int], root: Path, sums_dir: Path,
+def _intaghand_part(source: str, run: list[Piece], first: dict[str, int], root: Path, sums_dir: Path,
                     splits: dict[str, float], mano_dir: str, writer: OpenWrite) -> dict[str, int]:
-    """One run of tables of a parallel IntagHand export (in a worker process)."""
+    """One run of row groups of a parallel IntagHand export (in a worker process)."""
     store, _ = open_store(source)
     read_image = lambda image, kind: read_member(store, image.location, kind)  # noqa: E731
     with ExportFiles(writer(root), sums_to=local_writer(sums_dir)) as files:
-        return exports.write_intaghand_dataset(_export_images(store, keys), files, read_image, _pca_inverses(mano_dir),
+        return exports.write_intaghand_dataset(_export_images(store, run), files, read_image, _pca_inverses(mano_dir),
                                                splits=splits, first=first).images
 
 

@@ -107,21 +107,31 @@ def test_console_script_is_declared():
 
 
 def test_intaghand_written_by_several_processes_is_the_very_folder_one_writes(output, tmp_path):
-    """``--workers 2`` cuts the tables into runs whose image numbers start where the runs before
-    end (IntagHand numbers 0.. per split): every file and ``SHA256SUMS`` come out byte-identical
-    to one process's export (all images in one split, so the second run must continue the first's
-    numbers; and split in two), and an older export's leftovers are still removed."""
+    """``--workers 2`` cuts the tables' row groups into runs whose image numbers start where the
+    runs before end (IntagHand numbers 0.. per split): every file and ``SHA256SUMS`` come out
+    byte-identical to one process's export. Checked on a copy of the store whose tables hold a
+    row group per row (runs inside a table), with all images in one split (each run continues the
+    numbers of the one before) and in two; an older export's leftovers are still removed."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
     root, _ = output
     tables = list(iter_annotation_tables(LocalStore(root), PREFIX))
-    assert len(tables) >= 2                                                    # runs of tables to cut
+    chunked = tmp_path / "chunked"
+    shutil.copytree(root, chunked)
+    for path in (chunked / PREFIX / "annotations").glob("*.parquet"):
+        pq.write_table(pq.read_table(path), path, row_group_size=1)
+    assert sum(pq.ParquetFile(p).num_row_groups for p in (chunked / PREFIX / "annotations").glob("*.parquet")) \
+        == sum(len(t) for t in tables) >= 4
     for k, splits in enumerate(("train=1.0", "train=0.5,val=0.5")):
-        args = ["export", "--source", str(root), "--formats", "intaghand", "--splits", splits]
+        args = ["export", "--formats", "intaghand", "--splits", splits]
         one, two = tmp_path / f"one{k}", tmp_path / f"two{k}"
-        assert cli.main(args + ["--to", str(one)]) == 0
+        assert cli.main(args + ["--source", str(root), "--to", str(one)]) == 0
         stale = two / "intaghand" / "train" / "anno" / "999.pkl"
         stale.parent.mkdir(parents=True)
         stale.write_bytes(b"left by an older export")
-        assert cli.main(args + ["--to", str(two), "--workers", "2"]) == 0
+        assert cli.main(args + ["--source", str(chunked), "--to", str(two), "--workers", "2"]) == 0
         files = [{p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()} for d in (one, two)]
         assert files[0] == files[1]
         assert sum(p.endswith(".pkl") for p in files[0]) == sum(len(t) for t in tables)
