@@ -69,8 +69,8 @@ class ExportFiles:
 
     On a clean exit ``SHA256SUMS`` is committed; after an error it is dropped (the files written
     so far stay, and a re-run replaces them). ``files`` counts the files written. ``sums_to``
-    writes ``SHA256SUMS`` elsewhere (a part of an export written by several processes keeps its
-    lines beside the export until the whole one :meth:`adopt` s them).
+    writes ``SHA256SUMS`` elsewhere: a part of an export written by several processes keeps its
+    lines aside until the whole export takes them in (:meth:`adopt`).
     """
 
     def __init__(self, open_write: OpenWrite, sums_to: OpenWrite | None = None) -> None:

@@ -8,7 +8,7 @@ interpreter (``spawn``: no GL context, torch thread pool or open socket is inher
 started once and kept for all of them; after a failing block it starts again with the next one.
 A worker that finished its blocks waits for the next shard of the same process (:data:`_IDLE`):
 a main job renders its shards one after the other, and a new interpreter with torch, GL and
-Blender cost seconds per shard (the suite's small shards and the demo's were mostly that).
+Blender cost several seconds per shard (most of a small shard's render step).
 
 Workers only render. They send each finished image to the parent over a pipe, and the parent
 appends it to that block's tar as it arrives and writes the index when the block's last image is
