@@ -78,7 +78,8 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
     and ``listing`` open and list an export folder's files (benchmarks swap them)."""
     store, prefix = open_store(source)
     keys = training.annotation_keys(store, prefix)
-    rows = [training.annotation_rows(store, key) for key in keys]
+    groups = [training.annotation_row_groups(store, key) for key in keys]    # one footer read per table
+    rows = [sum(g) for g in groups]
     read_image = lambda image, kind: read_member(store, image.location, kind)  # noqa: E731
     summary: dict[str, dict] = {}
     for fmt in formats:
@@ -89,7 +90,7 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
                 result = exports.write_interhand_dataset(images, files, read_image, splits=splits)
                 summary[fmt] = {"images": result.images, "frames": result.frames}
             elif workers > 1:
-                result = _intaghand_in_parts(source, store, keys, root, files, splits, mano_dir, workers, writer)
+                result = _intaghand_in_parts(source, store, keys, groups, root, files, splits, mano_dir, workers, writer)
                 summary[fmt] = {"images": result.images}
             else:
                 images = _progress(_export_images(store, [(k, None) for k in keys]), sum(rows), fmt)
@@ -113,15 +114,16 @@ def _runs(rows: list[int], parts: int) -> list[range]:
     return runs
 
 
-def _intaghand_in_parts(source: str, store: Store, keys: list[str], root: Path, files: ExportFiles,
-                        splits: dict[str, float], mano_dir: str, workers: int, writer: OpenWrite) -> exports.IntagHandExport:
+def _intaghand_in_parts(source: str, store: Store, keys: list[str], row_groups: list[list[int]], root: Path,
+                        files: ExportFiles, splits: dict[str, float], mano_dir: str, workers: int,
+                        writer: OpenWrite) -> exports.IntagHandExport:
     """IntagHand's files written by ``workers`` processes. IntagHand numbers images 0.. per split
     in table order, so the tables' Parquet row groups (2,048 rows) are cut into runs (a few per
     worker, for an even finish), and a first pass over two columns counts each run's images per
     split: each run's ``idx`` start where the runs before it end, and the files are the very ones
     one process writes. Each run keeps its checksums beside the export; ``files`` adopts them in
     run order."""
-    groups = [(key, g, n) for key in keys for g, n in enumerate(training.annotation_row_groups(store, key))]
+    groups = [(key, g, n) for key, sizes in zip(keys, row_groups) for g, n in enumerate(sizes)]
     runs = [[(key, [g for k, g, _ in groups[r.start:r.stop] if k == key])
              for key in dict.fromkeys(k for k, _, _ in groups[r.start:r.stop])]
             for r in _runs([n for _, _, n in groups], 4 * workers)]

@@ -111,6 +111,7 @@ class _Shading:
     """What :meth:`HandRenderer.render_view` lights per view: every vertex of the scene's meshes."""
 
     points: np.ndarray    # (V, 3)
+    positions: np.ndarray  # (V, 3) float32, as GL takes them
     normals: np.ndarray   # (V, 3) smooth (trimesh's vertex normals, as pyrender's smooth meshes use)
     colors: np.ndarray    # (V, 3)
     faces: np.ndarray     # (F, 3) uint32
@@ -193,7 +194,8 @@ class HandRenderer:
         offsets = np.cumsum([0] + [len(h.vertices) for h in hands])
         both = trimesh.Trimesh(np.concatenate([h.vertices for h in hands]),
                                np.concatenate([h.faces + o for h, o in zip(hands, offsets)]), process=False)
-        shading = _Shading(np.asarray(both.vertices, np.float64), np.asarray(both.vertex_normals, np.float64),
+        points = np.asarray(both.vertices, np.float64)
+        shading = _Shading(points, points.astype(np.float32), np.asarray(both.vertex_normals, np.float64),
                            np.concatenate([h.colors for h in hands]), both.faces.astype(np.uint32), list(lights),
                            np.asarray(ambient, np.float64))
         node_colors = {}
@@ -225,7 +227,7 @@ class HandRenderer:
         scene.set_pose(camera_node, _pose_matrix(camera))
         self.renderer.viewport_width, self.renderer.viewport_height = self.width, self.height
         self._show_parts(node_colors, False)
-        lit = pyrender.Primitive(positions=shading.points.astype(np.float32), indices=shading.faces,
+        lit = pyrender.Primitive(positions=shading.positions, indices=shading.faces,
                                  color_0=shade_vertices(shading.points, shading.normals, shading.colors, shading.lights,
                                                         shading.ambient, camera.position))
         for node in [n for n in scene.mesh_nodes if n not in node_colors]:   # the last view's
