@@ -2,7 +2,8 @@
 
 ``weed mini`` runs master, volume, filer, S3, WebDAV, Iceberg, Lance and admin servers in one
 process. Every one of their ports is chosen free here, so several servers (parallel test sessions,
-a demo next to a test run) never collide on the defaults (8333, 9333, ...). SeaweedFS derives a
+a demo next to a test run) never collide on the defaults (8333, 9333, ...), and outside the
+kernel's range for outgoing connections, which could take a chosen port first. SeaweedFS derives a
 component's gRPC port as ``http port + 10000`` in places that ignore the explicit gRPC flags (the
 admin worker does), so each HTTP port is picked together with a free ``port + 10000`` and both
 are passed explicitly.
@@ -29,6 +30,7 @@ import ctypes
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +54,12 @@ GRPC_COMPONENTS: tuple[str, ...] = ("master", "volume", "filer", "s3", "admin")
 #: Ports without a gRPC twin (flag names without the leading dash).
 EXTRA_PORT_FLAGS: tuple[str, ...] = ("webdav.port", "s3.port.iceberg", "s3.port.lance")
 GRPC_OFFSET = 10000
+#: Lowest port handed out: below it live well-known services and the demo's fixed S3 port 8333.
+PORT_FLOOR = 10000
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+#: A glog fatal line ("F1207 19:51:30.773832 volume.go:577 failed to listen on ..."), which the
+#: goroutine dump after it pushes out of the log's tail.
+FATAL_LINE = re.compile(r"F\d{4} \d")
 #: Credentials in the environment make ``weed mini`` create an identity and enforce it; the
 #: server only sees them when passed explicitly, so its auth mode never depends on the caller's shell.
 CREDENTIAL_ENV: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_BUCKET")
@@ -108,26 +116,47 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def ephemeral_port_range() -> range:
+    """The local ports the kernel hands outgoing connections (Linux default 32768-60999).
+
+    ``weed mini``'s components connect to each other while it starts, and clients poll it, so a
+    port chosen free inside this range can be taken by such a connection before weed binds it:
+    the volume server's gRPC listener once failed so ("bind: address already in use"). Ports are
+    therefore chosen outside it.
+    """
+    try:
+        low, high = map(int, Path(EPHEMERAL_RANGE_FILE).read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_ports(n_paired: int, n_single: int, taken: set[int] | None = None) -> tuple[list[int], list[int]]:
     """``n_paired`` free ports whose ``+10000`` twin is also free, and ``n_single`` plain ones.
 
-    Drawn at random from 20000-55000 (below the kernel's ephemeral range on most systems, and
-    low enough that a twin stays a valid port), all distinct and not in ``taken``.
+    Drawn at random from :data:`PORT_FLOOR`-65535 outside :func:`ephemeral_port_range` (with the
+    Linux default: bases 10000-22767 with twins 20000-32767, singles up to 32767 or from 61000),
+    all distinct and not in ``taken``.
     """
+    ephemeral = ephemeral_port_range()
     rng = random.Random()
     used = set(taken or ())
     chosen: tuple[list[int], list[int]] = ([], [])
     for want, out, offsets in ((n_paired, chosen[0], (0, GRPC_OFFSET)), (n_single, chosen[1], (0,))):
-        tries = 0
-        while len(out) < want:
-            tries += 1
-            if tries > 1000 * want:
-                raise SeaweedError(f"could not find {want} free ports on {HOST}")
-            base = rng.randint(20000, 55000 - offsets[-1])
+        bases = [p for p in range(PORT_FLOOR, 65536 - offsets[-1]) if all(p + d not in ephemeral for d in offsets)]
+        rng.shuffle(bases)
+        for base in bases:
+            if len(out) == want:
+                break
             group = {base + d for d in offsets}
             if not group & used and all(_port_is_free(q) for q in group):
                 out.append(base)
                 used |= group
+        if len(out) < want:
+            raise SeaweedError(
+                f"could not find {want} free ports on {HOST} from {PORT_FLOOR} outside the kernel's ephemeral range "
+                f"{ephemeral.start}-{ephemeral.stop - 1} ({EPHEMERAL_RANGE_FILE})"
+            )
     return chosen
 
 
@@ -297,12 +326,14 @@ class SeaweedServer:
         return ports
 
     def log_tail(self, n: int = 20) -> str:
-        """The last ``n`` lines of the server log, quoted in errors so failures explain themselves."""
+        """The log's fatal lines and its last ``n`` lines, quoted in errors so failures explain
+        themselves (a fatal error's goroutine dump alone fills more than ``n`` lines)."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        return "\n".join(lines[-n:])
+        fatal = [line for line in lines[:-n] if FATAL_LINE.match(line)]
+        return "\n".join(fatal + lines[-n:])
 
     def _wait_ready(self) -> None:
         """Poll the S3 port, then ListBuckets: the port opens before the filer behind it is ready."""

@@ -15,7 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from handsynth.processes import process_alive
-from resources.seaweed import GRPC_OFFSET, SeaweedError, SeaweedServer, find_weed, free_ports
+from resources import seaweed
+from resources.seaweed import (GRPC_OFFSET, PORT_FLOOR, SeaweedError, SeaweedServer, ephemeral_port_range,
+                               find_weed, free_ports)
 from tests.s3_fixtures import seaweed_server  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,15 +29,40 @@ def accepts_connections(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_free_ports_are_distinct_with_free_grpc_twins() -> None:
-    with socket.socket() as held:  # a port in use must never be handed out
-        held.bind(("127.0.0.1", 0))
-        busy = held.getsockname()[1]
-        paired, single = free_ports(5, 3, taken={busy})
+def test_free_ports_are_distinct_with_free_grpc_twins_outside_the_ephemeral_range() -> None:
+    """Outside the kernel's range for outgoing connections: inside it, a connection made while weed
+    starts can take a chosen port before weed binds it (CI saw the volume's gRPC bind fail so)."""
+    ephemeral = ephemeral_port_range()
+    paired, single = free_ports(5, 3, taken={20000})
     every = paired + [p + GRPC_OFFSET for p in paired] + single
     assert len(paired) == 5 and len(single) == 3
-    assert len(set(every)) == len(every) and busy not in every
-    assert all(p + GRPC_OFFSET <= 65535 for p in paired)
+    assert len(set(every)) == len(every) and 20000 not in every
+    assert all(PORT_FLOOR <= p <= 65535 and p not in ephemeral for p in every), (every, ephemeral)
+
+
+def test_a_port_in_use_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With only ten ports outside a pretended ephemeral range, holding one leaves nine."""
+    monkeypatch.setattr(seaweed, "ephemeral_port_range", lambda: range(PORT_FLOOR + 10, 65536))
+    span = [p for p in range(PORT_FLOOR, PORT_FLOOR + 10) if seaweed._port_is_free(p)]
+    assert len(span) >= 2, "the test needs two free ports among 10000-10009"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", span[0]))
+        held.listen()
+        _, single = free_ports(0, len(span) - 1)
+        assert sorted(single) == span[1:]
+        with pytest.raises(SeaweedError, match="could not find 10 free ports .* ephemeral range 10010-65535"):
+            free_ports(0, 10)
+        with pytest.raises(SeaweedError, match="could not find 1 free ports"):
+            free_ports(1, 0)  # every +10000 twin lies in the pretended range
+
+
+def test_startup_errors_quote_the_fatal_line_above_the_goroutine_dump(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path)
+    fatal = "F1207 19:51:30.773832 volume.go:577 failed to listen on grpc port 51444: bind: address already in use"
+    dump = [f"  github.com/seaweedfs/seaweedfs/weed/glog.stacks frame {i}" for i in range(40)]
+    server.log_path.write_text("\n".join(["  Volume       starting", fatal, *dump]) + "\n")
+    tail = server.log_tail().splitlines()
+    assert tail == [fatal, *dump[-20:]]
 
 
 def test_missing_binary_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from resources.seaweed import free_ports
 from tests.s3_fixtures import seaweed_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,12 +84,6 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
                                  data=json.dumps({"query": query, "variables": variables or {}}).encode(),
@@ -104,7 +98,7 @@ def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
 def dagster_dev(seaweed_server, tmp_path_factory):  # noqa: F811
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(ROOT / "deploy/dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
+    _, [port] = free_ports(0, 1)  # outside the ephemeral range: dagster dev binds it seconds later
     env = dict(os.environ, DAGSTER_HOME=str(home), IH_ENV="local", IH_PRESET="test", IH_N_PROCEDURAL_POSES="4",
                IH_SHARD_SIZE="4", IH_OPTIMIZE_ITERATIONS="10", IH_N_AUGMENTATIONS="1", IH_N_VIEWS="1",
                IH_S3_ENDPOINT=seaweed_server.endpoint_url, IH_S3_BUCKET="ui-test", PYOPENGL_PLATFORM="egl")
