@@ -117,7 +117,8 @@ def _port_is_free(port: int) -> bool:
 
 
 def ephemeral_port_range() -> range:
-    """The local ports the kernel hands outgoing connections (Linux default 32768-60999).
+    """The local ports the kernel hands outgoing connections (Linux default 32768-60999; where the
+    kernel does not say, 32768-65535, which also covers the IANA range 49152-65535 other systems use).
 
     ``weed mini``'s components connect to each other while it starts, and clients poll it, so a
     port chosen free inside this range can be taken by such a connection before weed binds it:
@@ -127,7 +128,7 @@ def ephemeral_port_range() -> range:
     try:
         low, high = map(int, Path(EPHEMERAL_RANGE_FILE).read_text().split())
     except (OSError, ValueError):
-        low, high = 32768, 60999
+        low, high = 32768, 65535
     return range(low, high + 1)
 
 
