@@ -71,11 +71,6 @@ def annotation_keys(store: Store, prefix: str = "") -> list[str]:
     return keys
 
 
-def annotation_rows(store: Store, key: str) -> int:
-    """The number of rows of a stored annotation table, from its Parquet footer (a ranged read)."""
-    return sum(annotation_row_groups(store, key))
-
-
 def annotation_row_groups(store: Store, key: str) -> list[int]:
     """The rows of each Parquet row group of a stored annotation table (its footer: a ranged read)."""
     import pyarrow.parquet as pq

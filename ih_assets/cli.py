@@ -79,21 +79,21 @@ def export(source: str, out: str, formats: list[str], splits: dict[str, float], 
     store, prefix = open_store(source)
     keys = training.annotation_keys(store, prefix)
     groups = [training.annotation_row_groups(store, key) for key in keys]    # one footer read per table
-    rows = [sum(g) for g in groups]
+    whole, total = [(key, None) for key in keys], sum(map(sum, groups))
     read_image = lambda image, kind: read_member(store, image.location, kind)  # noqa: E731
     summary: dict[str, dict] = {}
     for fmt in formats:
         root = Path(out, fmt)
         with ExportFiles(writer(root)) as files:
             if fmt == "interhand26m":
-                images = _progress(_export_images(store, [(k, None) for k in keys]), sum(rows), fmt)
+                images = _progress(_export_images(store, whole), total, fmt)
                 result = exports.write_interhand_dataset(images, files, read_image, splits=splits)
                 summary[fmt] = {"images": result.images, "frames": result.frames}
             elif workers > 1:
                 result = _intaghand_in_parts(source, store, keys, groups, root, files, splits, mano_dir, workers, writer)
                 summary[fmt] = {"images": result.images}
             else:
-                images = _progress(_export_images(store, [(k, None) for k in keys]), sum(rows), fmt)
+                images = _progress(_export_images(store, whole), total, fmt)
                 result = exports.write_intaghand_dataset(images, files, read_image, _pca_inverses(mano_dir),
                                                          splits=splits)
                 summary[fmt] = {"images": result.images}
